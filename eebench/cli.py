@@ -20,6 +20,7 @@ from eebench.errors import EEBenchError
 # one line per package that contributes subcommands
 COMMAND_MODULES: tuple[str, ...] = (
     "eebench.models.commands",
+    "eebench.results.commands",
 )
 
 EXIT_USAGE = 2

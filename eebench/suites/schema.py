@@ -1,0 +1,238 @@
+"""The suite file: a declarative benchmark, validated before anything runs.
+
+A suite names the dataset and split seed, the models (registry name, config,
+training recipe or a checkpoint), the policies with their threshold grids,
+the calibration targets, the backends and hardware profiles, and the
+measurement settings. Unknown keys and wrong types are refused with the file,
+the field path and (for keys and registered names) the nearest valid name;
+names are checked against the registries in :mod:`eebench.suites.names`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from eebench.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: str = "digits"
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Strict):
+    """Passed to eebench.training.TrainConfig; keys are checked there."""
+
+    scheme: str = "joint"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(_Strict):
+    name: str
+    id: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    checkpoint: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.id or self.name
+
+
+class Grid(_Strict):
+    """An evenly spaced threshold grid (inclusive of both ends)."""
+
+    start: float = 0.0
+    stop: float = 1.0
+    num: int = Field(101, ge=1)
+
+    def values(self) -> list[float]:
+        if self.num == 1:
+            return [self.start]
+        step = (self.stop - self.start) / (self.num - 1)
+        return [self.start + i * step for i in range(self.num)]
+
+
+class PolicySpec(_Strict):
+    name: str
+    confidence: list[str] = Field(default_factory=lambda: ["max_softmax"])
+    thresholds: Grid | list[float] = Field(default_factory=Grid)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def threshold_values(self) -> list[float]:
+        return self.thresholds.values() if isinstance(self.thresholds, Grid) else list(self.thresholds)
+
+
+class CalibrationSpec(_Strict):
+    """Targets chosen on val and reported on test."""
+
+    accuracy_within: list[float] = Field(default_factory=lambda: [0.01])
+    budget_fractions: list[float] = Field(
+        default_factory=lambda: [0.5],
+        description="average-MAC budgets as fractions of the final exit's cumulative MACs",
+    )
+    exit_distributions: list[list[float]] = Field(default_factory=list)
+
+    @field_validator("accuracy_within", "budget_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not 0 <= x <= 1:
+                raise ValueError(f"each value must be in [0, 1], got {x}")
+        return v
+
+
+class MeasurementSpec(_Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    threads: list[int] = Field(default_factory=lambda: [1])
+    warmup: int = Field(5, ge=0)
+    min_repeats: int = Field(20, ge=1)
+    min_time_s: float = Field(0.2, ge=0)
+    max_time_s: float = Field(5.0, gt=0)
+    noisy_cv: float = Field(0.1, gt=0)
+    energy: bool = True
+
+    @field_validator("batch_sizes", "threads")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError(f"expected a non-empty list of positive integers, got {v}")
+        return v
+
+
+class ValidationSpec(_Strict):
+    """True early-exit runs of the calibrated operating points."""
+
+    enabled: bool = True
+    samples: int = Field(200, ge=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    repeats: int = Field(3, ge=1)
+
+
+class SuiteSpec(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    models: list[ModelSpec]
+    policies: list[PolicySpec] = Field(default_factory=lambda: [PolicySpec(name="threshold")])
+    baselines: list[str] = Field(default_factory=lambda: ["oracle", "final-only", "aggregation"])
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    backends: list[str] = Field(default_factory=lambda: ["torch-cpu"])
+    measurement: MeasurementSpec = Field(default_factory=MeasurementSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    record_batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_model_ids(self) -> SuiteSpec:
+        seen: set[str] = set()
+        for m in self.models:
+            if m.label in seen:
+                raise ValueError(f"model id '{m.label}' appears twice; give each model a distinct 'id'")
+            seen.add(m.label)
+        if not self.models:
+            raise ValueError("a suite needs at least one model")
+        return self
+
+
+# ---------------------------------------------------------------------- loading
+def _is_union_tag(part: Any) -> bool:
+    """pydantic adds union member names ('Grid', 'list[float]') to error locations."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            if _is_union_tag(part):
+                continue
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of ``loc`` (to suggest valid keys)."""
+    model: Any = SuiteSpec
+    for part in loc[:-1]:
+        if isinstance(part, int) or _is_union_tag(part):
+            continue
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        nxt = None
+        for c in candidates:
+            inner = getattr(c, "__args__", ())
+            for cc in (c, *inner):
+                if isinstance(cc, type) and issubclass(cc, BaseModel):
+                    nxt = cc
+                    break
+            if nxt:
+                break
+        model = nxt
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError, source: str) -> ConfigError:
+    lines = []
+    errors = err.errors()
+    unknown_paths = {_field_path(tuple(e["loc"])[:-1]) for e in errors if e["type"] == "extra_forbidden"}
+    for e in errors:
+        loc = tuple(e["loc"])
+        path = _field_path(loc)
+        if e["type"] != "extra_forbidden" and path in unknown_paths:
+            continue  # the other arm of a union failing: the unknown key says it all
+        if e["type"] == "extra_forbidden":
+            owner = _model_for_path(loc)
+            valid = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{path}: unknown key{hint} (valid keys: {', '.join(valid)})")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: required field is missing")
+        else:
+            lines.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
+    first, *rest = lines
+    msg = first + ("".join(f"\n  {source}: {x}" for x in rest) if rest else "")
+    return ConfigError(msg, source=source)
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> SuiteSpec:
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", source=source)
+    try:
+        return SuiteSpec.model_validate(data)
+    except ValidationError as err:
+        raise format_validation_error(err, source) from None
+
+
+def load_suite_file(path: Path) -> SuiteSpec:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read suite file: {err.strerror}", source=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(err, 'problem', err)}", source=str(path)) from None
+    return parse_suite(data, source=str(path))
+
