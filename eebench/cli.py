@@ -20,7 +20,10 @@ from eebench.errors import EEBenchError
 # one line per package that contributes subcommands
 COMMAND_MODULES: tuple[str, ...] = (
     "eebench.models.commands",
+    "eebench.policies.commands",
     "eebench.results.commands",
+    "eebench.report.commands",
+    "eebench.profiles.commands",
 )
 
 EXIT_USAGE = 2

@@ -9,23 +9,59 @@ import pandas as pd
 from eebench.models.base import InputShapeError
 from eebench.models.registry import create_model, list_models
 
+CUM_MACS_COLUMN = "cum MACs per exit (M)"
+FINAL_MACS_COLUMN = "final-exit MACs (M)"
+
+TABLE_NOTE = (
+    "MACs are analytic (fvcore; 1 MAC = 1 multiply-add of conv/linear/matmul, FLOPs = 2 x MACs), "
+    "per sample. cum MACs per exit = all stages and heads up to that exit; "
+    "final-exit MACs = all stages + the final head only (no early heads)."
+)
+
+
+def _millions(value: float) -> str:
+    """MACs in millions with three significant digits (``0.12``, ``2.3``, ``61``)."""
+    return f"{value / 1e6:.3g}"
+
 
 def models_table(input_shape: Sequence[int], num_classes: int = 10, filter: str | None = None) -> pd.DataFrame:
-    """One row per registered model: family, exits, parameters; a model that cannot run on
-    the input shape gets a row saying why instead of disappearing."""
+    """One row per registered model: family, exits, parameters and analytic MACs per exit.
+
+    A model that cannot run on the input shape gets a row saying why instead
+    of disappearing.
+    """
+    from eebench.costs import analyze_costs
+
     rows = []
     for name in list_models(filter):
         try:
             model = create_model(name, num_classes=num_classes, input_shape=input_shape)
         except InputShapeError as err:
-            rows.append({"model": name, "family": "-", "exits": "-", "params": "-",
-                         "note": f"not runnable: {err}"})
+            rows.append(
+                {
+                    "model": name,
+                    "family": "-",
+                    "exits": "-",
+                    "params": "-",
+                    CUM_MACS_COLUMN: "-",
+                    FINAL_MACS_COLUMN: "-",
+                    "note": f"not runnable: {err}",
+                }
+            )
             continue
-        rows.append({
-            "model": name,
-            "family": model.family,
-            "exits": model.num_exits,
-            "params": f"{sum(p.numel() for p in model.parameters()):,}",
-            "note": "",
-        })
-    return pd.DataFrame(rows)
+        costs = analyze_costs(model)
+        final_only = int(costs.stage_macs.sum() + costs.head_macs[-1])
+        rows.append(
+            {
+                "model": name,
+                "family": model.family,
+                "exits": model.num_exits,
+                "params": f"{sum(p.numel() for p in model.parameters()):,}",
+                CUM_MACS_COLUMN: " / ".join(_millions(v) for v in costs.cumulative_macs),
+                FINAL_MACS_COLUMN: _millions(final_only),
+                "note": "",
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.attrs["note"] = TABLE_NOTE
+    return table

@@ -1,0 +1,251 @@
+"""The true early-exit executor: inference that stops at the first exit whose decision fires.
+
+It runs any prepared model (any backend) under any exit decider (any policy),
+in one of two modes:
+
+* ``per-sample`` — one sample at a time (batch 1). After each stage the exit
+  head runs, its logits are copied to the host (the only host sync per exit
+  evaluated) and the decider says whether to leave; when it fires nothing
+  further runs for that sample. This is the latency a deployed early-exit
+  network sees.
+* ``batched`` — batch shrinking: a batch runs stage by stage; after each exit
+  the rows that leave are dropped from the state (``select``/index_select)
+  and the rest go on, so later stages run on fewer rows.
+
+Two baselines use the same loop and the same clock: ``aggregation`` (every
+stage and every exit head run for every sample, the decision applied
+afterwards, so predictions equal the early-exit ones) and ``backbone``
+(every stage and only the final head).
+
+Latency is per sample, from the moment its input is on the device (after
+``to_input``) until its exit decision; the decision overhead (time inside
+``decider.decide``) is recorded per exit. The predicted latency of the same
+run is the sum, per sample, of the measured latencies of the stages and heads
+it executed (:func:`eebench.measure.parts.predict_latency`).
+
+Backends do not know about policies: the executor only needs the
+:class:`ExitDecider` protocol defined here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast, runtime_checkable
+
+import numpy as np
+
+from eebench.backends.base import PreparedModel
+from eebench.errors import EEBenchError
+from eebench.measure.timing import DEFAULT_CLOCK, Clock
+
+MODES = ("per-sample", "batched", "aggregation", "backbone")
+
+
+@runtime_checkable
+class ExitDecider(Protocol):
+    """An online exit decision, as a policy provides it for chosen thresholds.
+
+    ``reset(batch_size)`` starts a new batch (per-sample mode: a batch of one).
+    ``decide(exit_index, logits, active)`` gets the logits ``(B_active, C)``
+    of the rows still in the batch and their row indices in the original
+    batch; it returns a boolean mask ``(B_active,)``: True = leave here.
+    The final exit always leaves: ``decide`` is not called there.
+    """
+
+    def reset(self, batch_size: int) -> None: ...
+
+    def decide(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray: ...
+
+
+class DeciderError(EEBenchError, ValueError):
+    """A decider returned something other than one boolean per active row."""
+
+
+@dataclass
+class ExecutionResult:
+    """What an executor run produced, per sample and per exit.
+
+    ``latency_ns[k]`` is sample k's measured latency; ``decision_ns[e]`` the
+    total time spent in ``decide`` at exit e over ``decision_calls[e]`` calls.
+    """
+
+    mode: str
+    predictions: np.ndarray
+    exit_indices: np.ndarray
+    latency_ns: np.ndarray
+    decision_ns: np.ndarray
+    decision_calls: np.ndarray
+    batch_size: int
+    num_exits: int
+    backend: dict[str, Any] = field(default_factory=dict)
+    wall_ns: int = 0
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.predictions.shape[0])
+
+    @property
+    def mean_latency_ns(self) -> float:
+        return float(self.latency_ns.mean())
+
+    @property
+    def decision_overhead_us(self) -> np.ndarray:
+        """Mean time per ``decide`` call at each exit, in microseconds (NaN where never called)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.decision_calls > 0, self.decision_ns / np.maximum(self.decision_calls, 1) / 1e3, np.nan)
+
+    @property
+    def exit_fractions(self) -> np.ndarray:
+        counts = np.bincount(self.exit_indices, minlength=self.num_exits)
+        return counts / max(self.num_samples, 1)
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        return float((self.predictions == np.asarray(labels)).mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": f"measured:{self.backend.get('backend', '?')}",
+            "mode": self.mode,
+            "batch_size": self.batch_size,
+            "num_exits": self.num_exits,
+            "backend": dict(self.backend),
+            "predictions": self.predictions.tolist(),
+            "exit_indices": self.exit_indices.tolist(),
+            "latency_ns": self.latency_ns.tolist(),
+            "decision_ns": self.decision_ns.tolist(),
+            "decision_calls": self.decision_calls.tolist(),
+            "wall_ns": self.wall_ns,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExecutionResult:
+        return cls(
+            mode=d["mode"],
+            predictions=np.asarray(d["predictions"], dtype=np.int64),
+            exit_indices=np.asarray(d["exit_indices"], dtype=np.int64),
+            latency_ns=np.asarray(d["latency_ns"], dtype=np.int64),
+            decision_ns=np.asarray(d["decision_ns"], dtype=np.int64),
+            decision_calls=np.asarray(d["decision_calls"], dtype=np.int64),
+            batch_size=int(d["batch_size"]),
+            num_exits=int(d["num_exits"]),
+            backend=dict(d.get("backend", {})),
+            wall_ns=int(d.get("wall_ns", 0)),
+        )
+
+
+class EarlyExitExecutor:
+    """Runs a prepared model under an exit decider; see the module docstring for the modes."""
+
+    def __init__(self, prepared: PreparedModel, decider: ExitDecider | None = None, clock: Clock = DEFAULT_CLOCK) -> None:
+        self.prepared = prepared
+        self.decider = decider
+        self.clock = clock
+
+    def run(self, x: Any, mode: str = "per-sample", batch_size: int | None = None) -> ExecutionResult:
+        """Run every sample of ``x`` (N x C x H x W, host) in ``mode``.
+
+        ``batch_size`` applies to ``batched`` mode (default: all of ``x`` at
+        once); the other modes run one sample at a time.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown executor mode '{mode}'; expected one of {MODES}")
+        if mode in ("per-sample", "batched") and self.decider is None:
+            raise ValueError(f"mode '{mode}' needs an exit decider")
+        n = int(x.shape[0])
+        E = self.prepared.num_stages
+        preds = np.zeros(n, dtype=np.int64)
+        exits = np.zeros(n, dtype=np.int64)
+        latency = np.zeros(n, dtype=np.int64)
+        dec_ns = np.zeros(E, dtype=np.int64)
+        dec_calls = np.zeros(E, dtype=np.int64)
+        out = (preds, exits, latency, dec_ns, dec_calls)
+        bs = 1 if mode != "batched" else int(batch_size or n)
+        if bs < 1:
+            raise ValueError(f"batch_size must be >= 1, got {bs}")
+        step = {
+            "per-sample": self._early_exit_batch,
+            "batched": self._early_exit_batch,
+            "aggregation": self._aggregation_sample,
+            "backbone": self._backbone_sample,
+        }[mode]
+        with self.prepared.activated():
+            t_start = self.clock()
+            for lo in range(0, n, bs):
+                step(x[lo : lo + bs], lo, out)
+            wall = self.clock() - t_start
+            describe = self.prepared.describe()
+        return ExecutionResult(mode, preds, exits, latency, dec_ns, dec_calls, bs, E, describe, int(wall))
+
+    # ------------------------------------------------------------------ modes
+    def _decide(self, e: int, logits: np.ndarray, active: np.ndarray, dec_ns: np.ndarray, dec_calls: np.ndarray) -> np.ndarray:
+        decider = cast(ExitDecider, self.decider)
+        t0 = self.clock()
+        mask = decider.decide(e, logits, active)
+        dec_ns[e] += self.clock() - t0
+        dec_calls[e] += 1
+        mask = np.asarray(mask)
+        if mask.shape != (logits.shape[0],) or mask.dtype != np.bool_:
+            raise DeciderError(
+                f"{type(self.decider).__name__}.decide(exit {e}) returned shape {mask.shape} dtype "
+                f"{mask.dtype}; expected a boolean array of shape ({logits.shape[0]},), one per active row"
+            )
+        return mask
+
+    def _early_exit_batch(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+        preds, exits, latency, dec_ns, dec_calls = out
+        p = self.prepared
+        last = p.num_stages - 1
+        b = int(xb.shape[0])
+        self.decider.reset(b)  # type: ignore[union-attr]
+        active = np.arange(b)
+        state = (p.to_input(xb),)
+        t0 = self.clock()
+        for e in range(p.num_stages):
+            state = p.run_stage(e, state)
+            logits = p.to_numpy(p.run_exit(e, state))
+            if e == last:  # the final exit always leaves: no decision to make
+                mask = np.ones(logits.shape[0], dtype=bool)
+            else:
+                mask = self._decide(e, logits, active, dec_ns, dec_calls)
+            now = self.clock()
+            if mask.any():
+                rows = active[mask]
+                preds[offset + rows] = logits[mask].argmax(axis=1)
+                exits[offset + rows] = e
+                latency[offset + rows] = now - t0
+            if mask.all():
+                return
+            if mask.any():
+                keep = np.flatnonzero(~mask)
+                state = p.select(state, keep)
+                active = active[keep]
+
+    def _aggregation_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+        preds, exits, latency, dec_ns, dec_calls = out
+        p = self.prepared
+        x_native = p.to_input(xb)
+        t0 = self.clock()
+        logits = [p.to_numpy(v) for v in p.run_all(x_native)]
+        chosen = p.num_stages - 1
+        if self.decider is not None:
+            self.decider.reset(1)
+            active = np.arange(1)
+            for e, lg in enumerate(logits[:-1]):
+                if self._decide(e, lg, active, dec_ns, dec_calls)[0]:
+                    chosen = e
+                    break
+        latency[offset] = self.clock() - t0
+        preds[offset] = int(logits[chosen][0].argmax())
+        exits[offset] = chosen
+
+    def _backbone_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+        preds, exits, latency, _, _ = out
+        p = self.prepared
+        state = (p.to_input(xb),)
+        t0 = self.clock()
+        for e in range(p.num_stages):
+            state = p.run_stage(e, state)
+        logits = p.to_numpy(p.run_exit(p.num_stages - 1, state))
+        latency[offset] = self.clock() - t0
+        preds[offset] = int(logits[0].argmax())
+        exits[offset] = p.num_stages - 1

@@ -1,0 +1,78 @@
+"""Exit policies: confidence measures, decision functions, baselines and target exit distributions.
+
+Importing this package registers every policy and confidence measure.
+"""
+
+from eebench.policies.base import (
+    ExitDecider,
+    ExitView,
+    LogitsView,
+    NotFittedError,
+    Policy,
+    PolicyError,
+)
+from eebench.policies.baselines import AggregationPolicy, FinalOnlyPolicy, OraclePolicy
+from eebench.policies.confidence import (
+    CONFIDENCE,
+    NonFiniteLogitsError,
+    check_finite,
+    confidence,
+    entropy_confidence,
+    list_confidence_measures,
+    log_softmax64,
+    max_softmax,
+    predictions,
+    score_margin,
+)
+from eebench.policies.gate import GATE_FEATURES, LearnedGatePolicy, gate_features
+from eebench.policies.patience import PatiencePolicy, patience_counters
+from eebench.policies.registry import (
+    POLICIES,
+    create_policy,
+    list_policies,
+    policies_table,
+    register_policy,
+)
+from eebench.policies.targets import (
+    check_distribution,
+    geometric_exit_distribution,
+    thresholds_for_exit_distribution,
+)
+from eebench.policies.threshold import IDKCascadePolicy, ThresholdPolicy
+
+__all__ = [
+    "CONFIDENCE",
+    "GATE_FEATURES",
+    "POLICIES",
+    "AggregationPolicy",
+    "ExitDecider",
+    "ExitView",
+    "FinalOnlyPolicy",
+    "IDKCascadePolicy",
+    "LearnedGatePolicy",
+    "LogitsView",
+    "NonFiniteLogitsError",
+    "NotFittedError",
+    "OraclePolicy",
+    "PatiencePolicy",
+    "Policy",
+    "PolicyError",
+    "ThresholdPolicy",
+    "check_distribution",
+    "check_finite",
+    "confidence",
+    "create_policy",
+    "entropy_confidence",
+    "gate_features",
+    "geometric_exit_distribution",
+    "list_confidence_measures",
+    "list_policies",
+    "log_softmax64",
+    "max_softmax",
+    "patience_counters",
+    "policies_table",
+    "predictions",
+    "register_policy",
+    "score_margin",
+    "thresholds_for_exit_distribution",
+]

@@ -1,0 +1,248 @@
+"""Learned gate: per exit a logistic regression that predicts "this exit's prediction is correct".
+
+Each exit gets its own small classifier over the exit's confidence features
+(max softmax, score margin, entropy confidence), fitted on the validation
+record; the sample leaves when the predicted probability of being correct
+reaches the threshold. The exit index enters through the per-exit fit (one
+set of weights per exit). The fitted parameters are plain arrays
+(:meth:`LearnedGatePolicy.state_dict`), applied by the same float64 arithmetic
+in the vectorised scores and in the online decider, so both agree exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eebench.errors import ResultsError
+from eebench.policies.base import (
+    ExitDecider,
+    ExitView,
+    NotFittedError,
+    Policy,
+    PolicyError,
+    decider_thresholds,
+    threshold_at,
+)
+from eebench.policies.confidence import CONFIDENCE, log_softmax64
+from eebench.policies.registry import register_policy
+
+GATE_FEATURES = ("max_softmax", "score_margin", "entropy")
+_RATE_CLIP = 1e-6
+
+
+def gate_features(log_probs: np.ndarray, features: tuple[str, ...] = GATE_FEATURES) -> np.ndarray:
+    """Confidence features over the last axis of log-probabilities: shape ``(..., len(features))``."""
+    return np.stack([CONFIDENCE.get(f)(log_probs) for f in features], axis=-1)
+
+
+def _gate_logit(
+    feats: np.ndarray, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """``b + sum_k w_k (f_k - mu_k) / s_k``, feature by feature (elementwise, so every batch shape
+    rounds the same way); ``feats`` is ``(..., K)`` and the parameters broadcast against ``(...,)``."""
+    z = np.broadcast_to(intercept, feats.shape[:-1]).astype(np.float64)
+    for k in range(feats.shape[-1]):
+        z = z + coef[..., k] * ((feats[..., k] - mean[..., k]) / scale[..., k])
+    return z
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class GateDecider(ExitDecider):
+    """Leave when exit ``i``'s gate gives a probability of being correct >= ``theta_i``."""
+
+    def __init__(
+        self, policy: LearnedGatePolicy, thresholds: np.ndarray | float, num_exits: int | None
+    ) -> None:
+        super().__init__(num_exits)
+        self.policy = policy
+        self.thresholds = thresholds
+
+    def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
+        p = self.policy.gate_probability(exit_index, logits)
+        return p >= threshold_at(self.thresholds, exit_index)
+
+
+@register_policy("learned-gate")
+class LearnedGatePolicy(Policy):
+    """Per exit a logistic regression over confidence features, fitted on val to predict correctness."""
+
+    threshold_meaning = "minimum predicted probability that the exit is correct, in [0, 1]"
+
+    def __init__(
+        self, features: tuple[str, ...] | list[str] = GATE_FEATURES, regularization: float = 1.0
+    ) -> None:
+        for f in features:
+            CONFIDENCE.get(f)
+        if not features:
+            raise PolicyError("learned-gate: needs at least one confidence feature")
+        if not regularization > 0:
+            raise PolicyError(
+                f"learned-gate: regularization (sklearn's C) must be > 0, got {regularization!r}"
+            )
+        self.features = tuple(features)
+        self.regularization = float(regularization)
+        self._state: dict[str, np.ndarray] | None = None
+
+    @property
+    def confidence_label(self) -> str:
+        return "gate(" + "+".join(self.features) + ")"
+
+    def params(self) -> dict[str, Any]:
+        return {"features": list(self.features), "regularization": self.regularization}
+
+    @property
+    def fitted(self) -> bool:
+        return self._state is not None
+
+    @property
+    def num_exits(self) -> int | None:
+        return None if self._state is None else int(self._state["intercept"].shape[0])
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, record: ExitView) -> LearnedGatePolicy:
+        """Fit one gate per exit on a validation record (an :class:`ExitView` with labels)."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = record.labels
+        if labels is None:
+            raise PolicyError("learned-gate fit: the validation record has no labels")
+        if record.logits.shape[0] == 0:
+            raise PolicyError("learned-gate fit: the validation record has no samples")
+        feats = gate_features(record.log_probs, self.features)  # (N, E, K)
+        correct = record.predictions == np.asarray(labels)[:, None]
+        num_exits, k = feats.shape[1], feats.shape[2]
+        coef = np.zeros((num_exits, k))
+        intercept = np.zeros(num_exits)
+        mean = feats.mean(axis=0)
+        scale = feats.std(axis=0)
+        scale[scale < 1e-12] = 1.0
+        for e in range(num_exits):
+            y = correct[:, e]
+            rate = float(y.mean())
+            if rate in (0.0, 1.0):
+                # one class only: the gate can only say how often this exit is right
+                r = min(max(rate, _RATE_CLIP), 1.0 - _RATE_CLIP)
+                intercept[e] = np.log(r / (1.0 - r))
+                continue
+            x = (feats[:, e, :] - mean[e]) / scale[e]
+            clf = LogisticRegression(C=self.regularization, max_iter=1000)
+            clf.fit(x, y)
+            coef[e] = clf.coef_[0]
+            intercept[e] = clf.intercept_[0]
+        self._state = {"coef": coef, "intercept": intercept, "mean": mean, "scale": scale}
+        return self
+
+    def _require_state(self, num_exits: int | None = None) -> dict[str, np.ndarray]:
+        if self._state is None:
+            raise NotFittedError(
+                "learned-gate: not fitted; call policy.fit(val_record) "
+                "(or load saved parameters) before evaluating or deciding"
+            )
+        fitted = self._state["intercept"].shape[0]
+        if num_exits is not None and num_exits != fitted:
+            raise PolicyError(
+                f"learned-gate: fitted for {fitted} exits but used on a model with {num_exits}; "
+                "refit on a validation record of this model"
+            )
+        return self._state
+
+    # ----------------------------------------------------------------- parameters as arrays
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The fitted parameters as plain arrays: coef/mean/scale ``(E, K)``, intercept ``(E,)``."""
+        return {k: v.copy() for k, v in self._require_state().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> LearnedGatePolicy:
+        k = len(self.features)
+        try:
+            arrays = {
+                name: np.asarray(state[name], dtype=np.float64)
+                for name in ("coef", "intercept", "mean", "scale")
+            }
+        except KeyError as err:
+            raise PolicyError(f"learned-gate parameters: missing array {err}") from None
+        e = arrays["intercept"].shape[0] if arrays["intercept"].ndim == 1 else -1
+        for name in ("coef", "mean", "scale"):
+            if arrays[name].shape != (e, k):
+                raise PolicyError(
+                    f"learned-gate parameters: '{name}' must have shape (exits, {k} features), got {arrays[name].shape}"
+                )
+        self._state = arrays
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the parameters (and feature names) to an ``.npz`` file, atomically."""
+        path = Path(path)
+        state = self._require_state()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    features=np.array(self.features),
+                    regularization=self.regularization,
+                    **state,
+                )
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LearnedGatePolicy:
+        """A fitted gate from :meth:`save`."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise ResultsError(f"{path}: no learned-gate parameters here") from None
+        except (OSError, ValueError) as err:
+            raise ResultsError(f"{path}: not a readable learned-gate file ({err})") from None
+        if "features" not in arrays:
+            raise ResultsError(f"{path}: not a learned-gate file (no 'features' array)")
+        policy = cls(
+            tuple(str(f) for f in arrays["features"]), float(arrays.get("regularization", 1.0))
+        )
+        return policy.load_state_dict(arrays)
+
+    # ----------------------------------------------------------------- vectorised and online
+    def gate_probability(self, exit_index: int, logits: np.ndarray) -> np.ndarray:
+        """Probability that exit ``exit_index`` is correct, for a ``(B, C)`` batch of its logits."""
+        s = self._require_state()
+        feats = gate_features(log_softmax64(logits), self.features)
+        z = _gate_logit(
+            feats,
+            s["coef"][exit_index],
+            s["intercept"][exit_index],
+            s["mean"][exit_index],
+            s["scale"][exit_index],
+        )
+        return _sigmoid(z)
+
+    def scores(self, record: ExitView) -> np.ndarray:
+        s = self._require_state(record.logits.shape[1])
+        feats = gate_features(record.log_probs, self.features)  # (N, E, K)
+        return _sigmoid(_gate_logit(feats, s["coef"], s["intercept"], s["mean"], s["scale"]))
+
+    def check_record(self, record: ExitView) -> None:
+        self._require_state(record.logits.shape[1])
+
+    def decider(
+        self,
+        thresholds: float | np.ndarray | None = None,
+        *,
+        num_exits: int | None = None,
+        labels: np.ndarray | None = None,
+    ) -> ExitDecider:
+        th, num_exits = decider_thresholds(self, thresholds, num_exits)
+        self._require_state(num_exits)
+        return GateDecider(self, th, num_exits if num_exits is not None else self.num_exits)  # type: ignore[arg-type]

@@ -1,0 +1,67 @@
+"""Threshold policies: ``D_i(x) = conf_i(x) >= theta_i``; the final exit takes what is left.
+
+One shared threshold or one per exit. The IDK cascade is the same decision
+over the members of a cascade: a member that is not confident enough says
+"I don't know" and passes the sample on to the next, larger member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eebench.policies.base import ExitDecider, ExitView, Policy, decider_thresholds, threshold_at
+from eebench.policies.confidence import CONFIDENCE, log_softmax64
+from eebench.policies.registry import register_policy
+
+
+class ConfidenceDecider(ExitDecider):
+    """Leave when the exit's confidence reaches its threshold."""
+
+    def __init__(self, measure: str, thresholds: np.ndarray | float, num_exits: int | None) -> None:
+        super().__init__(num_exits)
+        self.measure = CONFIDENCE.get(measure)
+        self.thresholds = thresholds
+
+    def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
+        conf = self.measure(log_softmax64(logits))
+        return conf >= threshold_at(self.thresholds, exit_index)
+
+
+@register_policy("threshold")
+class ThresholdPolicy(Policy):
+    """Leave at the first exit whose confidence measure reaches its threshold."""
+
+    threshold_meaning = "minimum confidence to leave (shared or one per exit), in [0, 1]"
+
+    def __init__(self, confidence: str = "max_softmax") -> None:
+        CONFIDENCE.get(confidence)  # unknown names fail here, with a did-you-mean
+        self.confidence = confidence
+
+    @property
+    def confidence_label(self) -> str:
+        return self.confidence
+
+    def params(self) -> dict[str, Any]:
+        return {"confidence": self.confidence}
+
+    def scores(self, record: ExitView) -> np.ndarray:
+        return CONFIDENCE.get(self.confidence)(record.log_probs)
+
+    def decider(
+        self,
+        thresholds: float | np.ndarray | None = None,
+        *,
+        num_exits: int | None = None,
+        labels: np.ndarray | None = None,
+    ) -> ExitDecider:
+        th, num_exits = decider_thresholds(self, thresholds, num_exits)
+        return ConfidenceDecider(self.confidence, th, num_exits)
+
+
+@register_policy("idk-cascade")
+class IDKCascadePolicy(ThresholdPolicy):
+    """Cascade members answer "I don't know" below their confidence threshold; the next member runs."""
+
+    threshold_meaning = "minimum confidence of a cascade member to answer (shared or per member)"

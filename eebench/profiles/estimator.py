@@ -1,0 +1,403 @@
+"""Latency and energy of each stage and exit head estimated from a hardware profile.
+
+Per operator (a roofline plus a fixed dispatch cost)::
+
+    time   = max(MACs / achievable compute, bytes moved / bandwidth) + per-op overhead
+    energy = time x active power                      (power figures of the mode), or
+           = MACs x energy/MAC + bytes x energy/byte  (+ time x idle power, when given)
+
+summed over the operators of a stage or head. Where the numbers come from, in
+order of preference:
+
+* **achievable compute**: the profile's measured micro-benchmarks of the same
+  engine and precision. Each benchmark gives a net throughput
+  ``MACs / (time - per-op overhead)`` (the overhead is added back per layer);
+  a layer gets the throughput interpolated on log(MACs) between the
+  benchmarks of its kind -- GEMM-like (linear, matmul), convolution, or
+  depthwise convolution when measured -- clamped at the ends. Without
+  micro-benchmarks: the datasheet peak times :data:`DEFAULT_EFFICIENCY` of its
+  engine.
+* **bandwidth**: measured bandwidth, else the peak times
+  :data:`DEFAULT_BANDWIDTH_EFFICIENCY`.
+* **per-op overhead**: measured, else the profile's ``overhead.per_op``, else
+  :data:`DEFAULT_OVERHEAD_S` of the engine.
+
+Every fallback used is listed in the ``assumptions`` column, and every number
+is labelled ``estimated:<profile>``: an estimate is never a measurement.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+from torch import nn
+
+from eebench.errors import ConfigError
+from eebench.profiles.layers import LayerCost, model_layers
+from eebench.profiles.schema import BYTES_PER_ELEMENT, ENGINES, PRECISIONS, HardwareProfile
+
+# Fraction of the datasheet peak a framework sustains on the small layers of
+# early-exit CNNs when no micro-benchmark of the device exists. Assumptions to
+# be replaced by measurements: roughly what cuDNN/oneDNN reach on layers of a
+# few MMACs (far below their large-GEMM efficiency); tensor cores and DLAs
+# need large, aligned layers to approach their peak, hence lower factors.
+DEFAULT_EFFICIENCY: dict[str, float] = {
+    "cpu": 0.5,
+    "cuda_cores": 0.4,
+    "tensor_cores": 0.25,
+    "dla": 0.25,
+}
+# Sustained fraction of the theoretical DRAM bandwidth (STREAM-like copies
+# reach 60-80% on LPDDR4/5 SoCs and desktop DDR).
+DEFAULT_BANDWIDTH_EFFICIENCY = 0.7
+# Fixed cost per operator when the profile states none: framework dispatch on
+# a CPU; kernel launch plus runtime overhead on an accelerator.
+DEFAULT_OVERHEAD_S: dict[str, float] = {
+    "cpu": 5e-6,
+    "cuda_cores": 10e-6,
+    "tensor_cores": 10e-6,
+    "dla": 20e-6,
+}
+# Preference order of engines when none is asked for.
+_ENGINE_ORDER = {
+    "fp32": ("cuda_cores", "cpu", "tensor_cores", "dla"),
+    "fp16": ("tensor_cores", "cuda_cores", "dla", "cpu"),
+    "int8": ("tensor_cores", "dla", "cuda_cores", "cpu"),
+}
+_GEMM_OPS = {"linear", "matmul"}
+_CONV_OPS = {"conv", "depthwise_conv"}
+# a benchmark's net time is never taken below this fraction of its measured time
+_MIN_NET_FRACTION = 0.25
+
+
+class ThroughputCurve:
+    """Net throughput (MAC/s) as a function of a layer's MACs, from measured points.
+
+    Interpolated linearly in log(MACs); clamped to the end points outside
+    the measured range (no extrapolation of a trend).
+    """
+
+    def __init__(self, points: Sequence[tuple[float, float]]) -> None:
+        if not points:
+            raise ValueError("a throughput curve needs at least one point")
+        merged: dict[float, list[float]] = {}
+        for macs, rate in points:
+            merged.setdefault(math.log(macs), []).append(rate)
+        self._x = sorted(merged)
+        self._y = [sum(merged[x]) / len(merged[x]) for x in self._x]
+
+    def __call__(self, macs: float) -> float:
+        x = math.log(max(macs, 1.0))
+        if x <= self._x[0]:
+            return self._y[0]
+        if x >= self._x[-1]:
+            return self._y[-1]
+        j = bisect.bisect_right(self._x, x)
+        x0, x1, y0, y1 = self._x[j - 1], self._x[j], self._y[j - 1], self._y[j]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    """The estimate of one operator; times in seconds, energy in joules."""
+
+    layer: LayerCost
+    bytes: int
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    energy_j: float
+
+    @property
+    def time_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+
+@dataclass
+class Estimator:
+    """The roofline of one profile for one engine and precision.
+
+    ``efficiency`` overrides :data:`DEFAULT_EFFICIENCY` for the engine when the
+    profile has no micro-benchmarks.
+    """
+
+    profile: HardwareProfile
+    precision: str = "fp32"
+    engine: str | None = None
+    efficiency: float | None = None
+    assumptions: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision '{self.precision}'; expected one of {', '.join(PRECISIONS)}"
+            )
+        self.engine = self._choose_engine()
+        self.label = f"estimated:{self.profile.name}"
+        self._bytes_per_element = BYTES_PER_ELEMENT[self.precision]
+        self._curves = self._measured_curves()
+        self._flat_rate = None if self._curves else self._peak_rate()
+        self._bandwidth = self._choose_bandwidth()
+        self._overhead = self._choose_overhead()
+        self._note_energy()
+
+    # ------------------------------------------------------------ choices
+    def _uses_measured(self) -> bool:
+        m = self.profile.measured
+        return m is not None and m.engine == self.engine and m.precision == self.precision
+
+    def _choose_engine(self) -> str:
+        p = self.profile
+        available = set(p.engines(self.precision))
+        if p.measured is not None and p.measured.precision == self.precision:
+            available.add(p.measured.engine)
+        if self.engine is not None:
+            if self.engine not in ENGINES:
+                raise ConfigError(
+                    f"unknown engine '{self.engine}'; expected one of {', '.join(ENGINES)}"
+                )
+            if self.engine not in available:
+                raise ConfigError(
+                    f"profile '{p.name}' has no {self.precision} figure for engine '{self.engine}'; "
+                    f"it has: {', '.join(sorted(available)) or '(none)'}"
+                )
+            return self.engine
+        if p.measured is not None and p.measured.precision == self.precision:
+            return p.measured.engine
+        for engine in _ENGINE_ORDER[self.precision]:
+            if engine in available:
+                return engine
+        have = [f"{pr}/{e}" for pr in PRECISIONS for e in p.engines(pr)]
+        raise ConfigError(
+            f"profile '{p.name}' has no {self.precision} compute figure (peak or micro-benchmark); "
+            f"it has: {', '.join(have) or '(none)'}; pick another precision"
+        )
+
+    def _measured_curves(self) -> dict[str, ThroughputCurve]:
+        m = self.profile.measured
+        if m is None or not self._uses_measured():
+            return {}
+        overhead = m.per_op_overhead.base if m.per_op_overhead is not None else 0.0
+
+        def net(macs: int, seconds: float) -> tuple[float, float]:
+            return macs, macs / max(seconds - overhead, seconds * _MIN_NET_FRACTION)
+
+        curves: dict[str, ThroughputCurve] = {}
+        gemm = [net(p.macs, p.time.base) for p in m.gemm]
+        conv = [net(p.macs, p.time.base) for p in m.conv if not p.depthwise]
+        depthwise = [net(p.macs, p.time.base) for p in m.conv if p.depthwise]
+        if gemm:
+            curves["gemm"] = ThroughputCurve(gemm)
+        if conv:
+            curves["conv"] = ThroughputCurve(conv)
+        if depthwise:
+            curves["depthwise"] = ThroughputCurve(depthwise)
+        if not curves:
+            return {}
+        # a kind without its own benchmarks borrows the other kind's curve
+        curves.setdefault("gemm", curves.get("conv") or curves["depthwise"])
+        curves.setdefault("conv", curves["gemm"])
+        curves.setdefault("depthwise", curves["conv"])
+        if not depthwise:
+            self.assumptions.append("depthwise convolutions use the dense-convolution curve")
+        return curves
+
+    def _peak_rate(self) -> float:
+        peak = self.profile.peak(self.precision, self.engine)
+        if peak is None:
+            raise ConfigError(
+                f"profile '{self.profile.name}' has no peak compute.{self.precision}.{self.engine} "
+                "and no micro-benchmarks for it"
+            )
+        eff = self.efficiency if self.efficiency is not None else DEFAULT_EFFICIENCY[self.engine]
+        if not 0 < eff <= 1:
+            raise ConfigError(f"efficiency must be in (0, 1], got {eff}")
+        self.assumptions.append(
+            f"compute = {eff:g} x peak {self.precision}/{self.engine} (no micro-benchmarks)"
+        )
+        return peak.base * eff
+
+    def _choose_bandwidth(self) -> float:
+        m = self.profile.measured
+        if self._uses_measured() and m is not None and m.bandwidth is not None:
+            return m.bandwidth.base
+        bw = self.profile.memory.bandwidth
+        if bw is None:
+            raise ConfigError(
+                f"profile '{self.profile.name}' has no memory.bandwidth and no measured bandwidth"
+            )
+        self.assumptions.append(f"bandwidth = {DEFAULT_BANDWIDTH_EFFICIENCY:g} x peak")
+        return bw.base * DEFAULT_BANDWIDTH_EFFICIENCY
+
+    def _choose_overhead(self) -> float:
+        m = self.profile.measured
+        if self._uses_measured() and m is not None and m.per_op_overhead is not None:
+            return m.per_op_overhead.base
+        if self.profile.overhead.per_op is not None:
+            return self.profile.overhead.per_op.base
+        value = DEFAULT_OVERHEAD_S[self.engine]
+        self.assumptions.append(f"per-op overhead {value * 1e6:g} us assumed")
+        return value
+
+    def _note_energy(self) -> None:
+        pw = self.profile.power
+        if pw.energy_per_mac is not None and pw.energy_per_byte is not None:
+            return
+        if pw.active is not None:
+            self.assumptions.append("energy = time x active power of the mode")
+            return
+        self.assumptions.append(
+            f"no energy: {pw.unavailable or 'the profile has no power figures'}"
+        )
+
+    # ------------------------------------------------------------ estimates
+    def compute_rate(self, layer: LayerCost) -> float:
+        """Achievable MAC/s for this layer."""
+        if self._flat_rate is not None:
+            return self._flat_rate
+        kind = (
+            "gemm"
+            if layer.op in _GEMM_OPS
+            else "depthwise"
+            if layer.op == "depthwise_conv"
+            else "conv"
+        )
+        return self._curves[kind](layer.macs)
+
+    def layer(self, layer: LayerCost) -> LayerEstimate:
+        if layer.is_view:
+            return LayerEstimate(layer, 0, 0.0, 0.0, 0.0, 0.0)
+        nbytes = layer.bytes(self._bytes_per_element)
+        compute_s = layer.macs / self.compute_rate(layer) if layer.macs else 0.0
+        memory_s = nbytes / self._bandwidth
+        time_s = max(compute_s, memory_s) + self._overhead
+        pw = self.profile.power
+        if pw.energy_per_mac is not None and pw.energy_per_byte is not None:
+            energy = layer.macs * pw.energy_per_mac.base + nbytes * pw.energy_per_byte.base
+            if pw.idle is not None:
+                energy += time_s * pw.idle.base
+        elif pw.active is not None:
+            energy = time_s * pw.active.base
+        else:
+            energy = math.nan
+        return LayerEstimate(layer, nbytes, compute_s, memory_s, self._overhead, energy)
+
+    def layers_table(self, layers: Sequence[LayerCost]) -> pd.DataFrame:
+        """One row per operator (views included, at zero cost)."""
+        rows = []
+        for est in (self.layer(lc) for lc in layers):
+            lc = est.layer
+            rows.append(
+                {
+                    "part": lc.part,
+                    "index": lc.index,
+                    "layer": lc.name,
+                    "op": lc.op,
+                    "macs": lc.macs,
+                    "bytes": est.bytes,
+                    "compute_ms": est.compute_s * 1e3,
+                    "memory_ms": est.memory_s * 1e3,
+                    "overhead_ms": est.overhead_s * 1e3,
+                    "latency_ms": est.time_s * 1e3,
+                    "energy_mj": est.energy_j * 1e3,
+                    "source": self.label,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def parts_table(self, layers: Sequence[LayerCost]) -> pd.DataFrame:
+        """One row per stage and per exit head: the sums of their operators."""
+        per_layer = self.layers_table(layers)
+        if per_layer.empty:
+            return per_layer
+        real = per_layer[per_layer["op"] != "view"]
+        grouped = per_layer.groupby(["part", "index"], sort=False)
+        counts = real.groupby(["part", "index"], sort=False).size()
+        out = (
+            grouped[
+                [
+                    "macs",
+                    "bytes",
+                    "compute_ms",
+                    "memory_ms",
+                    "overhead_ms",
+                    "latency_ms",
+                    "energy_mj",
+                ]
+            ]
+            .sum(min_count=1)
+            .reset_index()
+        )
+        out["layers"] = [int(counts.get((p, i), 0)) for p, i in zip(out["part"], out["index"])]
+        out["name"] = [f"{p}{i}" for p, i in zip(out["part"], out["index"])]
+        out["source"] = self.label
+        out["profile"] = self.profile.name
+        out["engine"] = self.engine
+        out["precision"] = self.precision
+        out["assumptions"] = "; ".join(self.assumptions)
+        cols = [
+            "part",
+            "index",
+            "name",
+            "layers",
+            "macs",
+            "bytes",
+            "compute_ms",
+            "memory_ms",
+            "overhead_ms",
+            "latency_ms",
+            "energy_mj",
+            "source",
+            "profile",
+            "engine",
+            "precision",
+            "assumptions",
+        ]
+        return out[cols].reset_index(drop=True)
+
+
+def _as_profile(profile: HardwareProfile | str) -> HardwareProfile:
+    if isinstance(profile, HardwareProfile):
+        return profile
+    from eebench.profiles.locate import load_profile
+
+    return load_profile(profile)
+
+
+def estimate_layers(
+    model: nn.Module,
+    profile: HardwareProfile | str,
+    batch_size: int = 1,
+    precision: str = "fp32",
+    engine: str | None = None,
+) -> pd.DataFrame:
+    """Per-operator estimates for every stage and exit head of ``model``."""
+    est = Estimator(_as_profile(profile), precision=precision, engine=engine)
+    return est.layers_table(model_layers(model, batch_size))
+
+
+def estimate_model(
+    model: nn.Module,
+    profile: HardwareProfile | str,
+    batch_size: int = 1,
+    precision: str = "fp32",
+    engine: str | None = None,
+) -> pd.DataFrame:
+    """Estimated latency (ms) and energy (mJ) of every stage and exit head of ``model``.
+
+    One row per stage and per exit head (``part`` = stage|exit, ``index``),
+    with MACs, bytes, the compute / memory / overhead parts of the latency,
+    ``source`` = ``estimated:<profile>`` and the assumptions that were needed.
+    """
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+    est = Estimator(_as_profile(profile), precision=precision, engine=engine)
+    table = est.parts_table(model_layers(model, batch_size))
+    table.insert(0, "batch_size", batch_size)
+    meta = getattr(model, "metadata", None)
+    table.insert(0, "model", meta.name if meta is not None else type(model).__name__)
+    return table

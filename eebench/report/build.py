@@ -1,0 +1,101 @@
+"""``build_report``: runs in, an HTML page, a Markdown summary and PNG figures out.
+
+The report never writes into a run folder except that run's ``report/``
+subfolder, so a report cannot damage the results it describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eebench import __version__
+from eebench.errors import ResultsError
+from eebench.report.data import RunData, load_runs
+from eebench.report.figures import draw_figures
+from eebench.report.render import RenderedFigure, ReportContent, Section, to_html, to_markdown
+from eebench.report.tables import (
+    environment_table,
+    operating_points_table,
+    skipped_table,
+    validation_table,
+)
+from eebench.results.bundle import atomic_write_bytes, now_iso
+
+HTML_NAME = "report.html"
+MARKDOWN_NAME = "report.md"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What ``build_report`` wrote."""
+
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+    missing: dict[str, str]
+
+
+def check_output_folder(out: Path, runs: list[RunData]) -> None:
+    """Refuse an output folder inside a run other than that run's ``report/`` subfolder."""
+    out_r = out.resolve()
+    for run in runs:
+        root = run.path.resolve()
+        if out_r == root or root in out_r.parents:
+            allowed = root / "report"
+            if not (out_r == allowed or allowed in out_r.parents):
+                raise ResultsError(
+                    f"--out {out}: is inside the run folder {run.path}; a report may only be written "
+                    f"to {allowed} (the default) or outside the run"
+                )
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out}: exists and is not a folder; choose a folder for the report")
+
+
+def report_content(runs: list[RunData]) -> ReportContent:
+    """Draw the figures and build the tables for ``runs`` (nothing written yet)."""
+    drawn, missing = draw_figures(runs)
+    figures = [
+        RenderedFigure(f.name, f.title, f.caption, f.png(), f"fig{i + 1:02d}-{f.name}.png")
+        for i, f in enumerate(drawn)
+    ]
+    for f in drawn:  # free the figures' memory once rendered
+        f.figure.clear()
+    sections = [
+        Section("Calibrated operating points",
+                "Thresholds chosen on val for each calibration target, with val and test side by "
+                "side; MACs are analytic, latencies per cost source (measured or estimated).",
+                operating_points_table(runs)),
+        Section("Validation: true early-exit runs",
+                "Calibrated operating points run with true early exit: latency predicted from the "
+                "measured per-stage costs vs measured end to end.",
+                validation_table(runs)),
+        Section("Skipped on this machine",
+                "Steps or targets that could not run here, with the reason recorded by the run.",
+                skipped_table(runs)),
+    ]
+    return ReportContent(runs=runs, figures=figures, missing=missing,
+                         environment=environment_table(runs), sections=sections,
+                         generated=now_iso(), version=__version__)
+
+
+def build_report(run_paths: list[Path | str], out: Path | str | None = None) -> ReportFiles:
+    """Write ``report.html`` (self-contained), ``report.md`` and the PNG figures to ``out``.
+
+    ``out`` defaults to ``<first run>/report``. Raises ResultsError for a missing
+    run, a damaged table (naming the file) or an output folder inside a run.
+    """
+    runs = load_runs(list(run_paths))
+    out_dir = Path(out) if out is not None else runs[0].path / "report"
+    check_output_folder(out_dir, runs)
+    content = report_content(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    for fig in content.figures:
+        path = out_dir / fig.filename
+        atomic_write_bytes(path, fig.png)
+        pngs.append(path)
+    html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
+    atomic_write_bytes(html_path, to_html(content).encode("utf-8"))
+    atomic_write_bytes(md_path, to_markdown(content).encode("utf-8"))
+    return ReportFiles(html_path, md_path, tuple(pngs), dict(content.missing))

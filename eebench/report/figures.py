@@ -1,0 +1,555 @@
+"""The report's figures: one function per figure, drawn with seaborn on matplotlib's Agg canvas.
+
+Each function takes the runs of a report and returns a :class:`ReportFigure`,
+or raises :class:`NotDrawable` with the reason the runs cannot show it (a run
+without validation, a partial run without operating points, ...), so the
+report can say what is missing instead of showing an empty frame.
+
+Figures never use pyplot (no global figure state): each is a
+``matplotlib.figure.Figure`` on a ``FigureCanvasAgg``, styled inside an
+``rc_context`` so nothing leaks into the caller's matplotlib settings.
+Every axis says what its numbers are: analytic MACs, measured latency on a
+named backend, or an estimate from a named hardware profile.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from eebench.report.data import RunData, combined
+from eebench.report.derive import (
+    calibrated,
+    cumulative_macs,
+    difficulty_bins,
+    exit_fraction_columns,
+    latency_summary,
+    overthinking,
+    pareto_front,
+    part_order,
+    per_exit_accuracy,
+    pick_split,
+    policy_label,
+    source_details,
+    unique_points,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MACS_LABEL = "MACs (analytic; FLOPs = 2 x MACs)"
+RUN_LINESTYLES = ("-", "--", ":", "-.")
+ESTIMATED_FACE = "#f7f1e3"
+
+
+class NotDrawable(Exception):
+    """The runs hold no data for this figure; the message says which data is missing."""
+
+
+@dataclass
+class ReportFigure:
+    """A drawn figure with the title and caption the HTML and Markdown pages show."""
+
+    name: str
+    title: str
+    caption: str
+    figure: Any = field(repr=False)  # matplotlib.figure.Figure
+
+    def png(self, dpi: int = 100) -> bytes:
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+
+
+@dataclass
+class Palette:
+    """Colours and line styles shared by every figure, so a family or model looks the same throughout."""
+
+    families: dict[str, tuple]
+    models: dict[str, tuple]
+    runs: list[str]
+
+    @classmethod
+    def for_runs(cls, runs: list[RunData]) -> Palette:
+        import seaborn as sns
+
+        ops = combined(runs, "operating_points")
+        exits = combined(runs, "exits")
+        costs = combined(runs, "stage_costs")
+        families = sorted({f for f in ops["family"] if f})
+        models = sorted({m for df in (ops, exits, costs) for m in df["model"] if m})
+        fam_colors = sns.color_palette("colorblind", max(len(families), 1))
+        model_colors = sns.color_palette("tab10" if len(models) <= 10 else "husl", max(len(models), 1))
+        return cls(
+            families=dict(zip(families, fam_colors)),
+            models=dict(zip(models, model_colors)),
+            runs=[r.label for r in runs],
+        )
+
+    @property
+    def multi_run(self) -> bool:
+        return len(self.runs) > 1
+
+    def linestyle(self, run: str) -> str:
+        return RUN_LINESTYLES[self.runs.index(run) % len(RUN_LINESTYLES)] if run in self.runs else "-"
+
+    def family(self, name: str) -> tuple:
+        return self.families.get(name, (0.4, 0.4, 0.4))
+
+
+def _rc() -> dict:
+    import seaborn as sns
+
+    rc = dict(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.85))
+    rc.update({"figure.dpi": 100, "savefig.dpi": 100, "legend.fontsize": 8, "legend.title_fontsize": 8})
+    return rc
+
+
+def _new_figure(nrows: int, ncols: int, w: float, h: float) -> tuple[Figure, np.ndarray]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    ncols = min(n, max_cols)
+    return (n + ncols - 1) // ncols, ncols
+
+
+def _hide_unused(axes: np.ndarray, used: int) -> None:
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+
+
+def _maybe_log(ax, values: pd.Series, axis: str = "x") -> None:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    v = v[v > 0]
+    if len(v) and v.max() / v.min() > 30:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def _macs_axis(ax) -> None:
+    """MAC counts as 10 k / 2 M / 1 G rather than a 1e7 offset."""
+    from matplotlib.ticker import EngFormatter
+
+    ax.xaxis.set_major_formatter(EngFormatter(sep=" "))
+
+
+_BIG_INT = re.compile(r"\d{5,}")
+
+
+def pretty(text: str) -> str:
+    """Large integers inside labels (e.g. 'budget-13030000') in engineering form ('budget-13.0 M')."""
+    return _BIG_INT.sub(lambda m: _eng(float(m.group())), text)
+
+
+def _eng(value: float) -> str:
+    for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= div:
+            return f"{value / div:.3g}{suffix}"
+    return f"{value:g}"
+
+
+def point_label(policy: str, confidence: str, calibration: str) -> str:
+    return f"{policy_label(policy, confidence)} · {pretty(calibration)}"
+
+
+def _source_title(source: str, details: dict[str, str]) -> str:
+    kind, _, name = source.partition(":")
+    extra = details.get(source, "")
+    if kind == "estimated":
+        return f"estimated: {name}\n(from a hardware profile, not measured)"
+    if kind == "measured":
+        return f"measured: {name}" + (f"\n({extra})" if extra else "")
+    return source
+
+
+def _legend_outside(ax, handles=None, labels=None, title: str | None = None) -> None:
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              frameon=False, borderaxespad=0)
+
+
+def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
+    """Sweep points, calibrated points (stars) and a Pareto front per family and run."""
+    import seaborn as sns
+
+    style = "run" if pal.multi_run else "model"
+    sweep = pts[pts["calibration"].isin(["sweep", ""])]
+    shown = sweep if not sweep.empty else pts
+    sns.scatterplot(data=shown, x=cost, y="accuracy_pct", hue="family", style=style,
+                    palette=pal.families, alpha=0.45, s=20, linewidth=0, ax=ax, legend="brief")
+    cal = calibrated(pts)
+    for fam, grp in cal.groupby("family"):
+        ax.scatter(grp[cost], grp["accuracy_pct"], marker="*", s=120, color=pal.family(fam),
+                   edgecolor="black", linewidth=0.6, zorder=5)
+    for (run, fam), grp in pts.groupby(["run", "family"]):
+        front = pareto_front(grp, cost, "accuracy_pct")
+        ax.step(front[cost], front["accuracy_pct"], where="post", color=pal.family(fam),
+                linestyle=pal.linestyle(run), linewidth=1.5, zorder=4)
+    _maybe_log(ax, pts[cost])
+    from matplotlib.lines import Line2D
+
+    extra = [Line2D([], [], marker="*", linestyle="", markersize=10, color="grey",
+                    markeredgecolor="black", label="calibrated point")]
+    for run in pal.runs if pal.multi_run else pal.runs[:1]:
+        name = f"Pareto front ({run})" if pal.multi_run else "Pareto front per family"
+        extra.append(Line2D([], [], color="grey", linestyle=pal.linestyle(run), label=name))
+    return extra
+
+
+def _swatches(palette: dict, order: list[str]) -> list:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], marker="s", linestyle="", markersize=8, color=palette[h]) for h in order]
+
+
+# ---------------------------------------------------------------------- figures
+def accuracy_vs_macs(runs: list[RunData], pal: Palette) -> ReportFigure:
+    ops = unique_points(combined(runs, "operating_points"))
+    pts, split = pick_split(ops)
+    pts = pts.dropna(subset=["expected_macs", "accuracy"]).copy()
+    if pts.empty:
+        raise NotDrawable("no operating points with expected MACs (operating_points table empty)")
+    pts["accuracy_pct"] = 100 * pts["accuracy"]
+    fig, axes = _new_figure(1, 1, 7.5, 4.6)
+    ax = axes[0, 0]
+    extra = _tradeoff_panel(ax, pts, "expected_macs", pal)
+    _macs_axis(ax)
+    ax.set_xlabel(f"Expected {MACS_LABEL} per sample")
+    ax.set_ylabel(f"Top-1 accuracy [%] ({split} split)")
+    handles, labels = ax.get_legend_handles_labels()
+    _legend_outside(ax, handles + extra, labels + [h.get_label() for h in extra])
+    title = f"Accuracy vs expected MACs ({split} split; analytic cost)"
+    fig.suptitle(title)
+    return ReportFigure("accuracy_vs_macs", title, (
+        "Every operating point of every policy (small dots) with the Pareto front per family"
+        + (" and run" if pal.multi_run else "") + "; stars are the points chosen by calibration "
+        "on val. MACs are counted analytically from the architecture (1 MAC = one multiply-add)."
+    ), fig)
+
+
+def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
+    ops = combined(runs, "operating_points")
+    if "cost_source" not in ops.columns or "expected_latency_ms" not in ops.columns:
+        raise NotDrawable("operating points carry no expected latency (no measured or estimated stage costs)")
+    pts, split = pick_split(ops)
+    pts = pts.dropna(subset=["expected_latency_ms", "accuracy"])
+    pts = pts[pts["cost_source"] != ""].copy()
+    if pts.empty:
+        raise NotDrawable("no operating point has an expected latency")
+    pts["accuracy_pct"] = 100 * pts["accuracy"]
+    sources = sorted(pts["cost_source"].unique(), key=lambda s: (not s.startswith("measured"), s))
+    details = source_details(combined(runs, "stage_costs"))
+    nrows, ncols = _grid(len(sources))
+    fig, axes = _new_figure(nrows, ncols, 4.6, 3.9)
+    for ax, source in zip(axes.flat, sources):
+        sub = pts[pts["cost_source"] == source]
+        extra = _tradeoff_panel(ax, sub, "expected_latency_ms", pal)
+        ax.set_title(_source_title(source, details), fontsize=9)
+        ax.set_xlabel(f"Expected latency per sample [ms]\n({source})")
+        ax.set_ylabel(f"Top-1 accuracy [%] ({split} split)")
+        if source.startswith("estimated"):
+            ax.set_facecolor(ESTIMATED_FACE)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    last = axes.flat[len(sources) - 1]
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    _legend_outside(last, handles + extra, labels + [h.get_label() for h in extra])
+    _hide_unused(axes, len(sources))
+    title = f"Accuracy vs expected latency, per cost source ({split} split)"
+    fig.suptitle(title)
+    return ReportFigure("accuracy_vs_latency", title, (
+        "One panel per cost source. 'measured' panels use per-stage latencies timed on this "
+        "machine's backend; 'estimated' panels (shaded) use a hardware profile's estimate and are "
+        "not measurements. Lines: Pareto front per family; stars: calibrated points."
+    ), fig)
+
+
+def anytime_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
+    import seaborn as sns
+
+    exits, split = pick_split(combined(runs, "exits"))
+    acc = per_exit_accuracy(exits)
+    if acc.empty:
+        raise NotDrawable("no exit record (exits table empty)")
+    cum = cumulative_macs(combined(runs, "stage_costs"))
+    data = acc.merge(cum, on=["run", "model", "exit"], how="left")
+    data["accuracy_pct"] = 100 * data["accuracy"]
+    use_macs = data["cumulative_macs"].notna().all()
+    x = "cumulative_macs" if use_macs else "exit"
+    fig, axes = _new_figure(1, 1, 7.0, 4.4)
+    ax = axes[0, 0]
+    sns.lineplot(data=data, x=x, y="accuracy_pct", hue="model", palette=pal.models,
+                 style="run" if pal.multi_run else None, markers=True, dashes=pal.multi_run,
+                 marker=None if pal.multi_run else "o", ax=ax)
+    if not pal.multi_run:
+        for _, row in data.iterrows():
+            ax.annotate(f"exit {int(row['exit'])}", (row[x], row["accuracy_pct"]), fontsize=7,
+                        xytext=(4, -10), textcoords="offset points")
+    if use_macs:
+        _maybe_log(ax, data[x])
+        _macs_axis(ax)
+        ax.set_xlabel(f"Cumulative {MACS_LABEL} to reach the exit")
+    else:
+        ax.set_xlabel("Exit index (no analytic MACs in the run)")
+    ax.set_ylabel(f"Top-1 accuracy of the exit [%] ({split} split)")
+    _legend_outside(ax)
+    title = f"Anytime accuracy: every exit on its own ({split} split)"
+    fig.suptitle(title)
+    return ReportFigure("anytime", title, (
+        "Accuracy if every sample left at that exit, against the analytic MACs spent to reach "
+        "it (all stages and exit heads up to and including the exit)."
+    ), fig)
+
+
+def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
+    import seaborn as sns
+
+    ops = calibrated(unique_points(combined(runs, "operating_points")))
+    pts, split = pick_split(ops)
+    cols = exit_fraction_columns(pts)
+    if pts.empty or not cols:
+        raise NotDrawable("no calibrated operating points with exit fractions")
+    pts = pts.copy()
+    pts["point"] = [point_label(p, c, cal) for p, c, cal in
+                    zip(pts["policy"], pts["confidence"], pts["calibration"])]
+    long = pts.melt(id_vars=["run", "model", "point"], value_vars=cols, var_name="exit",
+                    value_name="fraction").dropna(subset=["fraction"])
+    long["exit"] = long["exit"].str[10:].astype(int)
+    long["percent"] = 100 * long["fraction"]
+    hue_order = sorted(long["point"].unique())
+    palette = dict(zip(hue_order, sns.color_palette("Set2", len(hue_order))))
+    panels = list(long.groupby(["run", "model"], sort=False))
+    nrows, ncols = _grid(len(panels))
+    fig, axes = _new_figure(nrows, ncols, 4.2, 3.2)
+    for ax, ((run, model), grp) in zip(axes.flat, panels):
+        sns.barplot(data=grp, x="exit", y="percent", hue="point", hue_order=hue_order,
+                    palette=palette, ax=ax, legend=True)
+        ax.set_title(f"{model}" + (f"\n{run}" if pal.multi_run else ""), fontsize=9)
+        ax.set_xlabel("Exit index (0 = earliest)")
+        ax.set_ylabel(f"Samples leaving here [%] ({split})")
+        ax.set_ylim(0, 100)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    handles = _swatches(palette, hue_order)
+    _legend_outside(axes.flat[len(panels) - 1], handles, hue_order, title="policy · calibration")
+    _hide_unused(axes, len(panels))
+    title = f"Exit distribution at the calibrated operating points ({split} split)"
+    fig.suptitle(title)
+    return ReportFigure("exit_distribution", title, (
+        "Share of samples leaving at each exit, for each policy at the thresholds its calibration "
+        "target chose on val; 'baseline' points run the whole network."
+    ), fig)
+
+
+def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
+    import seaborn as sns
+
+    exits, split = pick_split(combined(runs, "exits"))
+    ov = overthinking(exits)
+    if ov.empty:
+        raise NotDrawable("no exit record (exits table empty)")
+    ov["percent"] = 100 * ov["overthinking"]
+    has_difficulty = "difficulty" in exits.columns and exits["difficulty"].astype(str).str.strip().ne("").any() \
+        and exits["difficulty"].notna().any()
+    fig, axes = _new_figure(1, 2 if has_difficulty else 1, 4.8, 3.8)
+    ax = axes[0, 0]
+    if pal.multi_run:
+        sns.barplot(data=ov, x="model", y="percent", hue="run", ax=ax)
+    else:
+        sns.barplot(data=ov, x="model", y="percent", hue="model", palette=pal.models, ax=ax, legend=False)
+    ax.set_xlabel("Model")
+    ax.set_ylabel(f"Overthinking [% of {split} samples]")
+    ax.set_title("per model", fontsize=9)
+    ax.tick_params(axis="x", rotation=20)
+    if pal.multi_run:
+        _legend_outside(ax, title="run")
+    if has_difficulty:
+        ex = exits[exits["difficulty"].notna() & (exits["difficulty"].astype(str) != "")].copy()
+        ex["difficulty_bin"] = difficulty_bins(ex["difficulty"])
+        by = overthinking(ex, by="difficulty_bin")
+        by["percent"] = 100 * by["overthinking"]
+        by["series"] = by["model"] + (" · " + by["run"] if pal.multi_run else "")
+        ax2 = axes[0, 1]
+        palette = pal.models if not pal.multi_run else None
+        sns.barplot(data=by, x="difficulty_bin", y="percent", hue="series", palette=palette, ax=ax2)
+        ax2.set_xlabel("Sample difficulty (from the dataset's metadata)")
+        ax2.set_ylabel(f"Overthinking [% of {split} samples]")
+        ax2.set_title("per difficulty", fontsize=9)
+        _legend_outside(ax2, title="model")
+    title = f"Overthinking: an earlier exit is right, the final exit is wrong ({split} split)"
+    fig.suptitle(title)
+    return ReportFigure("overthinking", title, (
+        "Share of samples that at least one earlier exit classifies correctly while the final "
+        "exit gets them wrong: accuracy an early-exit policy can win back."
+    ), fig)
+
+
+def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
+    import seaborn as sns
+
+    val = combined(runs, "validation").dropna(subset=["predicted_latency_ms", "measured_latency_ms"])
+    if val.empty:
+        raise NotDrawable("no validation runs (validation table empty)")
+    val = val.copy()
+    if pal.multi_run:
+        val["series"] = val["model"] + " · " + val["backend"]
+        kw = {"hue": "series", "style": "run"}
+    else:
+        kw = {"hue": "model", "style": "backend", "palette": pal.models}
+    fig, axes = _new_figure(1, 1, 6.4, 4.6)
+    ax = axes[0, 0]
+    sns.scatterplot(data=val, x="predicted_latency_ms", y="measured_latency_ms", s=45, ax=ax, **kw)
+    both = pd.concat([val["predicted_latency_ms"], val["measured_latency_ms"]])
+    lo, hi = float(both.min()), float(both.max())
+    pad = 0.1 * (hi - lo if hi > lo else max(hi, 1e-3))
+    line = np.linspace(max(lo - pad, 1e-6), hi + pad, 50)
+    ax.plot(line, line, color="black", linestyle="--", linewidth=1, label="y = x (prediction exact)")
+    ax.fill_between(line, 0.9 * line, 1.1 * line, color="grey", alpha=0.15, label="±10%")
+    _maybe_log(ax, both)
+    _maybe_log(ax, both, axis="y")
+    ax.set_xlabel("Predicted latency per sample [ms]\n(from measured per-stage costs)")
+    ax.set_ylabel("Measured latency per sample [ms]\n(true early-exit run, measured)")
+    _legend_outside(ax)
+    ratio = val["ratio"].median() if "ratio" in val else np.nan
+    title = "Predicted vs measured latency of true early-exit runs"
+    fig.suptitle(title)
+    return ReportFigure("predicted_vs_measured", title, (
+        "Each point is a calibrated operating point run with true early exit on a backend. "
+        f"Median measured/predicted ratio: {ratio:.2f}. Points above the line are slower than "
+        "the per-stage measurements predict (decision overhead, cache effects)."
+    ), fig)
+
+
+def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
+    import seaborn as sns
+
+    ops = combined(runs, "operating_points")
+    if "expected_energy_mj" not in ops.columns:
+        raise NotDrawable("no energy data (no profile or meter gave energy)")
+    pts, split = pick_split(calibrated(ops))
+    pts = pts.dropna(subset=["expected_energy_mj"]).copy()
+    if pts.empty:
+        raise NotDrawable("no calibrated operating point has an expected energy")
+    src = "energy_source" if "energy_source" in pts.columns else "cost_source"
+    pts["source"] = pts[src].where(pts[src] != "", pts.get("cost_source", ""))
+    pts = pts.drop_duplicates(subset=["run", "model", "policy", "confidence", "calibration", "source"])
+    pts["point"] = [point_label(p, c, cal) for p, c, cal in
+                    zip(pts["policy"], pts["confidence"], pts["calibration"])]
+    pts["where"] = pts["model"] + (("\n" + pts["run"]) if pal.multi_run else "")
+    sources = sorted(pts["source"].unique())
+    hue_order = sorted(pts["point"].unique())
+    palette = dict(zip(hue_order, sns.color_palette("Set2", len(hue_order))))
+    nrows, ncols = _grid(len(sources), 2)
+    fig, axes = _new_figure(nrows, ncols, 5.2, 3.8)
+    for ax, source in zip(axes.flat, sources):
+        sub = pts[pts["source"] == source]
+        sns.barplot(data=sub, x="where", y="expected_energy_mj", hue="point", hue_order=hue_order,
+                    palette=palette, ax=ax)
+        ax.set_title(_source_title(source, {}), fontsize=9)
+        ax.set_xlabel("Model")
+        ax.set_ylabel(f"Expected energy per inference [mJ]\n({source})")
+        if source.startswith("estimated"):
+            ax.set_facecolor(ESTIMATED_FACE)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    handles = _swatches(palette, hue_order)
+    _legend_outside(axes.flat[len(sources) - 1], handles, hue_order, title="policy · calibration")
+    _hide_unused(axes, len(sources))
+    title = f"Energy per inference at the calibrated points ({split} split)"
+    fig.suptitle(title)
+    return ReportFigure("energy", title, (
+        "Expected energy per sample (exit distribution x per-stage energy). The source of every "
+        "panel is in its axis label: 'estimated:<profile>' comes from a hardware profile and is "
+        "not a measurement."
+    ), fig)
+
+
+def backend_comparison(runs: list[RunData], pal: Palette) -> ReportFigure:
+    summary = latency_summary(combined(runs, "latency_samples"), combined(runs, "stage_costs"))
+    if summary.empty:
+        raise NotDrawable("no measured stage latencies (no backend was measured)")
+    batch = summary["batch_size"].min()
+    summary = summary[summary["batch_size"] == batch]
+    per_threads = summary.groupby("threads")["backend"].nunique()
+    threads = per_threads[per_threads == per_threads.max()].index.min()
+    other = sorted(int(t) for t in per_threads.index if t != threads)
+    data = summary[summary["threads"] == threads].copy()
+    data["series"] = data["backend"] + ((" · " + data["run"]) if pal.multi_run else "")
+    models = list(dict.fromkeys(data["model"]))
+    series = sorted(data["series"].unique())
+    import seaborn as sns
+
+    colors = dict(zip(series, sns.color_palette("deep", len(series))))
+    fig, axes = _new_figure(len(models), 1, 7.6, 2.9)
+    for ax, model in zip(axes.flat, models):
+        sub = data[data["model"] == model]
+        parts = sorted({(p, int(i)) for p, i in zip(sub["part"], sub["index"])}, key=lambda t: part_order(*t))
+        pos = {p: k for k, p in enumerate(parts)}
+        width = 0.8 / len(series)
+        for j, s in enumerate(series):
+            ss = sub[sub["series"] == s]
+            if ss.empty:
+                continue
+            xs = np.array([pos[(p, int(i))] for p, i in zip(ss["part"], ss["index"])]) + (j - (len(series) - 1) / 2) * width
+            med = ss["median_ms"].to_numpy(float)
+            ax.bar(xs, med, width, color=colors[s], label=s)
+            yerr = np.vstack([med - ss["q25_ms"].to_numpy(float), ss["q75_ms"].to_numpy(float) - med])
+            ax.errorbar(xs, med, yerr=np.clip(yerr, 0, None), fmt="none", ecolor="black", capsize=2, linewidth=0.8)
+        ax.set_xticks(range(len(parts)), [f"{p} {i}" for p, i in parts])
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("Part of the model (stage = backbone segment, exit = classifier head)")
+        ax.set_ylabel("Median latency per call [ms]\n(measured; bars: IQR)")
+        _legend_outside(ax, title="backend" + (" · run" if pal.multi_run else ""))
+    title = f"Per-stage latency by backend (measured; threads = {int(threads)}, batch size = {int(batch)})"
+    fig.suptitle(title)
+    note = f" Other thread counts measured but not shown: {other}." if other else ""
+    return ReportFigure("backend_comparison", title, (
+        "Median of the raw latency samples of each stage and exit head on each backend, with the "
+        "inter-quartile range as error bars; all backends at the same thread count and batch size."
+        + note
+    ), fig)
+
+
+FigureFn = Callable[[list[RunData], Palette], ReportFigure]
+
+# the report's figures, in page order
+FIGURES: tuple[tuple[str, FigureFn], ...] = (
+    ("accuracy_vs_macs", accuracy_vs_macs),
+    ("accuracy_vs_latency", accuracy_vs_latency),
+    ("anytime", anytime_curves),
+    ("exit_distribution", exit_distributions),
+    ("overthinking", overthinking_figure),
+    ("predicted_vs_measured", predicted_vs_measured),
+    ("energy", energy_figure),
+    ("backend_comparison", backend_comparison),
+)
+
+
+def draw_figures(runs: list[RunData]) -> tuple[list[ReportFigure], dict[str, str]]:
+    """Every figure the runs can show, and for the others the reason they are left out."""
+    import matplotlib as mpl
+
+    pal = Palette.for_runs(runs)
+    drawn, missing = [], {}
+    with mpl.rc_context(_rc()):
+        for name, fn in FIGURES:
+            try:
+                drawn.append(fn(runs, pal))
+            except NotDrawable as why:
+                missing[name] = str(why)
+    return drawn, missing
