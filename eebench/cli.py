@@ -20,10 +20,12 @@ from eebench.errors import EEBenchError
 # one line per package that contributes subcommands
 COMMAND_MODULES: tuple[str, ...] = (
     "eebench.models.commands",
+    "eebench.backends.commands",
     "eebench.policies.commands",
     "eebench.results.commands",
     "eebench.report.commands",
     "eebench.profiles.commands",
+    "eebench.training.commands",
 )
 
 EXIT_USAGE = 2

@@ -30,14 +30,40 @@ CONFIDENCES = ("max_softmax", "score_margin")
 EXIT_ACCURACY = (0.62, 0.82, 0.92)
 DIFFICULTY_PENALTY = {"easy": 0.0, "medium": 0.12, "hard": 0.3}
 
-COST_COLS = ["model", "part", "index", "metric", "value", "unit", "source_kind", "source",
-             "backend", "device", "threads", "batch_size"]
+COST_COLS = [
+    "model",
+    "part",
+    "index",
+    "metric",
+    "value",
+    "unit",
+    "source_kind",
+    "source",
+    "backend",
+    "device",
+    "threads",
+    "batch_size",
+]
 
 
 def _cost_rows(model, part, index, metrics, kind, source, backend="", device="", threads=0):
-    return [dict(model=model, part=part, index=index, metric=m, value=float(v), unit=u,
-                 source_kind=kind, source=source, backend=backend, device=device,
-                 threads=threads, batch_size=1) for m, (v, u) in metrics.items()]
+    return [
+        dict(
+            model=model,
+            part=part,
+            index=index,
+            metric=m,
+            value=float(v),
+            unit=u,
+            source_kind=kind,
+            source=source,
+            backend=backend,
+            device=device,
+            threads=threads,
+            batch_size=1,
+        )
+        for m, (v, u) in metrics.items()
+    ]
 
 
 def _parts(model):
@@ -58,38 +84,72 @@ def latency_samples(model, backend, rng, n, scale=None):
         base = _base_ms(macs, backend) * factor
         ms = base * rng.lognormal(0.0, 0.04, n)
         for k, v in enumerate(ms):
-            rows.append(dict(model=model, part=part, index=index, backend=backend, device="cpu",
-                             threads=1, batch_size=1, sample=k, ms=float(v)))
+            rows.append(
+                dict(
+                    model=model,
+                    part=part,
+                    index=index,
+                    backend=backend,
+                    device="cpu",
+                    threads=1,
+                    batch_size=1,
+                    sample=k,
+                    ms=float(v),
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def measured_costs(samples: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for (model, part, index, backend), grp in samples.groupby(["model", "part", "index", "backend"], sort=False):
+    for (model, part, index, backend), grp in samples.groupby(
+        ["model", "part", "index", "backend"], sort=False
+    ):
         ms = grp["ms"].to_numpy()
         q25, med, q75, p90, p99 = np.percentile(ms, [25, 50, 75, 90, 99])
-        rows += _cost_rows(model, part, int(index), {
-            "latency_median_ms": (med, "ms"), "latency_p90_ms": (p90, "ms"),
-            "latency_p99_ms": (p99, "ms"), "latency_iqr_ms": (q75 - q25, "ms"),
-            "latency_cv": (ms.std() / ms.mean(), "1"), "noisy": (0, "bool"),
-        }, "measured", f"measured:{backend}", backend, "cpu", 1)
+        rows += _cost_rows(
+            model,
+            part,
+            int(index),
+            {
+                "latency_median_ms": (med, "ms"),
+                "latency_p90_ms": (p90, "ms"),
+                "latency_p99_ms": (p99, "ms"),
+                "latency_iqr_ms": (q75 - q25, "ms"),
+                "latency_cv": (ms.std() / ms.mean(), "1"),
+                "noisy": (0, "bool"),
+            },
+            "measured",
+            f"measured:{backend}",
+            backend,
+            "cpu",
+            1,
+        )
     return pd.DataFrame(rows, columns=COST_COLS)
 
 
-def exit_record(model, rng, n, with_difficulty=True):
+def exit_record(model, rng, n, with_difficulty=True, exit_accuracy=EXIT_ACCURACY):
     rows = []
     for split in ("val", "test"):
         difficulty = rng.choice(list(DIFFICULTY_PENALTY), size=n, p=[0.5, 0.3, 0.2])
         labels = rng.integers(0, 10, n)
         for s in range(n):
-            for e, base in enumerate(EXIT_ACCURACY):
+            for e, base in enumerate(exit_accuracy):
                 correct = rng.random() < base - DIFFICULTY_PENALTY[difficulty[s]]
                 ms = float(np.clip(rng.beta(6, 2) if correct else rng.beta(2, 3), 0.1, 1.0))
                 margin = float(ms * rng.uniform(0.3, 1.0))
-                row = dict(model=model, split=split, sample_id=f"{split}-{s}", label=int(labels[s]),
-                           exit=e, prediction=int(labels[s] if correct else (labels[s] + 1) % 10),
-                           correct=int(correct), max_softmax=ms, score_margin=margin,
-                           entropy=float(np.clip(1 - ms + rng.normal(0, 0.05), 0, 1)))
+                row = dict(
+                    model=model,
+                    split=split,
+                    sample_id=f"{split}-{s}",
+                    label=int(labels[s]),
+                    exit=e,
+                    prediction=int(labels[s] if correct else (labels[s] + 1) % 10),
+                    correct=int(correct),
+                    max_softmax=ms,
+                    score_margin=margin,
+                    entropy=float(np.clip(1 - ms + rng.normal(0, 0.05), 0, 1)),
+                )
                 if with_difficulty:
                     row["difficulty"] = difficulty[s]
                 rows.append(row)
@@ -121,19 +181,33 @@ def operating_points(model, exits, cum_macs, cum_latency, energy):
         taken, ok, correct = _evaluate(rec, confidence, thr)
         frac = np.bincount(taken, minlength=E) / len(taken)
         earlier_ok = np.array([correct[i, :t].any() for i, t in enumerate(taken)])
-        base = dict(model=model, family=family, split=split, policy="threshold", confidence=confidence,
-                    thresholds=json.dumps([float(thr)] * (E - 1)), calibration=calibration,
-                    accuracy=float(ok.mean()), expected_macs=float(frac @ cum_macs),
-                    overthinking=float(((correct[:, -1] == 0) & correct[:, :-1].any(axis=1)).mean()),
-                    destructive_overthinking=float(((ok == 0) & earlier_ok).mean()),
-                    wasted_macs=float(frac @ cum_macs - cum_macs[0]))
+        base = dict(
+            model=model,
+            family=family,
+            split=split,
+            policy="threshold",
+            confidence=confidence,
+            thresholds=json.dumps([float(thr)] * (E - 1)),
+            calibration=calibration,
+            accuracy=float(ok.mean()),
+            expected_macs=float(frac @ cum_macs),
+            overthinking=float(((correct[:, -1] == 0) & correct[:, :-1].any(axis=1)).mean()),
+            destructive_overthinking=float(((ok == 0) & earlier_ok).mean()),
+            wasted_macs=float(frac @ cum_macs - cum_macs[0]),
+        )
         base.update({f"exit_frac_{i}": float(frac[i]) for i in range(E)})
         out = []
         for source, lat in cum_latency.items():
             e_mj = float(frac @ energy) if source.startswith("estimated") else np.nan
-            out.append({**base, "cost_source": source, "expected_latency_ms": float(frac @ lat),
-                        "expected_energy_mj": e_mj,
-                        "energy_source": source if source.startswith("estimated") else ""})
+            out.append(
+                {
+                    **base,
+                    "cost_source": source,
+                    "expected_latency_ms": float(frac @ lat),
+                    "expected_energy_mj": e_mj,
+                    "energy_source": source if source.startswith("estimated") else "",
+                }
+            )
         return out, base
 
     for confidence in CONFIDENCES:
@@ -147,7 +221,9 @@ def operating_points(model, exits, cum_macs, cum_latency, energy):
         final_acc = max(b["accuracy"] for b in val_points.values())
         ok = [t for t, b in val_points.items() if b["accuracy"] >= final_acc - 0.01]
         budget = 0.5 * cum_macs[-1]
-        within = [t for t, b in val_points.items() if b["expected_macs"] <= budget] or [max(val_points)]
+        within = [t for t, b in val_points.items() if b["expected_macs"] <= budget] or [
+            max(val_points)
+        ]
         chosen = {
             "within-1%-of-final": min(ok, key=lambda t: val_points[t]["expected_macs"]),
             f"budget-{int(budget)}": max(within, key=lambda t: val_points[t]["accuracy"]),
@@ -159,47 +235,86 @@ def operating_points(model, exits, cum_macs, cum_latency, energy):
     return pd.DataFrame(rows)
 
 
-def make_run(root: Path | str, run_id: str = "r1", *, suite: str = "quick", seed: int = 0,
-             latency_seed: int | None = None, latency_scale: dict | None = None,
-             samples_per_part: int = 30, n_samples: int = 50, partial_after: int | None = None,
-             with_difficulty: bool = True, commit: str = "0123456789abcdef") -> Path:
+def make_run(
+    root: Path | str,
+    run_id: str = "r1",
+    *,
+    suite: str = "quick",
+    seed: int = 0,
+    latency_seed: int | None = None,
+    latency_scale: dict | None = None,
+    samples_per_part: int = 30,
+    n_samples: int = 50,
+    partial_after: int | None = None,
+    with_difficulty: bool = True,
+    exit_accuracy: tuple[float, ...] = EXIT_ACCURACY,
+    commit: str = "0123456789abcdef",
+) -> Path:
     """Write a run under ``root/suite/run_id`` and return its folder.
 
     ``latency_seed`` draws the latency noise from another seed (a noisy re-run);
     ``latency_scale`` multiplies one part's latency, keyed (model, part, index,
-    backend); ``partial_after`` stops after that many steps without assembling
+    backend); ``exit_accuracy`` sets each exit's chance to be right (an easy
+    sample); ``partial_after`` stops after that many steps without assembling
     (a killed run).
     """
     rng = np.random.default_rng(seed)
     lat_rng = np.random.default_rng(seed if latency_seed is None else latency_seed)
-    env = {"cpu": {"model": "Synthetic CPU @ 2.0GHz", "cores": 2}, "threads": 1,
-           "python": "3.11.2", "packages": {"torch": "2.3.0", "onnxruntime": "1.18.0"},
-           "git": {"commit": commit, "dirty": False}}
+    env = {
+        "cpu": {"model": "Synthetic CPU @ 2.0GHz", "cores": 2},
+        "threads": 1,
+        "python": "3.11.2",
+        "packages": {"torch": "2.3.0", "onnxruntime": "1.18.0"},
+        "git": {"commit": commit, "dirty": False},
+    }
     writer = RunWriter.create(root, suite, {"name": suite, "dataset": "digits"}, env, run_id=run_id)
     steps: list[tuple[str, dict]] = []
-    for model, (family, stages, heads) in MODELS.items():
-        exits = exit_record(model, rng, n_samples, with_difficulty)
+    for model, (_family, stages, heads) in MODELS.items():
+        exits = exit_record(model, rng, n_samples, with_difficulty, exit_accuracy)
         steps.append((f"exits:{model}", {"exits": exits}))
         analytic = []
         for part, index, macs in _parts(model):
-            analytic += _cost_rows(model, part, index, {
-                "macs": (macs, "MAC"), "params": (macs / 50, "count"), "output_bytes": (4096, "B"),
-            }, "analytic", "analytic")
+            analytic += _cost_rows(
+                model,
+                part,
+                index,
+                {
+                    "macs": (macs, "MAC"),
+                    "params": (macs / 50, "count"),
+                    "output_bytes": (4096, "B"),
+                },
+                "analytic",
+                "analytic",
+            )
         steps.append((f"costs:{model}:analytic", {"stage_costs": pd.DataFrame(analytic)}))
         cum_latency = {}
         for backend in BACKENDS:
             samples = latency_samples(model, backend, lat_rng, samples_per_part, latency_scale)
-            steps.append((f"costs:{model}:{backend}",
-                          {"stage_costs": measured_costs(samples), "latency_samples": samples}))
+            steps.append(
+                (
+                    f"costs:{model}:{backend}",
+                    {"stage_costs": measured_costs(samples), "latency_samples": samples},
+                )
+            )
             med = samples.groupby(["part", "index"])["ms"].median()
             cum_latency[f"measured:{backend}"] = _cumulative(
-                [med[("stage", i)] for i in range(len(stages))], [med[("exit", i)] for i in range(len(heads))])
+                [med[("stage", i)] for i in range(len(stages))],
+                [med[("exit", i)] for i in range(len(heads))],
+            )
         est_rows, est_stage, est_head = [], [], []
         for part, index, macs in _parts(model):
             ms = macs / 2.0e8 + 0.01
-            est_rows += _cost_rows(model, part, index, {
-                "latency_median_ms": (ms, "ms"), "energy_mj": (ms * PROFILE_WATTS, "mJ"),
-            }, "estimated", f"estimated:{PROFILE}")
+            est_rows += _cost_rows(
+                model,
+                part,
+                index,
+                {
+                    "latency_median_ms": (ms, "ms"),
+                    "energy_mj": (ms * PROFILE_WATTS, "mJ"),
+                },
+                "estimated",
+                f"estimated:{PROFILE}",
+            )
             (est_stage if part == "stage" else est_head).append(ms)
         steps.append((f"estimate:{model}:{PROFILE}", {"stage_costs": pd.DataFrame(est_rows)}))
         est_cum = _cumulative(est_stage, est_head)
@@ -207,23 +322,53 @@ def make_run(root: Path | str, run_id: str = "r1", *, suite: str = "quick", seed
         cum_macs = _cumulative(stages, heads)
         ops = operating_points(model, exits, cum_macs, cum_latency, est_cum * PROFILE_WATTS)
         steps.append((f"policies:{model}", {"operating_points": ops}))
-        test_cal = ops[(ops["split"] == "test") & (ops["calibration"] == "within-1%-of-final")
-                       & (ops["confidence"] == "max_softmax")]
+        test_cal = ops[
+            (ops["split"] == "test")
+            & (ops["calibration"] == "within-1%-of-final")
+            & (ops["confidence"] == "max_softmax")
+        ]
         val_rows = []
         for backend in BACKENDS:
             row = test_cal[test_cal["cost_source"] == f"measured:{backend}"].iloc[0]
             pred = float(row["expected_latency_ms"])
             meas = pred * float(rng.uniform(1.03, 1.15))
             full = float(cum_latency[f"measured:{backend}"][-1])
-            val_rows.append(dict(model=model, backend=backend, policy="threshold",
-                                 calibration="within-1%-of-final", batch_size=1, threads=1,
-                                 predicted_latency_ms=pred, measured_latency_ms=meas, ratio=meas / pred,
-                                 decision_overhead_us=float(rng.uniform(5, 25)), agreement=1.0,
-                                 speedup_vs_aggregation=full / meas, speedup_vs_backbone=full * 0.95 / meas,
-                                 accuracy=float(row["accuracy"])))
+            val_rows.append(
+                dict(
+                    model=model,
+                    backend=backend,
+                    policy="threshold",
+                    calibration="within-1%-of-final",
+                    batch_size=1,
+                    threads=1,
+                    predicted_latency_ms=pred,
+                    measured_latency_ms=meas,
+                    ratio=meas / pred,
+                    decision_overhead_us=float(rng.uniform(5, 25)),
+                    agreement=1.0,
+                    speedup_vs_aggregation=full / meas,
+                    speedup_vs_backbone=full * 0.95 / meas,
+                    accuracy=float(row["accuracy"]),
+                )
+            )
         steps.append((f"validate:{model}", {"validation": pd.DataFrame(val_rows)}))
-    steps.append(("skipped", {"skipped": pd.DataFrame([dict(
-        model="*", step="costs", target="torch-cuda", reason="no CUDA device on this machine")])}))
+    steps.append(
+        (
+            "skipped",
+            {
+                "skipped": pd.DataFrame(
+                    [
+                        dict(
+                            model="*",
+                            step="costs",
+                            target="torch-cuda",
+                            reason="no CUDA device on this machine",
+                        )
+                    ]
+                )
+            },
+        )
+    )
 
     for k, (key, tables) in enumerate(steps):
         if partial_after is not None and k >= partial_after:

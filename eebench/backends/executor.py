@@ -99,12 +99,17 @@ class ExecutionResult:
         counts = np.bincount(self.exit_indices, minlength=self.num_exits)
         return counts / max(self.num_samples, 1)
 
+    @property
+    def source(self) -> str:
+        """``measured:<backend>``, or what the backend says (``estimated:<profile>``)."""
+        return str(self.backend.get("source") or f"measured:{self.backend.get('backend', '?')}")
+
     def accuracy(self, labels: np.ndarray) -> float:
         return float((self.predictions == np.asarray(labels)).mean())
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": f"measured:{self.backend.get('backend', '?')}",
+            "source": self.source,
             "mode": self.mode,
             "batch_size": self.batch_size,
             "num_exits": self.num_exits,

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from eebench.models.base import MultiExitModel
+from eebench.backends.threads import torch_threads
+from eebench.models.base import MultiExitModel, as_tuple, from_tuple
 
 EXPORT_FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
@@ -135,15 +137,24 @@ def _load_manifest(folder: Path, key: str, data: dict[str, Any], cached: bool) -
 def _export_all(model: MultiExitModel, out: Path, opset: int, batch: int) -> dict[str, Any]:
     import onnx
 
-    model = copy.deepcopy(model).cpu().eval()
-    states = model.example_states(batch)
-    stages, exits = [], []
-    for i in range(model.num_stages):
-        n_out = len(states[i + 1])
-        stages.append(
-            _export_one(model.stage_module(i), states[i], [f"out{k}" for k in range(n_out)], out / f"stage{i}.onnx", opset, onnx)
-        )
-        exits.append(_export_one(model.exit_module(i), states[i + 1], ["logits"], out / f"exit{i}.onnx", opset, onnx))
+    if any(t.device.type != "cpu" for t in model.state_dict().values()):
+        model = copy.deepcopy(model).cpu()  # never move the caller's model
+    was_training = model.training
+    model.eval()
+    try:
+        # one thread: export time is dominated by per-shape kernel set-up, which extra
+        # threads only slow down on a busy machine
+        with torch_threads(1):
+            states = model.example_states(batch)
+            stages, exits = [], []
+            for i in range(model.num_stages):
+                n_out = len(states[i + 1])
+                stage, head = _static_paths(model, i)
+                names = [f"out{k}" for k in range(n_out)]
+                stages.append(_export_one(stage, states[i], names, out / f"stage{i}.onnx", opset, onnx))
+                exits.append(_export_one(head, states[i + 1], ["logits"], out / f"exit{i}.onnx", opset, onnx))
+    finally:
+        model.train(was_training)
     return {
         "format": EXPORT_FORMAT_VERSION,
         "model": model.metadata.to_dict(),
@@ -154,15 +165,47 @@ def _export_all(model: MultiExitModel, out: Path, opset: int, batch: int) -> dic
     }
 
 
+class _OwnPart(nn.Module):
+    """Stage or head ``i`` holding only its own submodule, with the flat signature of
+    ``model.stage_module(i)`` / ``model.exit_module(i)``.
+
+    The exporter walks every parameter of the module it is given; the model's
+    own static paths hold the whole model, which makes exporting each part of
+    a large model cost as much as exporting all of it. Used only when the
+    model does not override how stages and exits are called.
+    """
+
+    def __init__(self, part: nn.Module, returns_state: bool) -> None:
+        super().__init__()
+        self.part = part
+        self.returns_state = returns_state
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        out = self.part(from_tuple(tensors))
+        return as_tuple(out) if self.returns_state else out
+
+
+def _static_paths(model: MultiExitModel, i: int) -> tuple[nn.Module, nn.Module]:
+    cls = type(model)
+    plain = all(
+        getattr(cls, name) is getattr(MultiExitModel, name)
+        for name in ("forward_stage", "forward_exit", "stage_module", "exit_module")
+    )
+    if plain:
+        return _OwnPart(model.stages[i], True), _OwnPart(model.exits[i], False)
+    return model.stage_module(i), model.exit_module(i)
+
+
 def _export_one(
     module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output_names: list[str], path: Path, opset: int, onnx: Any
 ) -> dict[str, Any]:
     input_names = [f"in{k}" for k in range(len(inputs))]
     dynamic = {n: {0: "batch"} for n in input_names + output_names}
     with warnings.catch_warnings(), torch.no_grad():
-        # the TorchScript-based exporter is deprecated in torch >= 2.9 but needs no onnxscript
+        # the TorchScript-based exporter is deprecated in torch >= 2.9 but needs no onnxscript;
+        # its constant-folding notes are about export-time optimisation, not correctness
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
             module,
             tuple(inputs),

@@ -14,7 +14,14 @@ from eebench.costs.analysis import (
     cumulative,
     layer_costs,
 )
-from eebench.costs.counting import COUNTED_OPS_NOTE, MAC_OPS, OTHER_OPS, OpCount, count_macs, count_ops
+from eebench.costs.counting import (
+    COUNTED_OPS_NOTE,
+    MAC_OPS,
+    OTHER_OPS,
+    OpCount,
+    count_macs,
+    count_ops,
+)
 from eebench.costs.expected import expected_cost
 
 __all__ = [

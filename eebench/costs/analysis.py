@@ -80,7 +80,9 @@ class LayerCost:
 OUTSIDE_LEAVES = "(outside leaf modules)"
 
 
-def cumulative(vector_stage: Sequence[float] | np.ndarray, vector_head: Sequence[float] | np.ndarray) -> np.ndarray:
+def cumulative(
+    vector_stage: Sequence[float] | np.ndarray, vector_head: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Cost to reach each exit: element ``i`` = sum of stages <= i + sum of heads <= i.
 
     Works for any per-part cost (MACs, latency, energy): heads of exits that
@@ -156,7 +158,9 @@ class CostTable:
                 "input_bytes": p.input_bytes,
                 "output_bytes": p.output_bytes,
                 "other_ops": p.other_ops,
-                "unsupported_ops": "; ".join(f"{k}={v}" for k, v in sorted(p.unsupported_ops.items())),
+                "unsupported_ops": "; ".join(
+                    f"{k}={v}" for k, v in sorted(p.unsupported_ops.items())
+                ),
                 "uncalled_modules": "; ".join(p.uncalled_modules),
                 "source": SOURCE,
             }
@@ -234,7 +238,9 @@ def _analyze_part(
     rest_macs = counts.macs - sum(layer.macs for layer in layers)
     rest_other = counts.other_ops - sum(layer.other_ops for layer in layers)
     if rest_macs or rest_other:
-        layers.append(LayerCost(part, index, OUTSIDE_LEAVES, "functional", rest_macs, rest_other, 0, 0, 0, 0))
+        layers.append(
+            LayerCost(part, index, OUTSIDE_LEAVES, "functional", rest_macs, rest_other, 0, 0, 0, 0)
+        )
 
     cost = PartCost(
         part=part,

@@ -25,8 +25,6 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import elementwise_flop_counter
 from torch import Tensor, nn
 
 #: fvcore operator names (after dropping ``aten::``) whose counts are MACs.
@@ -58,20 +56,17 @@ OTHER_OPS: frozenset[str] = frozenset(
 )
 
 # pooling operators fvcore has no handler for: one operation per input element
-_EXTRA_HANDLES = {
-    f"aten::{op}": elementwise_flop_counter(1, 0)
-    for op in (
-        "max_pool1d",
-        "max_pool2d",
-        "max_pool3d",
-        "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "adaptive_max_pool2d",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool3d",
-    )
-}
+_EXTRA_POOLING_OPS = (
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_max_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool3d",
+)
 
 COUNTED_OPS_NOTE = (
     "macs = multiply-accumulates of convolution, linear, addmm, mm, matmul, bmm and einsum "
@@ -114,15 +109,21 @@ def count_ops(module: nn.Module, inputs: tuple[Tensor, ...]) -> OpCount:
     tracer's warnings are silenced; the same information is returned as data.
     The caller decides the mode (eval) and the batch size of ``inputs``.
     """
-    analysis = (
-        FlopCountAnalysis(module, tuple(inputs))
-        .set_op_handle(**_EXTRA_HANDLES)
-        .unsupported_ops_warnings(False)
-        .uncalled_modules_warnings(False)
-        .tracer_warnings("none")
-    )
     with warnings.catch_warnings():
+        # importing fvcore.nn scripts its losses with the deprecated torch.jit.script
         warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn.jit_handles import elementwise_flop_counter
+
+        analysis = (
+            FlopCountAnalysis(module, tuple(inputs))
+            .set_op_handle(
+                **{f"aten::{op}": elementwise_flop_counter(1, 0) for op in _EXTRA_POOLING_OPS}
+            )
+            .unsupported_ops_warnings(False)
+            .uncalled_modules_warnings(False)
+            .tracer_warnings("none")
+        )
         per_module = analysis.by_module_and_operator()
     unknown = set(per_module.get("", Counter())) - MAC_OPS - OTHER_OPS
     if unknown:

@@ -28,7 +28,9 @@ def expected_cost(
     p = np.asarray(exit_fractions, dtype=np.float64)
     c = np.asarray(cumulative, dtype=np.float64)
     if c.ndim != 1 or c.size == 0:
-        raise ValueError(f"expected_cost: cumulative must be a non-empty 1-D vector (one value per exit), got shape {c.shape}")
+        raise ValueError(
+            f"expected_cost: cumulative must be a non-empty 1-D vector (one value per exit), got shape {c.shape}"
+        )
     if not np.all(np.isfinite(c)):
         raise ValueError(f"expected_cost: cumulative costs must be finite, got {c.tolist()}")
     if p.ndim not in (1, 2) or p.shape[-1] != c.size:
@@ -39,19 +41,21 @@ def expected_cost(
     rows = np.atleast_2d(p)
     if not np.all(np.isfinite(rows)):
         bad = int(np.argwhere(~np.isfinite(rows))[0][0])
-        raise ValueError(f"expected_cost: exit fractions of row {bad} are not finite: {rows[bad].tolist()}")
+        raise ValueError(
+            f"expected_cost: exit fractions of row {bad} are not finite: {rows[bad].tolist()}"
+        )
     if np.any(rows < 0):
         bad_row, bad_exit = (int(v) for v in np.argwhere(rows < 0)[0])
         raise ValueError(
             f"expected_cost: exit fractions must be non-negative, row {bad_row} has "
-            f"{rows[bad_row, bad_exit]!r} at exit {bad_exit}"
+            f"{float(rows[bad_row, bad_exit]):.6g} at exit {bad_exit}"
         )
     sums = rows.sum(axis=1)
     off = np.abs(sums - 1.0) > SUM_TOLERANCE
     if np.any(off):
         bad = int(np.argmax(off))
         raise ValueError(
-            f"expected_cost: exit fractions must sum to 1, row {bad} sums to {sums[bad]!r} "
+            f"expected_cost: exit fractions must sum to 1, row {bad} sums to {float(sums[bad]):.6g} "
             f"({rows[bad].tolist()})"
         )
     out = rows @ c

@@ -96,7 +96,7 @@ class OperatingPoints:
             "kind": [self.kind] * t,
             "confidence": [self.confidence] * t,
             "threshold": threshold,
-            "thresholds": [tuple(float(v) for v in row) for row in th],
+            "thresholds": list(map(tuple, th.tolist())),
             "accuracy": self.accuracy[idx],
         }
         fractions = self.exit_fractions[idx]

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -125,6 +126,11 @@ class ExitRecord:
         ):
             if not isinstance(value, str) or not value:
                 raise DataError(f"exit record: {name} must be a non-empty string, got {value!r}")
+        logits, labels, ids = (
+            logits.view(),
+            labels.view(),
+            ids.view(),
+        )  # read-only views, not the caller's
         for arr in (logits, labels, ids):
             arr.setflags(write=False)
         object.__setattr__(self, "logits", logits)
@@ -253,7 +259,7 @@ class ExitRecord:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
             header = json.loads(arrays.pop("header").tobytes().decode())
-        except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
+        except (OSError, ValueError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as err:
             raise ResultsError(
                 f"{path}: not a readable exit record ({err}); record the exits again"
             ) from None

@@ -143,18 +143,24 @@ def _shared_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarra
         return ExitSums(counts, sums)
     prefix = np.maximum.accumulate(scores[:, :-1], axis=1)
     order = np.argsort(th, kind="stable")
-    th_sorted = th[order]
-    beyond = np.empty((t, e - 1), dtype=np.int64)  # samples that pass exit i on (leave later)
-    for i in range(e - 1):
-        # sample n passes exit i for every threshold > prefix[n, i]: sorted thresholds from index j[n] on
-        j = np.searchsorted(th_sorted, prefix[:, i], side="right")
-        beyond[order, i] = np.cumsum(np.bincount(j, minlength=t + 1)[:t])
-        for name, tab in tables.items():
-            step = tab[:, i + 1] - tab[:, i]
-            added = np.cumsum(np.bincount(j, weights=step, minlength=t + 1)[:t])
-            if tab.dtype.kind in "iu":
-                added = np.rint(added).astype(np.int64)  # integer weights sum exactly in float64
-            sums[name][order] = sums[name][order] + added
+    # sample n passes exit i on for every threshold > prefix[n, i]: sorted thresholds from j[n, i] on
+    j = np.searchsorted(th[order], prefix, side="left")
+    # one bincount for all exits: exit i's start positions are offset into their own block of t + 1
+    flat = (j + np.arange(e - 1) * (t + 1)).ravel()
+
+    def per_threshold(weights: np.ndarray | None) -> np.ndarray:
+        binned = np.bincount(flat, weights=weights, minlength=(e - 1) * (t + 1))
+        running = np.cumsum(binned.reshape(e - 1, t + 1)[:, :t], axis=1)  # (E-1, T), sorted order
+        out = np.empty((t, e - 1), dtype=running.dtype)
+        out[order] = running.T
+        return out
+
+    beyond = per_threshold(None)  # (T, E-1): samples that pass exit i on (leave later)
+    for name, tab in tables.items():
+        steps = per_threshold((tab[:, 1:] - tab[:, :-1]).ravel().astype(np.float64))
+        if tab.dtype.kind in "iu":
+            steps = np.rint(steps).astype(np.int64)  # integer weights sum exactly in float64
+        sums[name] = sums[name] + steps.sum(axis=1)
     counts[:, 0] = n - beyond[:, 0]
     counts[:, 1:-1] = beyond[:, :-1] - beyond[:, 1:]
     counts[:, -1] = beyond[:, -1]

@@ -44,6 +44,7 @@ def spec_for(prepared: Any, part: str, index: int | None, batch_size: int, **ext
         dtype=str(d.get("dtype", "float32")),
         input_shape=tuple(prepared.input_shape),
         extra={k: d[k] for k in keep if k in d} | extra,
+        source=str(d.get("source") or f"measured:{d['backend']}"),
     )
 
 

@@ -201,6 +201,13 @@ class MeasurementSpec:
     dtype: str = "float32"
     input_shape: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    """The label that travels with every number: ``measured:<backend>`` unless the backend
+    says otherwise (a simulated backend reports ``estimated:<profile>``)."""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", f"measured:{self.backend}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -212,11 +219,6 @@ class MeasurementSpec:
         d = dict(d)
         d["input_shape"] = tuple(d.get("input_shape", ()))
         return cls(**d)
-
-    @property
-    def source(self) -> str:
-        """The label that travels with every number: measured, on which backend."""
-        return f"measured:{self.backend}"
 
 
 _STAT_UNITS = ("mean", "median", "std", "min", "max", "p25", "p75", "p90", "p99", "iqr")
@@ -282,7 +284,7 @@ class Measurement:
         """One tidy row: the description's fields, then the statistics in microseconds."""
         spec = self.spec.to_dict()
         extra = spec.pop("extra")
-        row: dict[str, Any] = {"source": self.spec.source, **spec, **extra}
+        row: dict[str, Any] = {"source": spec.pop("source"), **spec, **extra}
         row["input_shape"] = "x".join(map(str, self.spec.input_shape))
         s = self.stats
         row["n"] = s.n

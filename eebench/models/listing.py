@@ -24,7 +24,9 @@ def _millions(value: float) -> str:
     return f"{value / 1e6:.3g}"
 
 
-def models_table(input_shape: Sequence[int], num_classes: int = 10, filter: str | None = None) -> pd.DataFrame:
+def models_table(
+    input_shape: Sequence[int], num_classes: int = 10, filter: str | None = None
+) -> pd.DataFrame:
     """One row per registered model: family, exits, parameters and analytic MACs per exit.
 
     A model that cannot run on the input shape gets a row saying why instead

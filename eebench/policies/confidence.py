@@ -73,9 +73,12 @@ def check_finite(
 
 def log_softmax64(logits: np.ndarray) -> np.ndarray:
     """Log-softmax over the last axis in float64 (stable: the max is subtracted first)."""
-    x = np.asarray(logits, dtype=np.float64)
-    z = x - x.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    z = np.array(logits, dtype=np.float64)  # always a fresh array: updated in place below
+    z -= z.max(axis=-1, keepdims=True)
+    lse = np.exp(z).sum(axis=-1, keepdims=True)
+    np.log(lse, out=lse)
+    z -= lse
+    return z
 
 
 def predictions(logits: np.ndarray) -> np.ndarray:
@@ -92,9 +95,8 @@ def max_softmax(log_probs: np.ndarray) -> np.ndarray:
 @CONFIDENCE.register("score_margin")
 def score_margin(log_probs: np.ndarray) -> np.ndarray:
     """Top-1 minus top-2 softmax probability (0 when the two best classes tie)."""
-    p = np.exp(log_probs)
-    top = np.partition(p, (-2, -1), axis=-1)
-    return top[..., -1] - top[..., -2]
+    top = np.exp(np.partition(log_probs, (-2, -1), axis=-1)[..., -2:])  # exp is monotone
+    return top[..., 1] - top[..., 0]
 
 
 @CONFIDENCE.register("entropy")

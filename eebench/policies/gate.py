@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,7 @@ class LearnedGatePolicy(Policy):
                 arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise ResultsError(f"{path}: no learned-gate parameters here") from None
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise ResultsError(f"{path}: not a readable learned-gate file ({err})") from None
         if "features" not in arrays:
             raise ResultsError(f"{path}: not a learned-gate file (no 'features' array)")

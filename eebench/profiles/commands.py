@@ -23,6 +23,13 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     m.add_argument("--out", default=None, help="output file (default: ./<name>.yaml)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     m.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "thread"],
+        help="wall: elapsed time (default); thread: CPU time of the calling thread, for --threads 1 "
+        "on a machine shared with other work",
+    )
+    m.add_argument(
         "--min-time", type=float, default=0.3, help="seconds per micro-benchmark (default 0.3)"
     )
     m.set_defaults(func=_measure)
@@ -70,7 +77,12 @@ def _measure(args: argparse.Namespace) -> int:
         else None
     )
     data = measure_profile(
-        name, backend=args.backend, threads=threads, command=command, min_time_s=args.min_time
+        name,
+        backend=args.backend,
+        threads=threads,
+        command=command,
+        min_time_s=args.min_time,
+        clock=args.clock,
     )
     out = write_profile(data, args.out or f"{data['name']}.yaml", overwrite=args.overwrite)
     print(

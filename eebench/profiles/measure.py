@@ -28,6 +28,11 @@ from eebench.profiles.submit import slugify
 from eebench.profiles.validate import ProfileError, parse_profile
 
 _ENGINE_OF_BACKEND = {"torch-cpu": "cpu", "torch-cuda": "cuda_cores"}
+_CLOCK_TEXT = {
+    "wall": "wall (elapsed time, perf_counter_ns)",
+    "thread": "thread (CPU time of the calling thread, thread_time_ns: excludes waiting for a core "
+    "on a shared machine; equals latency on an idle core for one torch thread)",
+}
 
 
 def _sig(x: float, digits: int = 4) -> float:
@@ -122,10 +127,12 @@ def build_profile(
         "tool": "eebench profile measure",
         "method": "median latency of nn.Module calls after warm-up (GEMM: nn.Linear, conv: nn.Conv2d "
         "without bias, batch 1 unless stated); bandwidth: copy of a 64 MiB float32 tensor "
-        "(read + write bytes); per-op overhead: nn.ReLU on a one-element tensor",
+        "(read + write bytes); per-op overhead: nn.ReLU on a one-element tensor; clock: "
+        + _CLOCK_TEXT[results.clock],
         "eebench_version": __version__,
         "backend": backend,
         "threads": results.threads,
+        "clock": results.clock,
         "command": command,
         "host": f"{model} ({platform.machine()}, {os.cpu_count()} logical CPUs)",
     }
@@ -225,8 +232,13 @@ def measure_profile(
     min_time_s: float = 0.3,
     progress: bool = True,
     power_seconds: float = 1.0,
+    clock: str = "wall",
 ) -> dict[str, Any]:
-    """Run the micro-benchmarks and return the validated profile as YAML-ready data."""
+    """Run the micro-benchmarks and return the validated profile as YAML-ready data.
+
+    ``clock`` is ``wall`` (elapsed time) or ``thread`` (CPU time of the calling thread, for
+    one thread on a machine shared with other work; see :data:`eebench.profiles.timing.CLOCKS`).
+    """
     if backend not in _ENGINE_OF_BACKEND:
         raise ConfigError(
             f"profile measure supports the backends {', '.join(_ENGINE_OF_BACKEND)}, got '{backend}'"
@@ -235,7 +247,9 @@ def measure_profile(
     if not slug:
         raise ConfigError(f"profile name '{name}' has no letters or digits")
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    results = run_microbenchmarks(backend, threads, min_time_s=min_time_s, progress=progress)
+    results = run_microbenchmarks(
+        backend, threads, min_time_s=min_time_s, progress=progress, clock=clock
+    )
     power = (
         measure_power(date, power_seconds)
         if backend == "torch-cpu"
@@ -245,7 +259,8 @@ def measure_profile(
     )
     command = (
         command
-        or f"eebench profile measure --name {slug} --backend {backend} --threads {results.threads}"
+        or f"eebench profile measure --name {slug} --backend {backend} --threads {results.threads} "
+        f"--clock {clock}"
     )
     data = build_profile(slug, results, backend, command, date, power)
     _, issues = parse_profile(data, f"<measured profile {slug}>")

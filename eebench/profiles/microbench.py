@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from eebench.errors import BackendUnavailable
-from eebench.profiles.timing import time_call
+from eebench.profiles.timing import clock_named, time_call
 
 # (m, k, n): a batch of m rows through a k -> n linear layer
 GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
@@ -98,6 +98,7 @@ class MicroBenchResults:
     conv: list[ConvResult]
     bandwidth_bytes_per_s: float
     per_op_overhead_s: float
+    clock: str = "wall"
 
 
 def _device(backend: str) -> torch.device:
@@ -115,13 +116,17 @@ def _device(backend: str) -> torch.device:
 
 
 def _copy_bandwidth(
-    nbytes: int, device: torch.device, min_time_s: float, sync: Callable[[], None] | None
+    nbytes: int,
+    device: torch.device,
+    min_time_s: float,
+    sync: Callable[[], None] | None,
+    clock: Callable[[], int],
 ) -> float:
     """Bytes per second of a large tensor copy, counting the read and the write."""
     src = torch.ones(nbytes // 4, device=device)
     dst = torch.empty_like(src)
     seconds = time_call(
-        lambda: dst.copy_(src), min_time_s=min_time_s, min_repeats=5, sync=sync
+        lambda: dst.copy_(src), min_time_s=min_time_s, min_repeats=5, sync=sync, clock=clock
     ).median_s
     return 2 * src.numel() * 4 / seconds
 
@@ -134,12 +139,14 @@ def run_microbenchmarks(
     gemm_shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES,
     conv_shapes: tuple[ConvShape, ...] = CONV_SHAPES,
     bandwidth_bytes: int = BANDWIDTH_BYTES,
+    clock: str = "wall",
 ) -> MicroBenchResults:
     """Time every benchmark at ``threads`` torch threads (restored afterwards)."""
     device = _device(backend)
     sync: Callable[[], None] | None = torch.cuda.synchronize if device.type == "cuda" else None
     previous = torch.get_num_threads()
     threads = threads or previous
+    tick = clock_named(clock, threads, device.type)
     steps = len(gemm_shapes) + len(conv_shapes) + 2
     bar = tqdm(
         total=steps, desc="profile measure", unit="bench", file=sys.stderr, disable=not progress
@@ -151,12 +158,12 @@ def run_microbenchmarks(
             tiny = torch.zeros(1, device=device)
             relu = nn.ReLU()
             overhead = time_call(
-                lambda: relu(tiny), min_time_s=min_time_s, min_repeats=50, sync=sync
+                lambda: relu(tiny), min_time_s=min_time_s, min_repeats=50, sync=sync, clock=tick
             ).median_s
             bar.update()
 
             bar.set_postfix_str("bandwidth")
-            bandwidth = _copy_bandwidth(bandwidth_bytes, device, min_time_s, sync)
+            bandwidth = _copy_bandwidth(bandwidth_bytes, device, min_time_s, sync, tick)
             bar.update()
 
             gemm = []
@@ -165,7 +172,7 @@ def run_microbenchmarks(
                 layer = nn.Linear(k, n).to(device).eval()
                 x = torch.randn(m, k, device=device)
                 t = time_call(
-                    lambda layer=layer, x=x: layer(x), min_time_s=min_time_s, sync=sync
+                    lambda layer=layer, x=x: layer(x), min_time_s=min_time_s, sync=sync, clock=tick
                 ).median_s
                 gemm.append(GemmResult(m, k, n, t))
                 bar.update()
@@ -190,11 +197,11 @@ def run_microbenchmarks(
                 )
                 x = torch.randn(s.batch, s.in_channels, s.size, s.size, device=device)
                 t = time_call(
-                    lambda layer=layer, x=x: layer(x), min_time_s=min_time_s, sync=sync
+                    lambda layer=layer, x=x: layer(x), min_time_s=min_time_s, sync=sync, clock=tick
                 ).median_s
                 conv.append(ConvResult(s, t))
                 bar.update()
     finally:
         torch.set_num_threads(previous)
         bar.close()
-    return MicroBenchResults(str(device), threads, gemm, conv, bandwidth, overhead)
+    return MicroBenchResults(str(device), threads, gemm, conv, bandwidth, overhead, clock)

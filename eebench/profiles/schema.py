@@ -63,6 +63,7 @@ class Provenance(_Strict):
     eebench_version: str | None = None
     backend: str | None = None
     threads: int | None = None
+    clock: Literal["wall", "thread"] | None = None
     command: str | None = None
     host: str | None = None
     # derived

@@ -14,6 +14,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+CLOCKS: dict[str, Callable[[], int]] = {
+    "wall": time.perf_counter_ns,
+    "thread": time.thread_time_ns,
+}
+"""``wall``: elapsed time. ``thread``: CPU time of the calling thread -- on a shared machine it
+excludes the time the thread waited for a core, and with one torch thread (all compute on the
+calling thread) it equals the latency on an idle core. Meaningless with more than one thread."""
+
+
+def clock_named(name: str, threads: int, device: str = "cpu") -> Callable[[], int]:
+    """The clock called ``name``; refuses the thread clock where it would under-count."""
+    from eebench.errors import ConfigError
+
+    if name not in CLOCKS:
+        raise ConfigError(
+            f"unknown clock '{name}'; expected one of {', '.join(CLOCKS)}", field="clock"
+        )
+    if name == "thread" and (threads != 1 or device != "cpu"):
+        raise ConfigError(
+            "the thread clock counts only the calling thread's CPU time: use it with --threads 1 on "
+            f"the CPU (got {threads} threads on {device}), or use --clock wall",
+            field="clock",
+        )
+    return CLOCKS[name]
+
 
 @dataclass(frozen=True)
 class Timing:

@@ -6,6 +6,7 @@ subfolder, so a report cannot damage the results it describes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from eebench.report.tables import (
 )
 from eebench.results.bundle import atomic_write_bytes, now_iso
 
+# the report is meant to be shared (CI artifacts, a web folder): readable by others
+FILE_MODE = 0o644
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 
@@ -34,6 +37,12 @@ class ReportFiles:
     markdown: Path
     figures: tuple[Path, ...]
     missing: dict[str, str]
+
+
+def _write(path: Path, data: bytes) -> Path:
+    atomic_write_bytes(path, data)
+    os.chmod(path, FILE_MODE)
+    return path
 
 
 def check_output_folder(out: Path, runs: list[RunData]) -> None:
@@ -49,7 +58,9 @@ def check_output_folder(out: Path, runs: list[RunData]) -> None:
                     f"to {allowed} (the default) or outside the run"
                 )
     if out.exists() and not out.is_dir():
-        raise ResultsError(f"--out {out}: exists and is not a folder; choose a folder for the report")
+        raise ResultsError(
+            f"--out {out}: exists and is not a folder; choose a folder for the report"
+        )
 
 
 def report_content(runs: list[RunData]) -> ReportContent:
@@ -62,21 +73,33 @@ def report_content(runs: list[RunData]) -> ReportContent:
     for f in drawn:  # free the figures' memory once rendered
         f.figure.clear()
     sections = [
-        Section("Calibrated operating points",
-                "Thresholds chosen on val for each calibration target, with val and test side by "
-                "side; MACs are analytic, latencies per cost source (measured or estimated).",
-                operating_points_table(runs)),
-        Section("Validation: true early-exit runs",
-                "Calibrated operating points run with true early exit: latency predicted from the "
-                "measured per-stage costs vs measured end to end.",
-                validation_table(runs)),
-        Section("Skipped on this machine",
-                "Steps or targets that could not run here, with the reason recorded by the run.",
-                skipped_table(runs)),
+        Section(
+            "Calibrated operating points",
+            "Thresholds chosen on val for each calibration target, with val and test side by "
+            "side; MACs are analytic, latencies per cost source (measured or estimated).",
+            operating_points_table(runs),
+        ),
+        Section(
+            "Validation: true early-exit runs",
+            "Calibrated operating points run with true early exit: latency predicted from the "
+            "measured per-stage costs vs measured end to end.",
+            validation_table(runs),
+        ),
+        Section(
+            "Skipped on this machine",
+            "Steps or targets that could not run here, with the reason recorded by the run.",
+            skipped_table(runs),
+        ),
     ]
-    return ReportContent(runs=runs, figures=figures, missing=missing,
-                         environment=environment_table(runs), sections=sections,
-                         generated=now_iso(), version=__version__)
+    return ReportContent(
+        runs=runs,
+        figures=figures,
+        missing=missing,
+        environment=environment_table(runs),
+        sections=sections,
+        generated=now_iso(),
+        version=__version__,
+    )
 
 
 def build_report(run_paths: list[Path | str], out: Path | str | None = None) -> ReportFiles:
@@ -90,12 +113,7 @@ def build_report(run_paths: list[Path | str], out: Path | str | None = None) -> 
     check_output_folder(out_dir, runs)
     content = report_content(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = []
-    for fig in content.figures:
-        path = out_dir / fig.filename
-        atomic_write_bytes(path, fig.png)
-        pngs.append(path)
-    html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
-    atomic_write_bytes(html_path, to_html(content).encode("utf-8"))
-    atomic_write_bytes(md_path, to_markdown(content).encode("utf-8"))
+    pngs = [_write(out_dir / fig.filename, fig.png) for fig in content.figures]
+    html_path = _write(out_dir / HTML_NAME, to_html(content).encode("utf-8"))
+    md_path = _write(out_dir / MARKDOWN_NAME, to_markdown(content).encode("utf-8"))
     return ReportFiles(html_path, md_path, tuple(pngs), dict(content.missing))

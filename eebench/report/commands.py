@@ -12,7 +12,9 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         description="Write a self-contained HTML page (figures embedded) and a Markdown summary "
         "(with PNG figures beside it). Several runs are compared side by side.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, e.g. results/quick/<run-id>")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders, e.g. results/quick/<run-id>"
+    )
     p.add_argument("--out", default=None, help="output folder (default: <first run>/report)")
     p.set_defaults(func=_report)
 
@@ -24,11 +26,19 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     )
     c.add_argument("run_a", metavar="RUN_A", help="the reference run")
     c.add_argument("run_b", metavar="RUN_B", help="the run under test")
-    c.add_argument("--band", type=float, default=0.10,
-                   help="relative latency noise band (default 0.10 = ±10%%)")
+    c.add_argument(
+        "--band",
+        type=float,
+        default=0.10,
+        help="relative latency noise band (default 0.10 = ±10%%)",
+    )
     c.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    c.add_argument("--accuracy-band", type=float, default=0.01,
-                   help="absolute accuracy band at calibrated points (default 0.01 = 1 point)")
+    c.add_argument(
+        "--accuracy-band",
+        type=float,
+        default=0.01,
+        help="absolute accuracy band at calibrated points (default 0.01 = 1 point)",
+    )
     c.set_defaults(func=_compare)
 
 
@@ -47,8 +57,9 @@ def _compare(args: argparse.Namespace) -> int:
     from eebench.results.bundle import Run
     from eebench.results.compare import compare_runs, format_comparison, has_regression
 
-    table = compare_runs(args.run_a, args.run_b, band=args.band, alpha=args.alpha,
-                         accuracy_band=args.accuracy_band)
+    table = compare_runs(
+        args.run_a, args.run_b, band=args.band, alpha=args.alpha, accuracy_band=args.accuracy_band
+    )
     label_a, label_b = Run.open(args.run_a).label, Run.open(args.run_b).label
     print(format_comparison(table, args.band, args.alpha, label_a, label_b))
     return 1 if has_regression(table) else 0

@@ -21,9 +21,27 @@ from eebench.results import TABLES, ChecksumError, Run, sha256_file
 
 # columns that hold text (so a missing value is "" rather than NaN) per table
 TEXT_COLUMNS = {
-    "model", "family", "split", "part", "metric", "unit", "source_kind", "source", "backend",
-    "device", "policy", "confidence", "thresholds", "calibration", "cost_source", "energy_source",
-    "latency_source", "step", "target", "reason", "sample_id",
+    "model",
+    "family",
+    "split",
+    "part",
+    "metric",
+    "unit",
+    "source_kind",
+    "source",
+    "backend",
+    "device",
+    "policy",
+    "confidence",
+    "thresholds",
+    "calibration",
+    "cost_source",
+    "energy_source",
+    "latency_source",
+    "step",
+    "target",
+    "reason",
+    "sample_id",
 }
 
 
@@ -125,10 +143,13 @@ def load_run(path: Path | str) -> RunData:
                 df = pd.DataFrame(columns=TABLES[name].required)
         tables[name] = _normalise(name, df)
     if from_parts:
-        notes.append("tables read from the finished steps (the run was not assembled): "
-                     + ", ".join(from_parts))
-    missing = [n for n in ("exits", "stage_costs", "operating_points", "validation")
-               if tables[n].empty]
+        notes.append(
+            "tables read from the finished steps (the run was not assembled): "
+            + ", ".join(from_parts)
+        )
+    missing = [
+        n for n in ("exits", "stage_costs", "operating_points", "validation") if tables[n].empty
+    ]
     if missing:
         notes.append("no data in: " + ", ".join(missing))
     return RunData(label=run.label, path=path, manifest=run.manifest, tables=tables, notes=notes)
@@ -137,7 +158,9 @@ def load_run(path: Path | str) -> RunData:
 def load_runs(paths: list[Path | str]) -> list[RunData]:
     """Open several runs; labels are made unique so side-by-side figures can tell them apart."""
     if not paths:
-        raise ResultsError("no run given; pass one or more run folders such as results/quick/<run-id>")
+        raise ResultsError(
+            "no run given; pass one or more run folders such as results/quick/<run-id>"
+        )
     runs = [load_run(p) for p in paths]
     seen: dict[str, int] = {}
     for run in runs:

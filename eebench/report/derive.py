@@ -69,7 +69,9 @@ def cumulative_macs(stage_costs: pd.DataFrame) -> pd.DataFrame:
     cols = ["run", "model", "exit", "cumulative_macs"]
     if stage_costs.empty:
         return pd.DataFrame(columns=cols)
-    macs = stage_costs[(stage_costs["metric"] == "macs") & (stage_costs["source_kind"] == "analytic")]
+    macs = stage_costs[
+        (stage_costs["metric"] == "macs") & (stage_costs["source_kind"] == "analytic")
+    ]
     rows = []
     for (run, model), grp in macs.groupby(["run", "model"], sort=False):
         stage = grp[grp["part"] == "stage"].groupby("index")["value"].sum()
@@ -117,10 +119,15 @@ def overthinking(exits: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     if by:
         meta = df[df["is_final"]][[*sample_keys, by]]
         per_sample = per_sample.merge(meta, on=sample_keys, how="left")
-    out = per_sample.groupby(keys, sort=False).agg(
-        overthinking=("overthinking", "mean"), final_wrong=("final_wrong", "mean"),
-        n=("overthinking", "size"),
-    ).reset_index()
+    out = (
+        per_sample.groupby(keys, sort=False)
+        .agg(
+            overthinking=("overthinking", "mean"),
+            final_wrong=("final_wrong", "mean"),
+            n=("overthinking", "size"),
+        )
+        .reset_index()
+    )
     return out[cols]
 
 
@@ -178,7 +185,11 @@ def source_details(stage_costs: pd.DataFrame) -> dict[str, str]:
         kind = str(grp["source_kind"].iloc[0])
         if kind == "measured":
             bits = []
-            for col, name in (("device", "device"), ("threads", "threads"), ("batch_size", "batch")):
+            for col, name in (
+                ("device", "device"),
+                ("threads", "threads"),
+                ("batch_size", "batch"),
+            ):
                 vals = sorted({str(_intish(v)) for v in grp[col] if str(v) not in ("", "nan")})
                 if vals:
                     bits.append(f"{name} {'/'.join(vals)}")

@@ -85,7 +85,9 @@ class Palette:
         families = sorted({f for f in ops["family"] if f})
         models = sorted({m for df in (ops, exits, costs) for m in df["model"] if m})
         fam_colors = sns.color_palette("colorblind", max(len(families), 1))
-        model_colors = sns.color_palette("tab10" if len(models) <= 10 else "husl", max(len(models), 1))
+        model_colors = sns.color_palette(
+            "tab10" if len(models) <= 10 else "husl", max(len(models), 1)
+        )
         return cls(
             families=dict(zip(families, fam_colors)),
             models=dict(zip(models, model_colors)),
@@ -97,7 +99,9 @@ class Palette:
         return len(self.runs) > 1
 
     def linestyle(self, run: str) -> str:
-        return RUN_LINESTYLES[self.runs.index(run) % len(RUN_LINESTYLES)] if run in self.runs else "-"
+        return (
+            RUN_LINESTYLES[self.runs.index(run) % len(RUN_LINESTYLES)] if run in self.runs else "-"
+        )
 
     def family(self, name: str) -> tuple:
         return self.families.get(name, (0.4, 0.4, 0.4))
@@ -108,7 +112,9 @@ def _rc() -> dict:
 
     rc = dict(sns.axes_style("whitegrid"))
     rc.update(sns.plotting_context("notebook", font_scale=0.85))
-    rc.update({"figure.dpi": 100, "savefig.dpi": 100, "legend.fontsize": 8, "legend.title_fontsize": 8})
+    rc.update(
+        {"figure.dpi": 100, "savefig.dpi": 100, "legend.fontsize": 8, "legend.title_fontsize": 8}
+    )
     return rc
 
 
@@ -179,8 +185,21 @@ def _legend_outside(ax, handles=None, labels=None, title: str | None = None) -> 
         handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
-    ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-              frameon=False, borderaxespad=0)
+    ax.legend(
+        handles,
+        labels,
+        title=title,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        frameon=False,
+        borderaxespad=0,
+    )
+
+
+def _figure_legend(fig, handles: list, labels: list[str], title: str | None = None) -> None:
+    """One legend for all panels, right of them (constrained layout makes room)."""
+    if handles:
+        fig.legend(handles, labels, title=title, loc="outside right upper", frameon=False)
 
 
 def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
@@ -190,21 +209,57 @@ def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
     style = "run" if pal.multi_run else "model"
     sweep = pts[pts["calibration"].isin(["sweep", ""])]
     shown = sweep if not sweep.empty else pts
-    sns.scatterplot(data=shown, x=cost, y="accuracy_pct", hue="family", style=style,
-                    palette=pal.families, alpha=0.45, s=20, linewidth=0, ax=ax, legend="brief")
+    sns.scatterplot(
+        data=shown,
+        x=cost,
+        y="accuracy_pct",
+        hue="family",
+        style=style,
+        palette=pal.families,
+        alpha=0.45,
+        s=20,
+        linewidth=0,
+        ax=ax,
+        legend="brief",
+    )
     cal = calibrated(pts)
     for fam, grp in cal.groupby("family"):
-        ax.scatter(grp[cost], grp["accuracy_pct"], marker="*", s=120, color=pal.family(fam),
-                   edgecolor="black", linewidth=0.6, zorder=5)
+        ax.scatter(
+            grp[cost],
+            grp["accuracy_pct"],
+            marker="*",
+            s=120,
+            color=pal.family(fam),
+            edgecolor="black",
+            linewidth=0.6,
+            zorder=5,
+        )
     for (run, fam), grp in pts.groupby(["run", "family"]):
         front = pareto_front(grp, cost, "accuracy_pct")
-        ax.step(front[cost], front["accuracy_pct"], where="post", color=pal.family(fam),
-                linestyle=pal.linestyle(run), linewidth=1.5, zorder=4)
+        ax.step(
+            front[cost],
+            front["accuracy_pct"],
+            where="post",
+            color=pal.family(fam),
+            linestyle=pal.linestyle(run),
+            linewidth=1.5,
+            zorder=4,
+        )
     _maybe_log(ax, pts[cost])
     from matplotlib.lines import Line2D
 
-    extra = [Line2D([], [], marker="*", linestyle="", markersize=10, color="grey",
-                    markeredgecolor="black", label="calibrated point")]
+    extra = [
+        Line2D(
+            [],
+            [],
+            marker="*",
+            linestyle="",
+            markersize=10,
+            color="grey",
+            markeredgecolor="black",
+            label="calibrated point",
+        )
+    ]
     for run in pal.runs if pal.multi_run else pal.runs[:1]:
         name = f"Pareto front ({run})" if pal.multi_run else "Pareto front per family"
         extra.append(Line2D([], [], color="grey", linestyle=pal.linestyle(run), label=name))
@@ -235,17 +290,25 @@ def accuracy_vs_macs(runs: list[RunData], pal: Palette) -> ReportFigure:
     _legend_outside(ax, handles + extra, labels + [h.get_label() for h in extra])
     title = f"Accuracy vs expected MACs ({split} split; analytic cost)"
     fig.suptitle(title)
-    return ReportFigure("accuracy_vs_macs", title, (
-        "Every operating point of every policy (small dots) with the Pareto front per family"
-        + (" and run" if pal.multi_run else "") + "; stars are the points chosen by calibration "
-        "on val. MACs are counted analytically from the architecture (1 MAC = one multiply-add)."
-    ), fig)
+    return ReportFigure(
+        "accuracy_vs_macs",
+        title,
+        (
+            "Every operating point of every policy (small dots) with the Pareto front per family"
+            + (" and run" if pal.multi_run else "")
+            + "; stars are the points chosen by calibration "
+            "on val. MACs are counted analytically from the architecture (1 MAC = one multiply-add)."
+        ),
+        fig,
+    )
 
 
 def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
     ops = combined(runs, "operating_points")
     if "cost_source" not in ops.columns or "expected_latency_ms" not in ops.columns:
-        raise NotDrawable("operating points carry no expected latency (no measured or estimated stage costs)")
+        raise NotDrawable(
+            "operating points carry no expected latency (no measured or estimated stage costs)"
+        )
     pts, split = pick_split(ops)
     pts = pts.dropna(subset=["expected_latency_ms", "accuracy"])
     pts = pts[pts["cost_source"] != ""].copy()
@@ -256,6 +319,7 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
     details = source_details(combined(runs, "stage_costs"))
     nrows, ncols = _grid(len(sources))
     fig, axes = _new_figure(nrows, ncols, 4.6, 3.9)
+    extra: list = []
     for ax, source in zip(axes.flat, sources):
         sub = pts[pts["cost_source"] == source]
         extra = _tradeoff_panel(ax, sub, "expected_latency_ms", pal)
@@ -266,17 +330,21 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
             ax.set_facecolor(ESTIMATED_FACE)
         if ax.get_legend():
             ax.get_legend().remove()
-    last = axes.flat[len(sources) - 1]
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    _legend_outside(last, handles + extra, labels + [h.get_label() for h in extra])
+    _figure_legend(fig, handles + extra, labels + [h.get_label() for h in extra])
     _hide_unused(axes, len(sources))
     title = f"Accuracy vs expected latency, per cost source ({split} split)"
     fig.suptitle(title)
-    return ReportFigure("accuracy_vs_latency", title, (
-        "One panel per cost source. 'measured' panels use per-stage latencies timed on this "
-        "machine's backend; 'estimated' panels (shaded) use a hardware profile's estimate and are "
-        "not measurements. Lines: Pareto front per family; stars: calibrated points."
-    ), fig)
+    return ReportFigure(
+        "accuracy_vs_latency",
+        title,
+        (
+            "One panel per cost source. 'measured' panels use per-stage latencies timed on this "
+            "machine's backend; 'estimated' panels (shaded) use a hardware profile's estimate and are "
+            "not measurements. Lines: Pareto front per family; stars: calibrated points."
+        ),
+        fig,
+    )
 
 
 def anytime_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -293,13 +361,27 @@ def anytime_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
     x = "cumulative_macs" if use_macs else "exit"
     fig, axes = _new_figure(1, 1, 7.0, 4.4)
     ax = axes[0, 0]
-    sns.lineplot(data=data, x=x, y="accuracy_pct", hue="model", palette=pal.models,
-                 style="run" if pal.multi_run else None, markers=True, dashes=pal.multi_run,
-                 marker=None if pal.multi_run else "o", ax=ax)
+    sns.lineplot(
+        data=data,
+        x=x,
+        y="accuracy_pct",
+        hue="model",
+        palette=pal.models,
+        style="run" if pal.multi_run else None,
+        markers=True,
+        dashes=pal.multi_run,
+        marker=None if pal.multi_run else "o",
+        ax=ax,
+    )
     if not pal.multi_run:
         for _, row in data.iterrows():
-            ax.annotate(f"exit {int(row['exit'])}", (row[x], row["accuracy_pct"]), fontsize=7,
-                        xytext=(4, -10), textcoords="offset points")
+            ax.annotate(
+                f"exit {int(row['exit'])}",
+                (row[x], row["accuracy_pct"]),
+                fontsize=7,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
     if use_macs:
         _maybe_log(ax, data[x])
         _macs_axis(ax)
@@ -310,10 +392,15 @@ def anytime_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
     _legend_outside(ax)
     title = f"Anytime accuracy: every exit on its own ({split} split)"
     fig.suptitle(title)
-    return ReportFigure("anytime", title, (
-        "Accuracy if every sample left at that exit, against the analytic MACs spent to reach "
-        "it (all stages and exit heads up to and including the exit)."
-    ), fig)
+    return ReportFigure(
+        "anytime",
+        title,
+        (
+            "Accuracy if every sample left at that exit, against the analytic MACs spent to reach "
+            "it (all stages and exit heads up to and including the exit)."
+        ),
+        fig,
+    )
 
 
 def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -325,35 +412,62 @@ def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
     if pts.empty or not cols:
         raise NotDrawable("no calibrated operating points with exit fractions")
     pts = pts.copy()
-    pts["point"] = [point_label(p, c, cal) for p, c, cal in
-                    zip(pts["policy"], pts["confidence"], pts["calibration"])]
-    long = pts.melt(id_vars=["run", "model", "point"], value_vars=cols, var_name="exit",
-                    value_name="fraction").dropna(subset=["fraction"])
+    pts["point"] = [
+        point_label(p, c, cal)
+        for p, c, cal in zip(pts["policy"], pts["confidence"], pts["calibration"])
+    ]
+    long = pts.melt(
+        id_vars=["run", "model", "point"], value_vars=cols, var_name="exit", value_name="fraction"
+    ).dropna(subset=["fraction"])
     long["exit"] = long["exit"].str[10:].astype(int)
     long["percent"] = 100 * long["fraction"]
     hue_order = sorted(long["point"].unique())
     palette = dict(zip(hue_order, sns.color_palette("Set2", len(hue_order))))
-    panels = list(long.groupby(["run", "model"], sort=False))
-    nrows, ncols = _grid(len(panels))
-    fig, axes = _new_figure(nrows, ncols, 4.2, 3.2)
-    for ax, ((run, model), grp) in zip(axes.flat, panels):
-        sns.barplot(data=grp, x="exit", y="percent", hue="point", hue_order=hue_order,
-                    palette=palette, ax=ax, legend=True)
+    models = list(dict.fromkeys(long["model"]))
+    if pal.multi_run:
+        nrows, ncols = len(models), len(pal.runs)
+        cells = [(run, model) for model in models for run in pal.runs]
+    else:
+        nrows, ncols = _grid(len(models))
+        cells = [(pal.runs[0], model) for model in models]
+    fig, axes = _new_figure(nrows, ncols, 4.0, 3.1)
+    for ax, (run, model) in zip(axes.flat, cells):
+        grp = long[(long["run"] == run) & (long["model"] == model)]
         ax.set_title(f"{model}" + (f"\n{run}" if pal.multi_run else ""), fontsize=9)
         ax.set_xlabel("Exit index (0 = earliest)")
         ax.set_ylabel(f"Samples leaving here [%] ({split})")
+        if grp.empty:
+            ax.text(
+                0.5, 0.5, "no calibrated points", ha="center", va="center", transform=ax.transAxes
+            )
+            continue
+        sns.barplot(
+            errorbar=None,
+            data=grp,
+            x="exit",
+            y="percent",
+            hue="point",
+            hue_order=hue_order,
+            palette=palette,
+            ax=ax,
+            legend=True,
+        )
         ax.set_ylim(0, 100)
         if ax.get_legend():
             ax.get_legend().remove()
-    handles = _swatches(palette, hue_order)
-    _legend_outside(axes.flat[len(panels) - 1], handles, hue_order, title="policy · calibration")
-    _hide_unused(axes, len(panels))
+    _figure_legend(fig, _swatches(palette, hue_order), hue_order, "policy · calibration")
+    _hide_unused(axes, len(cells))
     title = f"Exit distribution at the calibrated operating points ({split} split)"
     fig.suptitle(title)
-    return ReportFigure("exit_distribution", title, (
-        "Share of samples leaving at each exit, for each policy at the thresholds its calibration "
-        "target chose on val; 'baseline' points run the whole network."
-    ), fig)
+    return ReportFigure(
+        "exit_distribution",
+        title,
+        (
+            "Share of samples leaving at each exit, for each policy at the thresholds its calibration "
+            "target chose on val; 'baseline' points run the whole network."
+        ),
+        fig,
+    )
 
 
 def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -364,14 +478,26 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
     if ov.empty:
         raise NotDrawable("no exit record (exits table empty)")
     ov["percent"] = 100 * ov["overthinking"]
-    has_difficulty = "difficulty" in exits.columns and exits["difficulty"].astype(str).str.strip().ne("").any() \
+    has_difficulty = (
+        "difficulty" in exits.columns
+        and exits["difficulty"].astype(str).str.strip().ne("").any()
         and exits["difficulty"].notna().any()
+    )
     fig, axes = _new_figure(1, 2 if has_difficulty else 1, 4.8, 3.8)
     ax = axes[0, 0]
     if pal.multi_run:
-        sns.barplot(data=ov, x="model", y="percent", hue="run", ax=ax)
+        sns.barplot(errorbar=None, data=ov, x="model", y="percent", hue="run", ax=ax)
     else:
-        sns.barplot(data=ov, x="model", y="percent", hue="model", palette=pal.models, ax=ax, legend=False)
+        sns.barplot(
+            errorbar=None,
+            data=ov,
+            x="model",
+            y="percent",
+            hue="model",
+            palette=pal.models,
+            ax=ax,
+            legend=False,
+        )
     ax.set_xlabel("Model")
     ax.set_ylabel(f"Overthinking [% of {split} samples]")
     ax.set_title("per model", fontsize=9)
@@ -386,23 +512,38 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
         by["series"] = by["model"] + (" · " + by["run"] if pal.multi_run else "")
         ax2 = axes[0, 1]
         palette = pal.models if not pal.multi_run else None
-        sns.barplot(data=by, x="difficulty_bin", y="percent", hue="series", palette=palette, ax=ax2)
+        sns.barplot(
+            errorbar=None,
+            data=by,
+            x="difficulty_bin",
+            y="percent",
+            hue="series",
+            palette=palette,
+            ax=ax2,
+        )
         ax2.set_xlabel("Sample difficulty (from the dataset's metadata)")
         ax2.set_ylabel(f"Overthinking [% of {split} samples]")
         ax2.set_title("per difficulty", fontsize=9)
         _legend_outside(ax2, title="model")
     title = f"Overthinking: an earlier exit is right, the final exit is wrong ({split} split)"
     fig.suptitle(title)
-    return ReportFigure("overthinking", title, (
-        "Share of samples that at least one earlier exit classifies correctly while the final "
-        "exit gets them wrong: accuracy an early-exit policy can win back."
-    ), fig)
+    return ReportFigure(
+        "overthinking",
+        title,
+        (
+            "Share of samples that at least one earlier exit classifies correctly while the final "
+            "exit gets them wrong: accuracy an early-exit policy can win back."
+        ),
+        fig,
+    )
 
 
 def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
     import seaborn as sns
 
-    val = combined(runs, "validation").dropna(subset=["predicted_latency_ms", "measured_latency_ms"])
+    val = combined(runs, "validation").dropna(
+        subset=["predicted_latency_ms", "measured_latency_ms"]
+    )
     if val.empty:
         raise NotDrawable("no validation runs (validation table empty)")
     val = val.copy()
@@ -418,7 +559,9 @@ def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
     lo, hi = float(both.min()), float(both.max())
     pad = 0.1 * (hi - lo if hi > lo else max(hi, 1e-3))
     line = np.linspace(max(lo - pad, 1e-6), hi + pad, 50)
-    ax.plot(line, line, color="black", linestyle="--", linewidth=1, label="y = x (prediction exact)")
+    ax.plot(
+        line, line, color="black", linestyle="--", linewidth=1, label="y = x (prediction exact)"
+    )
     ax.fill_between(line, 0.9 * line, 1.1 * line, color="grey", alpha=0.15, label="±10%")
     _maybe_log(ax, both)
     _maybe_log(ax, both, axis="y")
@@ -428,11 +571,16 @@ def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
     ratio = val["ratio"].median() if "ratio" in val else np.nan
     title = "Predicted vs measured latency of true early-exit runs"
     fig.suptitle(title)
-    return ReportFigure("predicted_vs_measured", title, (
-        "Each point is a calibrated operating point run with true early exit on a backend. "
-        f"Median measured/predicted ratio: {ratio:.2f}. Points above the line are slower than "
-        "the per-stage measurements predict (decision overhead, cache effects)."
-    ), fig)
+    return ReportFigure(
+        "predicted_vs_measured",
+        title,
+        (
+            "Each point is a calibrated operating point run with true early exit on a backend. "
+            f"Median measured/predicted ratio: {ratio:.2f}. Points above the line are slower than "
+            "the per-stage measurements predict (decision overhead, cache effects)."
+        ),
+        fig,
+    )
 
 
 def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -447,9 +595,13 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
         raise NotDrawable("no calibrated operating point has an expected energy")
     src = "energy_source" if "energy_source" in pts.columns else "cost_source"
     pts["source"] = pts[src].where(pts[src] != "", pts.get("cost_source", ""))
-    pts = pts.drop_duplicates(subset=["run", "model", "policy", "confidence", "calibration", "source"])
-    pts["point"] = [point_label(p, c, cal) for p, c, cal in
-                    zip(pts["policy"], pts["confidence"], pts["calibration"])]
+    pts = pts.drop_duplicates(
+        subset=["run", "model", "policy", "confidence", "calibration", "source"]
+    )
+    pts["point"] = [
+        point_label(p, c, cal)
+        for p, c, cal in zip(pts["policy"], pts["confidence"], pts["calibration"])
+    ]
     pts["where"] = pts["model"] + (("\n" + pts["run"]) if pal.multi_run else "")
     sources = sorted(pts["source"].unique())
     hue_order = sorted(pts["point"].unique())
@@ -458,8 +610,16 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
     fig, axes = _new_figure(nrows, ncols, 5.2, 3.8)
     for ax, source in zip(axes.flat, sources):
         sub = pts[pts["source"] == source]
-        sns.barplot(data=sub, x="where", y="expected_energy_mj", hue="point", hue_order=hue_order,
-                    palette=palette, ax=ax)
+        sns.barplot(
+            errorbar=None,
+            data=sub,
+            x="where",
+            y="expected_energy_mj",
+            hue="point",
+            hue_order=hue_order,
+            palette=palette,
+            ax=ax,
+        )
         ax.set_title(_source_title(source, {}), fontsize=9)
         ax.set_xlabel("Model")
         ax.set_ylabel(f"Expected energy per inference [mJ]\n({source})")
@@ -467,16 +627,20 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
             ax.set_facecolor(ESTIMATED_FACE)
         if ax.get_legend():
             ax.get_legend().remove()
-    handles = _swatches(palette, hue_order)
-    _legend_outside(axes.flat[len(sources) - 1], handles, hue_order, title="policy · calibration")
+    _figure_legend(fig, _swatches(palette, hue_order), hue_order, "policy · calibration")
     _hide_unused(axes, len(sources))
     title = f"Energy per inference at the calibrated points ({split} split)"
     fig.suptitle(title)
-    return ReportFigure("energy", title, (
-        "Expected energy per sample (exit distribution x per-stage energy). The source of every "
-        "panel is in its axis label: 'estimated:<profile>' comes from a hardware profile and is "
-        "not a measurement."
-    ), fig)
+    return ReportFigure(
+        "energy",
+        title,
+        (
+            "Expected energy per sample (exit distribution x per-stage energy). The source of every "
+            "panel is in its axis label: 'estimated:<profile>' comes from a hardware profile and is "
+            "not a measurement."
+        ),
+        fig,
+    )
 
 
 def backend_comparison(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -492,24 +656,37 @@ def backend_comparison(runs: list[RunData], pal: Palette) -> ReportFigure:
     data["series"] = data["backend"] + ((" · " + data["run"]) if pal.multi_run else "")
     models = list(dict.fromkeys(data["model"]))
     series = sorted(data["series"].unique())
-    import seaborn as sns
-
-    colors = dict(zip(series, sns.color_palette("deep", len(series))))
+    colors = _series_colors(data, pal)
     fig, axes = _new_figure(len(models), 1, 7.6, 2.9)
     for ax, model in zip(axes.flat, models):
         sub = data[data["model"] == model]
-        parts = sorted({(p, int(i)) for p, i in zip(sub["part"], sub["index"])}, key=lambda t: part_order(*t))
+        parts = sorted(
+            {(p, int(i)) for p, i in zip(sub["part"], sub["index"])}, key=lambda t: part_order(*t)
+        )
         pos = {p: k for k, p in enumerate(parts)}
         width = 0.8 / len(series)
         for j, s in enumerate(series):
             ss = sub[sub["series"] == s]
             if ss.empty:
                 continue
-            xs = np.array([pos[(p, int(i))] for p, i in zip(ss["part"], ss["index"])]) + (j - (len(series) - 1) / 2) * width
+            xs = (
+                np.array([pos[(p, int(i))] for p, i in zip(ss["part"], ss["index"])])
+                + (j - (len(series) - 1) / 2) * width
+            )
             med = ss["median_ms"].to_numpy(float)
             ax.bar(xs, med, width, color=colors[s], label=s)
-            yerr = np.vstack([med - ss["q25_ms"].to_numpy(float), ss["q75_ms"].to_numpy(float) - med])
-            ax.errorbar(xs, med, yerr=np.clip(yerr, 0, None), fmt="none", ecolor="black", capsize=2, linewidth=0.8)
+            yerr = np.vstack(
+                [med - ss["q25_ms"].to_numpy(float), ss["q75_ms"].to_numpy(float) - med]
+            )
+            ax.errorbar(
+                xs,
+                med,
+                yerr=np.clip(yerr, 0, None),
+                fmt="none",
+                ecolor="black",
+                capsize=2,
+                linewidth=0.8,
+            )
         ax.set_xticks(range(len(parts)), [f"{p} {i}" for p, i in parts])
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("Part of the model (stage = backbone segment, exit = classifier head)")
@@ -518,11 +695,30 @@ def backend_comparison(runs: list[RunData], pal: Palette) -> ReportFigure:
     title = f"Per-stage latency by backend (measured; threads = {int(threads)}, batch size = {int(batch)})"
     fig.suptitle(title)
     note = f" Other thread counts measured but not shown: {other}." if other else ""
-    return ReportFigure("backend_comparison", title, (
-        "Median of the raw latency samples of each stage and exit head on each backend, with the "
-        "inter-quartile range as error bars; all backends at the same thread count and batch size."
-        + note
-    ), fig)
+    return ReportFigure(
+        "backend_comparison",
+        title,
+        (
+            "Median of the raw latency samples of each stage and exit head on each backend, with the "
+            "inter-quartile range as error bars; all backends at the same thread count and batch size."
+            + note
+        ),
+        fig,
+    )
+
+
+def _series_colors(data: pd.DataFrame, pal: Palette) -> dict[str, tuple]:
+    """One hue per backend; with several runs, lighter shades of it for the later runs."""
+    import seaborn as sns
+
+    backends = sorted(data["backend"].unique())
+    base = dict(zip(backends, sns.color_palette("deep", len(backends))))
+    out = {}
+    for series, backend, run in zip(data["series"], data["backend"], data["run"]):
+        k = pal.runs.index(run) if run in pal.runs else 0
+        a = 0.55 * k / max(len(pal.runs) - 1, 1)
+        out[series] = tuple(c * (1 - a) + a for c in base[backend])
+    return out
 
 
 FigureFn = Callable[[list[RunData], Palette], ReportFigure]

@@ -16,12 +16,20 @@ import pandas as pd
 from eebench.report.data import RunData
 
 NUMBERS_LEGEND = (
-    ("analytic", "counted from the architecture: MACs (1 MAC = one multiply-add; FLOPs = 2 x MACs), "
-                 "parameters, bytes. Independent of the machine."),
-    ("measured:<backend>", "timed on the machine of the run, on that backend, with the thread count "
-                           "and batch size given; statistics come from the raw samples."),
-    ("estimated:<profile>", "predicted from a hardware profile (peaks, bandwidth, power); "
-                            "not a measurement."),
+    (
+        "analytic",
+        "counted from the architecture: MACs (1 MAC = one multiply-add; FLOPs = 2 x MACs), "
+        "parameters, bytes. Independent of the machine.",
+    ),
+    (
+        "measured:<backend>",
+        "timed on the machine of the run, on that backend, with the thread count "
+        "and batch size given; statistics come from the raw samples.",
+    ),
+    (
+        "estimated:<profile>",
+        "predicted from a hardware profile (peaks, bandwidth, power); not a measurement.",
+    ),
 )
 
 CSS = """
@@ -72,9 +80,11 @@ class ReportContent:
         out = []
         for run in self.runs:
             if run.is_partial:
-                out.append(f"Run {run.label} is {run.status.upper()}"
-                           + (f" ({run.reason})" if run.reason else "")
-                           + ": only the steps that finished are shown.")
+                out.append(
+                    f"Run {run.label} is {run.status.upper()}"
+                    + (f" ({run.reason})" if run.reason else "")
+                    + ": only the steps that finished are shown."
+                )
             out.extend(f"Run {run.label}: {note}." for note in run.notes)
         return out
 
@@ -85,8 +95,10 @@ def _e(text: object) -> str:
 
 def _html_table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -108,8 +120,13 @@ def to_html(content: ReportContent) -> str:
     parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
     if content.figures:
-        parts.append("<ul>" + "".join(f'<li><a href="#{_e(f.name)}">{_e(f.title)}</a></li>'
-                                      for f in content.figures) + "</ul>")
+        parts.append(
+            "<ul>"
+            + "".join(
+                f'<li><a href="#{_e(f.name)}">{_e(f.title)}</a></li>' for f in content.figures
+            )
+            + "</ul>"
+        )
     for fig in content.figures:
         data = base64.b64encode(fig.png).decode("ascii")
         parts.append(
@@ -119,8 +136,11 @@ def to_html(content: ReportContent) -> str:
         )
     for section in content.sections:
         parts.append(f"<h2>{_e(section.title)}</h2><p>{_e(section.intro)}</p>")
-        parts.append(_html_table(section.table) if not section.table.empty
-                     else '<p class="note">(none in these runs)</p>')
+        parts.append(
+            _html_table(section.table)
+            if not section.table.empty
+            else '<p class="note">(none in these runs)</p>'
+        )
     if content.missing:
         parts.append("<h2>Not shown</h2><ul>")
         parts += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in content.missing.items()]
@@ -136,23 +156,40 @@ def _md_cell(value: object) -> str:
 def markdown_table(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(_md_cell(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *rows])
 
 
 def to_markdown(content: ReportContent) -> str:
     runs = ", ".join(r.label for r in content.runs)
-    lines = ["# eebench report", "", f"Runs: {runs}. Generated {content.generated} by eebench {content.version}.", ""]
+    lines = [
+        "# eebench report",
+        "",
+        f"Runs: {runs}. Generated {content.generated} by eebench {content.version}.",
+        "",
+    ]
     lines += [f"> **Warning:** {w}" for w in content.warnings()]
-    lines += ["", "## Runs and environment", "", markdown_table(content.environment), "",
-              "## Reading the numbers", ""]
+    lines += [
+        "",
+        "## Runs and environment",
+        "",
+        markdown_table(content.environment),
+        "",
+        "## Reading the numbers",
+        "",
+    ]
     lines += [f"- **{k}**: {v}" for k, v in NUMBERS_LEGEND]
     lines += ["", "## Figures", ""]
     for fig in content.figures:
         lines += [f"### {fig.title}", "", f"![{fig.title}]({fig.filename})", "", fig.caption, ""]
     for section in content.sections:
         lines += [f"## {section.title}", "", section.intro, ""]
-        lines += [markdown_table(section.table) if not section.table.empty else "(none in these runs)", ""]
+        lines += [
+            markdown_table(section.table) if not section.table.empty else "(none in these runs)",
+            "",
+        ]
     if content.missing:
         lines += ["## Not shown", ""]
         lines += [f"- **{k}**: {v}" for k, v in content.missing.items()]

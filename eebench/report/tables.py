@@ -42,17 +42,22 @@ def environment_table(runs: list[RunData]) -> pd.DataFrame:
     for run in runs:
         m = run.manifest
         entries = {
-            "status": run.status + (f" ({run.reason})" if run.reason and run.status != "complete" else ""),
+            "status": run.status
+            + (f" ({run.reason})" if run.reason and run.status != "complete" else ""),
             "suite": str(m.get("suite_name", "")),
             "run folder": str(run.path),
             "started": str(m.get("started") or ""),
             "finished": str(m.get("finished") or ""),
-            "finished steps": str(sum(1 for s in m.get("steps", {}).values() if s.get("status") == "done")),
+            "finished steps": str(
+                sum(1 for s in m.get("steps", {}).values() if s.get("status") == "done")
+            ),
         }
         entries.update(flatten(run.environment))
         cols[run.label] = entries
     keys = list(dict.fromkeys(k for entries in cols.values() for k in entries))
-    table = pd.DataFrame({label: [entries.get(k, "") for k in keys] for label, entries in cols.items()})
+    table = pd.DataFrame(
+        {label: [entries.get(k, "") for k in keys] for label, entries in cols.items()}
+    )
     table.insert(0, "field", keys)
     return table
 
@@ -72,13 +77,20 @@ def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
     for k in index:
         v = val.loc[k] if k in val.index else None
         t = test.loc[k] if k in test.index else None
-        row = {"run": k[0], "model": k[1], "family": k[2], "policy": policy_label(k[3], k[4]),
-               "calibration": k[5],
-               "thresholds (chosen on val)": str((v if v is not None else t)["thresholds"])}
+        row = {
+            "run": k[0],
+            "model": k[1],
+            "family": k[2],
+            "policy": policy_label(k[3], k[4]),
+            "calibration": k[5],
+            "thresholds (chosen on val)": str((v if v is not None else t)["thresholds"]),
+        }
         row["val accuracy [%]"] = fmt_pct(v["accuracy"]) if v is not None else ""
         row["test accuracy [%]"] = fmt_pct(t["accuracy"]) if t is not None else ""
         row["val expected MACs (analytic)"] = fmt_count(v["expected_macs"]) if v is not None else ""
-        row["test expected MACs (analytic)"] = fmt_count(t["expected_macs"]) if t is not None else ""
+        row["test expected MACs (analytic)"] = (
+            fmt_count(t["expected_macs"]) if t is not None else ""
+        )
         if t is not None and frac_cols:
             fr = [t[c] for c in frac_cols if not pd.isna(t[c])]
             row["test exit distribution [%]"] = " / ".join(f"{100 * f:.0f}" for f in fr)
@@ -87,13 +99,20 @@ def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
     test_rows = ops[ops["split"] == "test"]
     if "cost_source" in test_rows.columns and "expected_latency_ms" in test_rows.columns:
         for source in sorted(s for s in test_rows["cost_source"].unique() if s):
-            sub = test_rows[test_rows["cost_source"] == source].drop_duplicates(subset=key).set_index(key)
+            sub = (
+                test_rows[test_rows["cost_source"] == source]
+                .drop_duplicates(subset=key)
+                .set_index(key)
+            )
             table[f"test latency [ms] ({source})"] = [
-                fmt_num(sub.loc[k, "expected_latency_ms"]) if k in sub.index else "" for k in index]
+                fmt_num(sub.loc[k, "expected_latency_ms"]) if k in sub.index else "" for k in index
+            ]
             if "expected_energy_mj" in sub.columns and sub["expected_energy_mj"].notna().any():
                 esrc = sub["energy_source"].iloc[0] if "energy_source" in sub.columns else source
                 table[f"test energy [mJ] ({esrc or source})"] = [
-                    fmt_num(sub.loc[k, "expected_energy_mj"]) if k in sub.index else "" for k in index]
+                    fmt_num(sub.loc[k, "expected_energy_mj"]) if k in sub.index else ""
+                    for k in index
+                ]
     if table["run"].nunique() == 1:
         table = table.drop(columns="run")
     return table
@@ -103,19 +122,26 @@ def validation_table(runs: list[RunData]) -> pd.DataFrame:
     val = combined(runs, "validation")
     if val.empty:
         return pd.DataFrame()
-    out = pd.DataFrame({
-        "run": val["run"], "model": val["model"], "backend": val["backend"],
-        "policy": val["policy"], "calibration": val["calibration"],
-        "batch size": val["batch_size"].map(lambda v: fmt_num(v, 6)),
-        "threads": val["threads"].map(lambda v: fmt_num(v, 6)),
-        "predicted [ms] (from measured stages)": val["predicted_latency_ms"].map(fmt_num),
-        "measured [ms] (true early exit)": val["measured_latency_ms"].map(fmt_num),
-        "measured / predicted": val["ratio"].map(lambda v: fmt_num(v, 3)),
-        "decision overhead [µs]": val["decision_overhead_us"].map(fmt_num),
-        "agreement with exit record [%]": val["agreement"].map(fmt_pct),
-    })
-    for col, name in (("speedup_vs_aggregation", "speedup vs aggregation [x]"),
-                      ("speedup_vs_backbone", "speedup vs backbone [x]")):
+    out = pd.DataFrame(
+        {
+            "run": val["run"],
+            "model": val["model"],
+            "backend": val["backend"],
+            "policy": val["policy"],
+            "calibration": val["calibration"],
+            "batch size": val["batch_size"].map(lambda v: fmt_num(v, 6)),
+            "threads": val["threads"].map(lambda v: fmt_num(v, 6)),
+            "predicted [ms] (from measured stages)": val["predicted_latency_ms"].map(fmt_num),
+            "measured [ms] (true early exit)": val["measured_latency_ms"].map(fmt_num),
+            "measured / predicted": val["ratio"].map(lambda v: fmt_num(v, 3)),
+            "decision overhead [µs]": val["decision_overhead_us"].map(fmt_num),
+            "agreement with exit record [%]": val["agreement"].map(fmt_pct),
+        }
+    )
+    for col, name in (
+        ("speedup_vs_aggregation", "speedup vs aggregation [x]"),
+        ("speedup_vs_backbone", "speedup vs backbone [x]"),
+    ):
         if col in val.columns:
             out[name] = val[col].map(fmt_num)
     if "accuracy" in val.columns:

@@ -27,14 +27,27 @@ from eebench.results.bundle import Run
 LATENCY_KEYS = ["model", "part", "index", "backend", "threads", "batch_size"]
 POINT_KEYS = ["model", "policy", "confidence", "calibration"]
 COLUMNS = [
-    "kind", "model", "item", "metric", "a", "b", "change", "rel_change", "p_value", "test",
-    "n_a", "n_b", "verdict",
+    "kind",
+    "model",
+    "item",
+    "metric",
+    "a",
+    "b",
+    "change",
+    "rel_change",
+    "p_value",
+    "test",
+    "n_a",
+    "n_b",
+    "verdict",
 ]
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 
 
-def permutation_pvalue(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> float:
+def permutation_pvalue(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0
+) -> float:
     """Two-sided permutation test on |median(b) - median(a)| (fallback when scipy is missing)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     observed = abs(np.median(b) - np.median(a))
@@ -43,7 +56,7 @@ def permutation_pvalue(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, se
     hits = 0
     for _ in range(n_resamples):
         perm = rng.permutation(pooled)
-        if abs(np.median(perm[len(a):]) - np.median(perm[: len(a)])) >= observed - 1e-12:
+        if abs(np.median(perm[len(a) :]) - np.median(perm[: len(a)])) >= observed - 1e-12:
             hits += 1
     return (hits + 1) / (n_resamples + 1)
 
@@ -99,7 +112,9 @@ def _latency_medians(run: Run) -> dict[tuple, float]:
     df = run.table("stage_costs")
     df = df[(df["source_kind"] == "measured") & (df["metric"] == "latency_median_ms")]
     df = df.dropna(subset=["value", *LATENCY_KEYS])
-    return {tuple(k): float(v) for k, v in zip(df[LATENCY_KEYS].itertuples(index=False), df["value"])}
+    return {
+        tuple(k): float(v) for k, v in zip(df[LATENCY_KEYS].itertuples(index=False), df["value"])
+    }
 
 
 def _norm_key(key: tuple) -> tuple:
@@ -116,11 +131,21 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
     rows = []
     for key in keys:
         in_a, in_b = key in sa or key in ma, key in sb or key in mb
-        base = {"kind": "latency", "model": key[0], "item": _item(key), "metric": "median latency [ms] (measured)"}
+        base = {
+            "kind": "latency",
+            "model": key[0],
+            "item": _item(key),
+            "metric": "median latency [ms] (measured)",
+        }
         if not (in_a and in_b):
-            rows.append({**base, "verdict": "only in A" if in_a else "only in B",
-                         "a": ma.get(key, np.median(sa[key]) if key in sa else math.nan),
-                         "b": mb.get(key, np.median(sb[key]) if key in sb else math.nan)})
+            rows.append(
+                {
+                    **base,
+                    "verdict": "only in A" if in_a else "only in B",
+                    "a": ma.get(key, np.median(sa[key]) if key in sa else math.nan),
+                    "b": mb.get(key, np.median(sb[key]) if key in sb else math.nan),
+                }
+            )
             continue
         if key in sa and key in sb:
             a, b = float(np.median(sa[key])), float(np.median(sb[key]))
@@ -130,9 +155,20 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
             a, b = ma.get(key, math.nan), mb.get(key, math.nan)
             p, test, n_a, n_b = math.nan, "no raw samples", math.nan, math.nan
         rel = (b - a) / a if a > 0 else math.nan
-        rows.append({**base, "a": a, "b": b, "change": b - a, "rel_change": rel, "p_value": p,
-                     "test": test, "n_a": n_a, "n_b": n_b,
-                     "verdict": _verdict(rel, p, band, alpha, higher_is_worse=True)})
+        rows.append(
+            {
+                **base,
+                "a": a,
+                "b": b,
+                "change": b - a,
+                "rel_change": rel,
+                "p_value": p,
+                "test": test,
+                "n_a": n_a,
+                "n_b": n_b,
+                "verdict": _verdict(rel, p, band, alpha, higher_is_worse=True),
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -156,46 +192,84 @@ def _points(run: Run) -> pd.DataFrame:
     ops = run.table("operating_points")
     for col in POINT_KEYS + ["split"]:
         ops[col] = ops[col].where(ops[col].notna(), "").astype(str)
-    ops = ops[(ops["split"] == "test") & (ops["calibration"] != "sweep") & (ops["calibration"] != "")]
+    ops = ops[
+        (ops["split"] == "test") & (ops["calibration"] != "sweep") & (ops["calibration"] != "")
+    ]
     return ops.drop_duplicates(subset=POINT_KEYS).set_index(POINT_KEYS)
 
 
 def compare_points(run_a: Run, run_b: Run, alpha: float, accuracy_band: float) -> pd.DataFrame:
     pa, pb = _points(run_a), _points(run_b)
     na, nb = _test_size(run_a), _test_size(run_b)
-    frac = sorted({c for c in [*pa.columns, *pb.columns] if c.startswith("exit_frac_") and c[10:].isdigit()},
-                  key=lambda c: int(c[10:]))
+    frac = sorted(
+        {c for c in [*pa.columns, *pb.columns] if c.startswith("exit_frac_") and c[10:].isdigit()},
+        key=lambda c: int(c[10:]),
+    )
     rows = []
     for key in dict.fromkeys([*pa.index, *pb.index]):
         model, policy, confidence, calibration = key
-        item = f"{policy}" + (f" ({confidence})" if confidence and confidence not in policy else "") + f" · {calibration}"
+        item = (
+            f"{policy}"
+            + (f" ({confidence})" if confidence and confidence not in policy else "")
+            + f" · {calibration}"
+        )
         base = {"model": model, "item": item}
         if key not in pa.index or key not in pb.index:
-            rows.append({**base, "kind": "accuracy", "metric": "test accuracy",
-                         "verdict": "only in A" if key in pa.index else "only in B"})
+            rows.append(
+                {
+                    **base,
+                    "kind": "accuracy",
+                    "metric": "test accuracy",
+                    "verdict": "only in A" if key in pa.index else "only in B",
+                }
+            )
             continue
         a, b = float(pa.loc[key, "accuracy"]), float(pb.loc[key, "accuracy"])
         n_a, n_b = na.get(model), nb.get(model)
         p = two_proportion_pvalue(a, n_a, b, n_b) if n_a and n_b else math.nan
-        rows.append({**base, "kind": "accuracy", "metric": "test accuracy", "a": a, "b": b,
-                     "change": b - a, "rel_change": (b - a) / a if a else math.nan, "p_value": p,
-                     "test": "two-proportion z" if n_a and n_b else "no sample count",
-                     "n_a": n_a, "n_b": n_b,
-                     "verdict": _verdict(b - a, p, accuracy_band, alpha, higher_is_worse=False)})
+        rows.append(
+            {
+                **base,
+                "kind": "accuracy",
+                "metric": "test accuracy",
+                "a": a,
+                "b": b,
+                "change": b - a,
+                "rel_change": (b - a) / a if a else math.nan,
+                "p_value": p,
+                "test": "two-proportion z" if n_a and n_b else "no sample count",
+                "n_a": n_a,
+                "n_b": n_b,
+                "verdict": _verdict(b - a, p, accuracy_band, alpha, higher_is_worse=False),
+            }
+        )
         for col in frac:
             fa = pa.loc[key, col] if col in pa.columns else math.nan
             fb = pb.loc[key, col] if col in pb.columns else math.nan
             if pd.isna(fa) and pd.isna(fb):
                 continue
             fa, fb = float(0 if pd.isna(fa) else fa), float(0 if pd.isna(fb) else fb)
-            rows.append({**base, "kind": "exit_fraction", "metric": f"exit {col[10:]} fraction",
-                         "a": fa, "b": fb, "change": fb - fa,
-                         "verdict": "changed" if abs(fb - fa) > accuracy_band else "same"})
+            rows.append(
+                {
+                    **base,
+                    "kind": "exit_fraction",
+                    "metric": f"exit {col[10:]} fraction",
+                    "a": fa,
+                    "b": fb,
+                    "change": fb - fa,
+                    "verdict": "changed" if abs(fb - fa) > accuracy_band else "same",
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def compare_runs(run_a: Run | Path | str, run_b: Run | Path | str, band: float = 0.10,
-                 alpha: float = 0.05, accuracy_band: float = 0.01) -> pd.DataFrame:
+def compare_runs(
+    run_a: Run | Path | str,
+    run_b: Run | Path | str,
+    band: float = 0.10,
+    alpha: float = 0.05,
+    accuracy_band: float = 0.01,
+) -> pd.DataFrame:
     """One row per compared quantity; ``verdict == 'regression'`` rows should fail CI.
 
     ``kind`` is ``latency`` (per model, part, index, backend, threads, batch
@@ -212,8 +286,11 @@ def compare_runs(run_a: Run | Path | str, run_b: Run | Path | str, band: float =
     ra, rb = _open(run_a), _open(run_b)
     latency = compare_latency(ra, rb, band, alpha)
     points = compare_points(ra, rb, alpha, accuracy_band)
-    out = pd.concat([f for f in (latency, points) if not f.empty], ignore_index=True) \
-        if not (latency.empty and points.empty) else pd.DataFrame(columns=COLUMNS)
+    out = (
+        pd.concat([f for f in (latency, points) if not f.empty], ignore_index=True)
+        if not (latency.empty and points.empty)
+        else pd.DataFrame(columns=COLUMNS)
+    )
     matched = out[~out["verdict"].isin(["only in A", "only in B"])]
     if matched.empty:
         raise ResultsError(
@@ -228,40 +305,60 @@ def has_regression(table: pd.DataFrame) -> bool:
     return bool((table["verdict"] == REGRESSION).any())
 
 
-def format_comparison(table: pd.DataFrame, band: float, alpha: float, label_a: str = "A",
-                      label_b: str = "B") -> str:
+def format_comparison(
+    table: pd.DataFrame, band: float, alpha: float, label_a: str = "A", label_b: str = "B"
+) -> str:
     """The comparison as text: latency rows, accuracy rows, changed exit fractions, a verdict line."""
-    lines = [f"A = {label_a}", f"B = {label_b}",
-             f"regression = worse beyond the band (latency ±{band:.0%}) and significant (p < {alpha})", ""]
+    lines = [
+        f"A = {label_a}",
+        f"B = {label_b}",
+        f"regression = worse beyond the band (latency ±{band:.0%}) and significant (p < {alpha})",
+        "",
+    ]
     lat = table[table["kind"] == "latency"]
     if not lat.empty:
-        view = pd.DataFrame({
-            "model": lat["model"], "part": lat["item"],
-            "A median [ms]": lat["a"].map(lambda v: f"{v:.4g}"),
-            "B median [ms]": lat["b"].map(lambda v: f"{v:.4g}"),
-            "change": lat["rel_change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}"),
-            "p": lat["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
-            "verdict": lat["verdict"],
-        })
+        view = pd.DataFrame(
+            {
+                "model": lat["model"],
+                "part": lat["item"],
+                "A median [ms]": lat["a"].map(lambda v: f"{v:.4g}"),
+                "B median [ms]": lat["b"].map(lambda v: f"{v:.4g}"),
+                "change": lat["rel_change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}"),
+                "p": lat["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
+                "verdict": lat["verdict"],
+            }
+        )
         lines += ["Latency (measured; median of raw samples):", view.to_string(index=False), ""]
     acc = table[table["kind"] == "accuracy"]
     if not acc.empty:
-        view = pd.DataFrame({
-            "model": acc["model"], "operating point": acc["item"],
-            "A [%]": acc["a"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.2f}"),
-            "B [%]": acc["b"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.2f}"),
-            "change [pp]": acc["change"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}"),
-            "p": acc["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
-            "verdict": acc["verdict"],
-        })
-        lines += ["Accuracy at calibrated operating points (test split):", view.to_string(index=False), ""]
+        view = pd.DataFrame(
+            {
+                "model": acc["model"],
+                "operating point": acc["item"],
+                "A [%]": acc["a"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.2f}"),
+                "B [%]": acc["b"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.2f}"),
+                "change [pp]": acc["change"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}"),
+                "p": acc["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
+                "verdict": acc["verdict"],
+            }
+        )
+        lines += [
+            "Accuracy at calibrated operating points (test split):",
+            view.to_string(index=False),
+            "",
+        ]
     fr = table[(table["kind"] == "exit_fraction") & (table["verdict"] == "changed")]
     n_same = int(((table["kind"] == "exit_fraction") & (table["verdict"] == "same")).sum())
     if not fr.empty:
-        view = pd.DataFrame({
-            "model": fr["model"], "operating point": fr["item"], "exit": fr["metric"],
-            "A [%]": fr["a"].map(lambda v: f"{100 * v:.1f}"), "B [%]": fr["b"].map(lambda v: f"{100 * v:.1f}"),
-        })
+        view = pd.DataFrame(
+            {
+                "model": fr["model"],
+                "operating point": fr["item"],
+                "exit": fr["metric"],
+                "A [%]": fr["a"].map(lambda v: f"{100 * v:.1f}"),
+                "B [%]": fr["b"].map(lambda v: f"{100 * v:.1f}"),
+            }
+        )
         lines += ["Exit distribution changes (test split):", view.to_string(index=False)]
     if n_same:
         lines.append(f"({n_same} exit fractions unchanged)")

@@ -90,6 +90,7 @@ class CheckpointCache:
         splits: DatasetSplits,
         train_config: TrainConfig,
         progress: bool = True,
+        threads: int | None = None,
     ) -> tuple[MultiExitModel, CheckpointInfo]:
         """The cached model when present; otherwise build (seeded), train, store and return it."""
         hit = self.get(model_name, model_config, splits, train_config)
@@ -99,7 +100,7 @@ class CheckpointCache:
         model = create_seeded_model(
             model_name, model_config, splits.num_classes, splits.input_shape, train_config.seed
         )
-        train_model(model, splits, train_config, progress=progress, checkpoint_path=path)
+        train_model(model, splits, train_config, progress=progress, checkpoint_path=path, threads=threads)
         _, info = read_checkpoint(path)
         return model, info
 

@@ -121,7 +121,7 @@ def _meta(model: MultiExitModel, splits: DatasetSplits, config: TrainConfig, res
         "train_config": config.to_dict(),
         "result": json_normal(result.to_dict(), "result"),
         "eebench_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -146,7 +146,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = [ln for ln in lines if "error" in ln.lower()] or lines or [type(err).__name__]
+        reason = detail[-1][:300]
         raise CheckpointError(
             f"cannot read checkpoint '{path}': the file is corrupt or truncated ({reason}); {_FIX}"
         ) from None

@@ -81,6 +81,22 @@ def seeded(seed: int) -> Iterator[None]:
             torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
 
 
+@contextmanager
+def thread_count(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads (``None``: leave as is); restore afterwards."""
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"expected a positive integer, got {threads!r}", field="threads")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def create_seeded_model(
     name: str, config: dict[str, Any], num_classes: int, input_shape: Sequence[int], seed: int
 ) -> MultiExitModel:
@@ -113,11 +129,14 @@ def train_model(
     *,
     progress: bool = True,
     checkpoint_path: str | Path | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``splits.train`` with ``config.scheme``; report every exit on val and test.
 
     The model is left in eval mode. With ``checkpoint_path``, a checkpoint is
     saved atomically after every epoch and at the end (see module docstring).
+    ``threads`` sets torch's intra-op thread count for the duration (restored
+    after); on a busy machine one thread is often faster than oversubscribing.
     """
     from eebench.training.checkpoint import save_checkpoint
 
@@ -135,7 +154,7 @@ def train_model(
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, splits, config, result)
 
-    with seeded(config.seed):
+    with seeded(config.seed), thread_count(threads):
         generator = torch.Generator().manual_seed(config.seed)
         for phase in phases:
             run_phase(model, splits, config, phase, generator=generator, progress=progress, on_epoch_end=save)

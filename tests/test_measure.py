@@ -1,0 +1,204 @@
+"""Timing statistics and stopping rules under a seeded fake clock; measurement round trips;
+per-part timing and cold start on a real backend; memory tracking."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eebench.backends import get_backend
+from eebench.errors import ConfigError
+from eebench.measure import (
+    HostTimer,
+    LatencyStats,
+    Measurement,
+    MeasurementSpec,
+    PartMeasurements,
+    TimingConfig,
+    collect_samples,
+    measure_cold_start,
+    measure_parts,
+    measurements_frame,
+    predict_latency,
+    time_callable,
+    track_memory,
+)
+from eebench.models import create_model
+
+
+class FakeClock:
+    """A clock that only moves when the workload says so (plus a fixed cost per reading)."""
+
+    def __init__(self, read_cost_ns: int = 0) -> None:
+        self.now = 0
+        self.read_cost_ns = read_cost_ns
+        self.reads = 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        self.now += self.read_cost_ns
+        return self.now
+
+    def advance(self, ns: int) -> None:
+        self.now += int(ns)
+
+
+def seeded_workload(clock: FakeClock, seed: int = 0, mean_ns: float = 1e6, cv: float = 0.05):
+    rng = np.random.default_rng(seed)
+    drawn: list[int] = []
+
+    def fn() -> None:
+        d = int(rng.normal(mean_ns, cv * mean_ns))
+        drawn.append(d)
+        clock.advance(d)
+
+    return fn, drawn
+
+
+SPEC = MeasurementSpec(model="m", part="stage", index=0, backend="torch-cpu", device="cpu", threads=1, batch_size=1)
+
+
+def test_samples_are_exactly_the_workload_durations_after_warmup():
+    clock = FakeClock()
+    fn, drawn = seeded_workload(clock)
+    run = collect_samples(fn, TimingConfig(warmup=3, min_runs=10, min_time_s=0.0), HostTimer(clock), clock)
+    assert run.warmup_ns == tuple(drawn[:3])
+    assert run.samples_ns == tuple(drawn[3:])
+    assert len(run.samples_ns) == 10
+    assert run.stopped_by == "min-runs-and-time"
+
+
+def test_stops_only_when_both_min_count_and_min_time_are_reached():
+    clock = FakeClock()
+    fn, _ = seeded_workload(clock, mean_ns=1e6, cv=0.0)  # exactly 1 ms per call
+    run = collect_samples(fn, TimingConfig(warmup=0, min_runs=5, min_time_s=0.05), HostTimer(clock), clock)
+    assert len(run.samples_ns) == 50  # time, not count, decided
+    clock2 = FakeClock()
+    fn2, _ = seeded_workload(clock2, mean_ns=1e7, cv=0.0)  # 10 ms per call
+    run2 = collect_samples(fn2, TimingConfig(warmup=0, min_runs=30, min_time_s=0.05), HostTimer(clock2), clock2)
+    assert len(run2.samples_ns) == 30  # count, not time, decided
+
+
+def test_max_time_caps_a_slow_workload():
+    clock = FakeClock()
+    fn, _ = seeded_workload(clock, mean_ns=0.4e9, cv=0.0)
+    cfg = TimingConfig(warmup=0, min_runs=100, min_time_s=0.0, max_time_s=1.0)
+    run = collect_samples(fn, cfg, HostTimer(clock), clock)
+    assert run.stopped_by == "max-time"
+    assert len(run.samples_ns) == 3
+
+
+def test_statistics_match_numpy_on_seeded_samples():
+    clock = FakeClock()
+    fn, _ = seeded_workload(clock, seed=7, cv=0.2)
+    m = time_callable(fn, SPEC, TimingConfig(warmup=2, min_runs=200, min_time_s=0.0), HostTimer(clock), clock)
+    a = np.asarray(m.samples_ns, dtype=float)
+    s = m.stats
+    assert s.n == 200
+    assert s.median == pytest.approx(np.median(a))
+    assert s.mean == pytest.approx(a.mean())
+    assert s.p90 == pytest.approx(np.percentile(a, 90))
+    assert s.p99 == pytest.approx(np.percentile(a, 99))
+    assert s.iqr == pytest.approx(np.percentile(a, 75) - np.percentile(a, 25))
+    assert s.cv == pytest.approx(a.std(ddof=1) / a.mean())
+    assert 0.15 < s.cv < 0.25
+
+
+def test_noisy_flag_follows_the_cv_threshold():
+    quiet = Measurement(SPEC, (100, 101, 99, 100, 100), TimingConfig(noisy_cv=0.1))
+    loud = Measurement(SPEC, (100, 300, 50, 100, 400), TimingConfig(noisy_cv=0.1))
+    single = Measurement(SPEC, (100,), TimingConfig())
+    assert not quiet.noisy
+    assert loud.noisy
+    assert single.noisy and math.isnan(single.stats.cv)  # one sample: spread unknown
+
+
+def test_known_small_sample_statistics():
+    s = LatencyStats.from_samples([1, 2, 3, 4])
+    assert (s.median, s.mean, s.p25, s.p75, s.iqr) == (2.5, 2.5, 1.75, 3.25, 1.5)
+    with pytest.raises(ValueError, match="empty"):
+        LatencyStats.from_samples([])
+
+
+def test_measurement_round_trips_through_json_and_gives_tidy_rows():
+    spec = MeasurementSpec(
+        model="cascade", part="exit", index=2, backend="onnxruntime", device="cpu", threads=2,
+        batch_size=4, provider="CPUExecutionProvider", interop_threads=1, input_shape=(1, 8, 8),
+        extra={"graph_optimization_level": "all"},
+    )
+    m = Measurement(spec, (1000, 1200, 1100), TimingConfig(min_runs=3), (5000,), "min-runs-and-time")
+    back = Measurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back == m
+    assert back.stats == m.stats
+    row = m.to_row()
+    assert row["source"] == "measured:onnxruntime"
+    assert row["threads"] == 2 and row["input_shape"] == "1x8x8"
+    assert row["median_us"] == pytest.approx(1.1)
+    frame = measurements_frame([m, back], samples=True)
+    assert len(frame) == 6 and set(frame["latency_ns"]) == {1000, 1100, 1200}
+
+
+def test_invalid_timing_config_names_the_field():
+    with pytest.raises(ConfigError, match="TimingConfig: max_time_s"):
+        TimingConfig(min_time_s=2.0, max_time_s=1.0)
+
+
+def test_predict_latency_sums_stages_and_heads_up_to_the_exit():
+    pred = predict_latency([0, 2, 1], stage_ns=np.array([10, 20, 30]), head_ns=np.array([1, 2, 3]))
+    assert pred.tolist() == [11, 66, 33]
+    with pytest.raises(ValueError, match="exit indices"):
+        predict_latency([3], np.ones(3), np.ones(3))
+
+
+@pytest.mark.parametrize("backend", ["torch-cpu", "onnxruntime"])
+def test_measure_parts_times_every_stage_and_head_with_its_description(backend, tmp_path):
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)
+    opts = {"cache_dir": tmp_path} if backend == "onnxruntime" else {}
+    prepared, cold = measure_cold_start(get_backend(backend), model, batch_size=2, threads=1, **opts)
+    assert cold.prepare_ns > 0 and cold.first_call_ns > 0
+    cfg = TimingConfig(warmup=1, min_runs=3, min_time_s=0.0)
+    parts = measure_parts(prepared, batch_size=2, config=cfg)
+    assert [(m.spec.part, m.spec.index) for m in parts.all] == [("stage", 0), ("stage", 1), ("exit", 0), ("exit", 1)]
+    for m in parts.all:
+        assert m.spec.backend == backend and m.spec.threads == 1 and m.spec.batch_size == 2
+        assert m.spec.source == f"measured:{backend}"
+        assert len(m.samples_ns) >= 3 and min(m.samples_ns) > 0
+    assert parts.predict([1]).item() == pytest.approx(parts.cumulative_ns()[1])
+    assert PartMeasurements.from_dict(json.loads(json.dumps(parts.to_dict()))) == parts
+
+
+def test_thread_count_is_applied_during_measurement_and_restored():
+    torch.set_num_threads(2)
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)
+    prepared = get_backend("torch-cpu").prepare(model, threads=1)
+    seen = []
+    cfg = TimingConfig(warmup=0, min_runs=1, min_time_s=0.0)
+    with prepared.activated():
+        time_callable(lambda: seen.append(torch.get_num_threads()), SPEC, cfg)
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == 2
+
+
+def test_track_memory_sees_a_large_allocation():
+    with track_memory() as tracker:
+        block = np.ones(40_000_000 // 8)  # 40 MB
+        block[::4096] = 2.0
+        del block
+    usage = tracker.usage
+    assert usage is not None
+    if usage.peak_rss_scope == "region":  # the high-water mark was reset at the start
+        assert usage.peak_rss_bytes >= usage.rss_before_bytes + 30_000_000
+    else:
+        assert usage.peak_rss_bytes >= usage.rss_before_bytes
+    assert usage.peak_rss_source in ("VmHWM", "ru_maxrss")
+    assert usage.cuda_peak_allocated_bytes is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_peak_allocated_memory_is_tracked():
+    with track_memory(cuda_device=torch.device("cuda:0")) as tracker:
+        x = torch.empty(10_000_000, device="cuda")
+        del x
+    assert tracker.usage.cuda_peak_allocated_bytes >= 40_000_000
