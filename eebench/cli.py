@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eebench.report.commands",
     "eebench.profiles.commands",
     "eebench.training.commands",
+    "eebench.suites.commands",
 )
 
 EXIT_USAGE = 2

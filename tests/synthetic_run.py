@@ -160,11 +160,20 @@ def _cumulative(values_stage, values_head):
     return np.cumsum(np.asarray(values_stage) + np.asarray(values_head))
 
 
-def _evaluate(rec: pd.DataFrame, confidence: str, threshold: float):
+def _matrices(exits: pd.DataFrame, model: str) -> dict:
+    """(split, column) -> samples x exits array, pivoted once per model."""
+    out = {}
+    for split in ("val", "test"):
+        rec = exits[(exits["model"] == model) & (exits["split"] == split)]
+        for col in (*CONFIDENCES, "correct"):
+            out[split, col] = rec.pivot(index="sample_id", columns="exit", values=col).to_numpy()
+    return out
+
+
+def _evaluate(mats: dict, split: str, confidence: str, threshold: float):
     """Exit taken per sample (first exit whose confidence >= threshold; the last always)."""
-    conf = rec.pivot(index="sample_id", columns="exit", values=confidence).to_numpy()
-    correct = rec.pivot(index="sample_id", columns="exit", values="correct").to_numpy()
-    n, e = conf.shape
+    conf, correct = mats[split, confidence], mats[split, "correct"]
+    n = conf.shape[0]
     fire = conf >= threshold
     fire[:, -1] = True
     taken = fire.argmax(axis=1)
@@ -176,9 +185,10 @@ def operating_points(model, exits, cum_macs, cum_latency, energy):
     E = len(cum_macs)
     rows = []
 
+    mats = _matrices(exits, model)
+
     def point(split, confidence, thr, calibration):
-        rec = exits[(exits["model"] == model) & (exits["split"] == split)]
-        taken, ok, correct = _evaluate(rec, confidence, thr)
+        taken, ok, correct = _evaluate(mats, split, confidence, thr)
         frac = np.bincount(taken, minlength=E) / len(taken)
         earlier_ok = np.array([correct[i, :t].any() for i, t in enumerate(taken)])
         base = dict(

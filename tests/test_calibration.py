@@ -62,7 +62,7 @@ def fine_grid(policy, record, costs=COSTS):
 def test_accuracy_drop_is_the_cheapest_point_within_delta(val, test, measure, delta):
     policy = create_policy("threshold", confidence=measure)
     cal = calibrate_accuracy_drop(val, test, policy, delta, COSTS)
-    final_acc = val.exit_accuracy()[-1]
+    final_acc = val.exit_accuracy[-1]
     assert cal.val["accuracy"] >= final_acc - delta - 1e-12
     # no threshold on a fine grid does better
     grid = fine_grid(policy, val)
@@ -131,7 +131,7 @@ def test_exit_distribution_is_realised_on_val(val, test):
 def test_learned_gate_and_patience_calibrate_too(val, test):
     gate = LearnedGatePolicy().fit(val)
     cal = calibrate_accuracy_drop(val, test, gate, 0.01, COSTS)
-    assert cal.val["accuracy"] >= val.exit_accuracy()[-1] - 0.01 - 1e-12
+    assert cal.val["accuracy"] >= val.exit_accuracy[-1] - 0.01 - 1e-12
     assert cal.val["confidence"].startswith("gate(")
     pat = calibrate_budget(val, test, create_policy("patience"), 700.0, COSTS)
     assert pat.val["expected_macs"] <= 700.0

@@ -147,12 +147,16 @@ def test_jetson_without_an_input_rail_has_no_total(tmp_path):
 
 def test_jetson_iio_layout_of_older_releases(tmp_path):
     dev = tmp_path / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
-    for k, (name, mw) in enumerate([("POM_5V_IN", 3500), ("POM_5V_GPU", 800), ("POM_5V_CPU", 1200)]):
+    for k, (name, mw) in enumerate(
+        [("POM_5V_IN", 3500), ("POM_5V_GPU", 800), ("POM_5V_CPU", 1200)]
+    ):
         write(dev / f"rail_name_{k}", name)
         write(dev / f"in_power{k}_input", mw)
     meter = JetsonPowerMeter(tmp_path, clock=StepClock())
     assert meter.total_domain == "POM_5V_IN"
-    assert meter.read_power() == pytest.approx({"POM_5V_IN": 3.5, "POM_5V_GPU": 0.8, "POM_5V_CPU": 1.2})
+    assert meter.read_power() == pytest.approx(
+        {"POM_5V_IN": 3.5, "POM_5V_GPU": 0.8, "POM_5V_CPU": 1.2}
+    )
 
 
 def test_jetson_absent_says_so(tmp_path):
@@ -162,7 +166,9 @@ def test_jetson_absent_says_so(tmp_path):
 
 def test_estimated_meter_uses_idle_and_active_power_and_labels_its_numbers():
     clock = StepClock()
-    meter = EstimatedEnergyMeter(idle_watts=2.0, active_watts=7.0, profile="jetson-orin-nano", clock=clock)
+    meter = EstimatedEnergyMeter(
+        idle_watts=2.0, active_watts=7.0, profile="jetson-orin-nano", clock=clock
+    )
     a = meter.read()
     with meter.phase("idle"):
         clock.now += 1_000_000_000
@@ -188,8 +194,14 @@ def test_measure_energy_divides_by_inferences_and_reports_the_idle_baseline(tmp_
         advance(0.01, 20.0)
 
     result = measure_energy(
-        meter, infer, inferences_per_call=4, min_calls=50, min_time_s=0.2, idle_s=1.0,
-        clock=clock, sleep=lambda s: advance(s, 5.0),
+        meter,
+        infer,
+        inferences_per_call=4,
+        min_calls=50,
+        min_time_s=0.2,
+        idle_s=1.0,
+        clock=clock,
+        sleep=lambda s: advance(s, 5.0),
     )
     assert result.inferences == 200  # 50 calls x 4, and 0.5 s >= 0.2 s
     assert result.idle_watts == pytest.approx(5.0)

@@ -57,13 +57,17 @@ def seeded_workload(clock: FakeClock, seed: int = 0, mean_ns: float = 1e6, cv: f
     return fn, drawn
 
 
-SPEC = MeasurementSpec(model="m", part="stage", index=0, backend="torch-cpu", device="cpu", threads=1, batch_size=1)
+SPEC = MeasurementSpec(
+    model="m", part="stage", index=0, backend="torch-cpu", device="cpu", threads=1, batch_size=1
+)
 
 
 def test_samples_are_exactly_the_workload_durations_after_warmup():
     clock = FakeClock()
     fn, drawn = seeded_workload(clock)
-    run = collect_samples(fn, TimingConfig(warmup=3, min_runs=10, min_time_s=0.0), HostTimer(clock), clock)
+    run = collect_samples(
+        fn, TimingConfig(warmup=3, min_runs=10, min_time_s=0.0), HostTimer(clock), clock
+    )
     assert run.warmup_ns == tuple(drawn[:3])
     assert run.samples_ns == tuple(drawn[3:])
     assert len(run.samples_ns) == 10
@@ -73,11 +77,15 @@ def test_samples_are_exactly_the_workload_durations_after_warmup():
 def test_stops_only_when_both_min_count_and_min_time_are_reached():
     clock = FakeClock()
     fn, _ = seeded_workload(clock, mean_ns=1e6, cv=0.0)  # exactly 1 ms per call
-    run = collect_samples(fn, TimingConfig(warmup=0, min_runs=5, min_time_s=0.05), HostTimer(clock), clock)
+    run = collect_samples(
+        fn, TimingConfig(warmup=0, min_runs=5, min_time_s=0.05), HostTimer(clock), clock
+    )
     assert len(run.samples_ns) == 50  # time, not count, decided
     clock2 = FakeClock()
     fn2, _ = seeded_workload(clock2, mean_ns=1e7, cv=0.0)  # 10 ms per call
-    run2 = collect_samples(fn2, TimingConfig(warmup=0, min_runs=30, min_time_s=0.05), HostTimer(clock2), clock2)
+    run2 = collect_samples(
+        fn2, TimingConfig(warmup=0, min_runs=30, min_time_s=0.05), HostTimer(clock2), clock2
+    )
     assert len(run2.samples_ns) == 30  # count, not time, decided
 
 
@@ -93,7 +101,9 @@ def test_max_time_caps_a_slow_workload():
 def test_statistics_match_numpy_on_seeded_samples():
     clock = FakeClock()
     fn, _ = seeded_workload(clock, seed=7, cv=0.2)
-    m = time_callable(fn, SPEC, TimingConfig(warmup=2, min_runs=200, min_time_s=0.0), HostTimer(clock), clock)
+    m = time_callable(
+        fn, SPEC, TimingConfig(warmup=2, min_runs=200, min_time_s=0.0), HostTimer(clock), clock
+    )
     a = np.asarray(m.samples_ns, dtype=float)
     s = m.stats
     assert s.n == 200
@@ -124,11 +134,21 @@ def test_known_small_sample_statistics():
 
 def test_measurement_round_trips_through_json_and_gives_tidy_rows():
     spec = MeasurementSpec(
-        model="cascade", part="exit", index=2, backend="onnxruntime", device="cpu", threads=2,
-        batch_size=4, provider="CPUExecutionProvider", interop_threads=1, input_shape=(1, 8, 8),
+        model="cascade",
+        part="exit",
+        index=2,
+        backend="onnxruntime",
+        device="cpu",
+        threads=2,
+        batch_size=4,
+        provider="CPUExecutionProvider",
+        interop_threads=1,
+        input_shape=(1, 8, 8),
         extra={"graph_optimization_level": "all"},
     )
-    m = Measurement(spec, (1000, 1200, 1100), TimingConfig(min_runs=3), (5000,), "min-runs-and-time")
+    m = Measurement(
+        spec, (1000, 1200, 1100), TimingConfig(min_runs=3), (5000,), "min-runs-and-time"
+    )
     back = Measurement.from_dict(json.loads(json.dumps(m.to_dict())))
     assert back == m
     assert back.stats == m.stats
@@ -156,11 +176,18 @@ def test_predict_latency_sums_stages_and_heads_up_to_the_exit():
 def test_measure_parts_times_every_stage_and_head_with_its_description(backend, tmp_path):
     model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)
     opts = {"cache_dir": tmp_path} if backend == "onnxruntime" else {}
-    prepared, cold = measure_cold_start(get_backend(backend), model, batch_size=2, threads=1, **opts)
+    prepared, cold = measure_cold_start(
+        get_backend(backend), model, batch_size=2, threads=1, **opts
+    )
     assert cold.prepare_ns > 0 and cold.first_call_ns > 0
     cfg = TimingConfig(warmup=1, min_runs=3, min_time_s=0.0)
     parts = measure_parts(prepared, batch_size=2, config=cfg)
-    assert [(m.spec.part, m.spec.index) for m in parts.all] == [("stage", 0), ("stage", 1), ("exit", 0), ("exit", 1)]
+    assert [(m.spec.part, m.spec.index) for m in parts.all] == [
+        ("stage", 0),
+        ("stage", 1),
+        ("exit", 0),
+        ("exit", 1),
+    ]
     for m in parts.all:
         assert m.spec.backend == backend and m.spec.threads == 1 and m.spec.batch_size == 2
         assert m.spec.source == f"measured:{backend}"
@@ -196,7 +223,9 @@ def test_track_memory_sees_a_large_allocation():
     assert usage.cuda_peak_allocated_bytes is None
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)"
+)
 def test_cuda_peak_allocated_memory_is_tracked():
     with track_memory(cuda_device=torch.device("cuda:0")) as tracker:
         x = torch.empty(10_000_000, device="cuda")

@@ -107,8 +107,16 @@ def test_html_is_self_contained_with_every_figure_embedded_and_titled(tiny_repor
     for fig in page.figures:
         assert fig["images"] == 1 and fig["title"] and fig["caption"]
     titles = " ".join(f["title"] for f in page.figures)
-    for expected in ("expected MACs", "expected latency", "Anytime", "Exit distribution",
-                     "Overthinking", "Predicted vs measured", "Energy", "by backend"):
+    for expected in (
+        "expected MACs",
+        "expected latency",
+        "Anytime",
+        "Exit distribution",
+        "Overthinking",
+        "Predicted vs measured",
+        "Energy",
+        "by backend",
+    ):
         assert expected in titles
 
 
@@ -118,10 +126,16 @@ def test_html_shows_environment_before_figures_and_the_tables(tiny_report):
     for fact in ("Synthetic CPU @ 2.0GHz", "0123456789abcdef", "onnxruntime", "2.3.0"):
         assert -1 < text.index(fact) < first_figure
     page = parse(tiny_report["dir"] / "report.html")
-    assert {"Runs and environment", "Calibrated operating points",
-            "Validation: true early-exit runs", "Skipped on this machine"} <= set(page.headings)
+    assert {
+        "Runs and environment",
+        "Calibrated operating points",
+        "Validation: true early-exit runs",
+        "Skipped on this machine",
+    } <= set(page.headings)
     assert "no CUDA device on this machine" in text  # the skipped backend and why
-    assert "within-1%-of-final" in text and "test accuracy [%]" in text and "val accuracy [%]" in text
+    assert (
+        "within-1%-of-final" in text and "test accuracy [%]" in text and "val accuracy [%]" in text
+    )
 
 
 def test_markdown_references_png_files_beside_it(tiny_report):
@@ -148,9 +162,13 @@ def test_every_axis_is_labelled_with_what_its_numbers_are(tiny_run):
             if "MACs" in xl:
                 assert "analytic; FLOPs = 2 x MACs" in xl
             if "latency" in xl.lower() or "latency" in yl.lower():
-                assert any(w in xl + yl for w in ("measured", "estimated:")), f"{fig.name}: {xl} / {yl}"
+                assert any(w in xl + yl for w in ("measured", "estimated:")), (
+                    f"{fig.name}: {xl} / {yl}"
+                )
     by_name = {f.name: f for f in figures}
-    panels = [ax.get_title() for ax in by_name["accuracy_vs_latency"].figure.axes if ax.get_visible()]
+    panels = [
+        ax.get_title() for ax in by_name["accuracy_vs_latency"].figure.axes if ax.get_visible()
+    ]
     assert any(t.startswith("measured: torch-cpu") for t in panels)
     assert any(t.startswith("estimated: jetson-orin-nano") and "not measured" in t for t in panels)
     energy_labels = [ax.get_ylabel() for ax in by_name["energy"].figure.axes if ax.get_visible()]
@@ -161,8 +179,13 @@ def test_every_axis_is_labelled_with_what_its_numbers_are(tiny_run):
 
 def test_multi_run_report_compares_runs_side_by_side(tmp_path):
     a = make_run(tmp_path / "results", "cpu-a", commit="aaaaaaaaaa11")
-    b = make_run(tmp_path / "results", "cpu-b", latency_seed=3, commit="bbbbbbbbbb22",
-                 latency_scale={("sdn-s", "stage", 1, "torch-cpu"): 1.5})
+    b = make_run(
+        tmp_path / "results",
+        "cpu-b",
+        latency_seed=3,
+        commit="bbbbbbbbbb22",
+        latency_scale={("sdn-s", "stage", 1, "torch-cpu"): 1.5},
+    )
     files = build_report([a, b], tmp_path / "side-by-side")
     assert files.html.parent == tmp_path / "side-by-side"
     page = parse(files.html)
@@ -172,7 +195,9 @@ def test_multi_run_report_compares_runs_side_by_side(tmp_path):
         assert fact in text
     runs = load_runs([a, b])
     backend = backend_comparison(runs, Palette.for_runs(runs)).figure
-    legend = [t.get_text() for ax in backend.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    legend = [
+        t.get_text() for ax in backend.axes if ax.get_legend() for t in ax.get_legend().get_texts()
+    ]
     assert "torch-cpu · quick/cpu-a" in legend and "torch-cpu · quick/cpu-b" in legend
 
 
@@ -227,9 +252,28 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_cumulative_macs_adds_every_stage_and_head_up_to_the_exit():
-    rows = [("stage", 0, 100), ("exit", 0, 1), ("stage", 1, 200), ("exit", 1, 2), ("stage", 2, 400), ("exit", 2, 4)]
-    costs = pd.DataFrame([{"run": "r", "model": "m", "part": p, "index": i, "metric": "macs", "value": v,
-                           "source_kind": "analytic"} for p, i, v in rows])
+    rows = [
+        ("stage", 0, 100),
+        ("exit", 0, 1),
+        ("stage", 1, 200),
+        ("exit", 1, 2),
+        ("stage", 2, 400),
+        ("exit", 2, 4),
+    ]
+    costs = pd.DataFrame(
+        [
+            {
+                "run": "r",
+                "model": "m",
+                "part": p,
+                "index": i,
+                "metric": "macs",
+                "value": v,
+                "source_kind": "analytic",
+            }
+            for p, i, v in rows
+        ]
+    )
     cum = cumulative_macs(costs)
     assert list(cum["cumulative_macs"]) == [101, 303, 707]
 
@@ -237,9 +281,20 @@ def test_cumulative_macs_adds_every_stage_and_head_up_to_the_exit():
 def test_overthinking_counts_samples_an_earlier_exit_gets_right_and_the_final_gets_wrong():
     # sample a: exit0 right, final wrong -> overthinking; b: all right; c: all wrong; d: only final right
     correct = {"a": [1, 0, 0], "b": [1, 1, 1], "c": [0, 0, 0], "d": [0, 0, 1]}
-    exits = pd.DataFrame([{"run": "r", "model": "m", "sample_id": s, "exit": e, "correct": c[e],
-                           "difficulty": "hard" if s in "ac" else "easy"}
-                          for s, c in correct.items() for e in range(3)])
+    exits = pd.DataFrame(
+        [
+            {
+                "run": "r",
+                "model": "m",
+                "sample_id": s,
+                "exit": e,
+                "correct": c[e],
+                "difficulty": "hard" if s in "ac" else "easy",
+            }
+            for s, c in correct.items()
+            for e in range(3)
+        ]
+    )
     ov = overthinking(exits)
     assert ov.loc[0, "overthinking"] == 0.25 and ov.loc[0, "final_wrong"] == 0.5
     by = overthinking(exits, by="difficulty").set_index("difficulty")
@@ -250,3 +305,53 @@ def test_report_reads_manifest_environment_generically(tiny_run):
     runs = load_runs([tiny_run, tiny_run])
     assert runs[0].label != runs[1].label  # the same run twice still gets two columns
     assert json.loads((tiny_run / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_run_with_only_required_columns_and_no_measurements(tmp_path):
+    """A CPU-less, profile-less run: analytic costs and operating points without optional columns."""
+    from eebench.results import RunWriter
+
+    w = RunWriter.create(tmp_path / "results", "minimal", {}, {"cpu": "x"}, run_id="r1")
+    costs = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "part": p,
+                "index": i,
+                "metric": "macs",
+                "value": v,
+                "unit": "MAC",
+                "source_kind": "analytic",
+                "source": "analytic",
+                "backend": "",
+                "device": "",
+                "threads": 0,
+                "batch_size": 1,
+            }
+            for p, i, v in [("stage", 0, 10), ("exit", 0, 1), ("stage", 1, 20), ("exit", 1, 1)]
+        ]
+    )
+    ops = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "family": "f",
+                "split": "test",
+                "policy": "threshold",
+                "confidence": "max_softmax",
+                "thresholds": str(t),
+                "calibration": "sweep",
+                "accuracy": a,
+                "expected_macs": c,
+            }
+            for t, a, c in [(0.5, 0.7, 12), (0.9, 0.8, 25)]
+        ]
+    )
+    w.finish_step("costs", {"stage_costs": costs, "operating_points": ops})
+    w.assemble()
+    w.close("complete")
+    files = build_report([w.path], tmp_path / "out")
+    assert [p.name for p in files.figures] == ["fig01-accuracy_vs_macs.png"]
+    for name in ("accuracy_vs_latency", "backend_comparison", "energy", "predicted_vs_measured"):
+        assert name in files.missing
+    assert "is PARTIAL" not in files.html.read_text(encoding="utf-8")

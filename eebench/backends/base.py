@@ -233,7 +233,9 @@ def resolve_threads(threads: int | None) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         from eebench.errors import ConfigError
 
-        raise ConfigError(f"expected a positive integer thread count, got {threads!r}", field="threads")
+        raise ConfigError(
+            f"expected a positive integer thread count, got {threads!r}", field="threads"
+        )
     return threads
 
 

@@ -7,7 +7,9 @@ import argparse
 
 
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
-    p = list_sub.add_parser("backends", help="backends (available or why not), providers and energy meters")
+    p = list_sub.add_parser(
+        "backends", help="backends (available or why not), providers and energy meters"
+    )
     p.add_argument("--filter", default=None, help="glob over backend names, e.g. 'torch-*'")
     p.set_defaults(func=_list_backends)
 
@@ -22,16 +24,26 @@ def backends_table(filter: str | None = None) -> list[dict[str, str]]:
             backend = BACKENDS.get(name)()
             ok, reason = backend.available()
             providers = ", ".join(backend.providers()) or "-"
-            rows.append({"backend": name, "status": "available" if ok else f"unavailable: {reason}", "providers": providers})
+            rows.append(
+                {
+                    "backend": name,
+                    "status": "available" if ok else f"unavailable: {reason}",
+                    "providers": providers,
+                }
+            )
             continue
         family = BACKEND_FAMILIES.get(name.split(":", 1)[0])
         members = family.members() if family.members is not None else []
-        shown = ", ".join(members[:6]) + (f", ... ({len(members)} in all)" if len(members) > 6 else "")
-        rows.append({
-            "backend": name,
-            "status": "family: give an argument after ':'",
-            "providers": f"known: {shown}" if members else "-",
-        })
+        shown = ", ".join(members[:6]) + (
+            f", ... ({len(members)} in all)" if len(members) > 6 else ""
+        )
+        rows.append(
+            {
+                "backend": name,
+                "status": "family: give an argument after ':'",
+                "providers": f"known: {shown}" if members else "-",
+            }
+        )
     return rows
 
 

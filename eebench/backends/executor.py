@@ -19,7 +19,8 @@ afterwards, so predictions equal the early-exit ones) and ``backbone``
 
 Latency is per sample, from the moment its input is on the device (after
 ``to_input``) until its exit decision; the decision overhead (time inside
-``decider.decide``) is recorded per exit. The predicted latency of the same
+``decider.decide``) is recorded per exit. The clock is injectable and its name
+is recorded with the result (see :data:`eebench.measure.timing.CLOCKS`). The predicted latency of the same
 run is the sum, per sample, of the measured latencies of the stages and heads
 it executed (:func:`eebench.measure.parts.predict_latency`).
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from eebench.backends.base import PreparedModel
 from eebench.errors import EEBenchError
-from eebench.measure.timing import DEFAULT_CLOCK, Clock
+from eebench.measure.timing import DEFAULT_CLOCK, Clock, clock_name
 
 MODES = ("per-sample", "batched", "aggregation", "backbone")
 
@@ -79,6 +80,7 @@ class ExecutionResult:
     num_exits: int
     backend: dict[str, Any] = field(default_factory=dict)
     wall_ns: int = 0
+    clock: str = "wall"
 
     @property
     def num_samples(self) -> int:
@@ -92,7 +94,11 @@ class ExecutionResult:
     def decision_overhead_us(self) -> np.ndarray:
         """Mean time per ``decide`` call at each exit, in microseconds (NaN where never called)."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.decision_calls > 0, self.decision_ns / np.maximum(self.decision_calls, 1) / 1e3, np.nan)
+            return np.where(
+                self.decision_calls > 0,
+                self.decision_ns / np.maximum(self.decision_calls, 1) / 1e3,
+                np.nan,
+            )
 
     @property
     def exit_fractions(self) -> np.ndarray:
@@ -120,6 +126,7 @@ class ExecutionResult:
             "decision_ns": self.decision_ns.tolist(),
             "decision_calls": self.decision_calls.tolist(),
             "wall_ns": self.wall_ns,
+            "clock": self.clock,
         }
 
     @classmethod
@@ -135,18 +142,26 @@ class ExecutionResult:
             num_exits=int(d["num_exits"]),
             backend=dict(d.get("backend", {})),
             wall_ns=int(d.get("wall_ns", 0)),
+            clock=str(d.get("clock", "wall")),
         )
 
 
 class EarlyExitExecutor:
     """Runs a prepared model under an exit decider; see the module docstring for the modes."""
 
-    def __init__(self, prepared: PreparedModel, decider: ExitDecider | None = None, clock: Clock = DEFAULT_CLOCK) -> None:
+    def __init__(
+        self,
+        prepared: PreparedModel,
+        decider: ExitDecider | None = None,
+        clock: Clock = DEFAULT_CLOCK,
+    ) -> None:
         self.prepared = prepared
         self.decider = decider
         self.clock = clock
 
-    def run(self, x: Any, mode: str = "per-sample", batch_size: int | None = None) -> ExecutionResult:
+    def run(
+        self, x: Any, mode: str = "per-sample", batch_size: int | None = None
+    ) -> ExecutionResult:
         """Run every sample of ``x`` (N x C x H x W, host) in ``mode``.
 
         ``batch_size`` applies to ``batched`` mode (default: all of ``x`` at
@@ -168,7 +183,7 @@ class EarlyExitExecutor:
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {bs}")
         step = {
-            "per-sample": self._early_exit_batch,
+            "per-sample": self._early_exit_sample,
             "batched": self._early_exit_batch,
             "aggregation": self._aggregation_sample,
             "backbone": self._backbone_sample,
@@ -179,20 +194,74 @@ class EarlyExitExecutor:
                 step(x[lo : lo + bs], lo, out)
             wall = self.clock() - t_start
             describe = self.prepared.describe()
-        return ExecutionResult(mode, preds, exits, latency, dec_ns, dec_calls, bs, E, describe, int(wall))
+        return ExecutionResult(
+            mode,
+            preds,
+            exits,
+            latency,
+            dec_ns,
+            dec_calls,
+            bs,
+            E,
+            describe,
+            int(wall),
+            clock_name(self.clock),
+        )
 
     # ------------------------------------------------------------------ modes
-    def _decide(self, e: int, logits: np.ndarray, active: np.ndarray, dec_ns: np.ndarray, dec_calls: np.ndarray) -> np.ndarray:
+    def _decide(
+        self,
+        e: int,
+        logits: np.ndarray,
+        active: np.ndarray,
+        dec_ns: np.ndarray,
+        dec_calls: np.ndarray,
+    ) -> np.ndarray:
         decider = cast(ExitDecider, self.decider)
         t0 = self.clock()
         mask = decider.decide(e, logits, active)
         dec_ns[e] += self.clock() - t0
         dec_calls[e] += 1
+        return self._check_mask(e, mask, logits.shape[0])
+
+    def _early_exit_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+        """Batch 1, kept lean: per exit one head, one host copy, one decision, two clock reads."""
+        preds, exits, latency, dec_ns, dec_calls = out
+        p = self.prepared
+        clock = self.clock
+        decider = cast(ExitDecider, self.decider)
+        last = p.num_stages - 1
+        active = np.zeros(1, dtype=np.int64)
+        decider.reset(1)
+        state = (p.to_input(xb),)
+        t0 = clock()
+        e = 0
+        while True:
+            state = p.run_stage(e, state)
+            logits = p.to_numpy(p.run_exit(e, state))
+            if e == last:  # the final exit always leaves: no decision to make
+                t_end = clock()
+                break
+            td = clock()
+            fire = decider.decide(e, logits, active)
+            t_end = clock()
+            dec_ns[e] += t_end - td
+            dec_calls[e] += 1
+            if not (isinstance(fire, np.ndarray) and fire.shape == (1,) and fire.dtype == np.bool_):
+                self._check_mask(e, fire, 1)
+            if fire[0]:
+                break
+            e += 1
+        latency[offset] = t_end - t0
+        preds[offset] = int(logits[0].argmax())
+        exits[offset] = e
+
+    def _check_mask(self, e: int, mask: Any, rows: int) -> np.ndarray:
         mask = np.asarray(mask)
-        if mask.shape != (logits.shape[0],) or mask.dtype != np.bool_:
+        if mask.shape != (rows,) or mask.dtype != np.bool_:
             raise DeciderError(
                 f"{type(self.decider).__name__}.decide(exit {e}) returned shape {mask.shape} dtype "
-                f"{mask.dtype}; expected a boolean array of shape ({logits.shape[0]},), one per active row"
+                f"{mask.dtype}; expected a boolean array of shape ({rows},), one per active row"
             )
         return mask
 
@@ -228,9 +297,12 @@ class EarlyExitExecutor:
     def _aggregation_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
         preds, exits, latency, dec_ns, dec_calls = out
         p = self.prepared
-        x_native = p.to_input(xb)
+        state = (p.to_input(xb),)
         t0 = self.clock()
-        logits = [p.to_numpy(v) for v in p.run_all(x_native)]
+        logits = []
+        for e in range(p.num_stages):
+            state = p.run_stage(e, state)
+            logits.append(p.to_numpy(p.run_exit(e, state)))
         chosen = p.num_stages - 1
         if self.decider is not None:
             self.decider.reset(1)

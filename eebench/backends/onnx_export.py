@@ -114,7 +114,9 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _load_manifest(folder, key, json.loads((folder / "manifest.json").read_text()), cached=False)
+    return _load_manifest(
+        folder, key, json.loads((folder / "manifest.json").read_text()), cached=False
+    )
 
 
 def _load_manifest(folder: Path, key: str, data: dict[str, Any], cached: bool) -> ExportedModel:
@@ -151,8 +153,12 @@ def _export_all(model: MultiExitModel, out: Path, opset: int, batch: int) -> dic
                 n_out = len(states[i + 1])
                 stage, head = _static_paths(model, i)
                 names = [f"out{k}" for k in range(n_out)]
-                stages.append(_export_one(stage, states[i], names, out / f"stage{i}.onnx", opset, onnx))
-                exits.append(_export_one(head, states[i + 1], ["logits"], out / f"exit{i}.onnx", opset, onnx))
+                stages.append(
+                    _export_one(stage, states[i], names, out / f"stage{i}.onnx", opset, onnx)
+                )
+                exits.append(
+                    _export_one(head, states[i + 1], ["logits"], out / f"exit{i}.onnx", opset, onnx)
+                )
     finally:
         model.train(was_training)
     return {
@@ -197,7 +203,12 @@ def _static_paths(model: MultiExitModel, i: int) -> tuple[nn.Module, nn.Module]:
 
 
 def _export_one(
-    module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output_names: list[str], path: Path, opset: int, onnx: Any
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    output_names: list[str],
+    path: Path,
+    opset: int,
+    onnx: Any,
 ) -> dict[str, Any]:
     input_names = [f"in{k}" for k in range(len(inputs))]
     dynamic = {n: {0: "batch"} for n in input_names + output_names}
@@ -206,6 +217,7 @@ def _export_one(
         # its constant-folding notes are about export-time optimisation, not correctness
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             tuple(inputs),

@@ -150,7 +150,9 @@ class OrtPrepared(PreparedModel):
         # no gather on OrtValues from Python: round trip through the host (rare: once per exit)
         ort = _ort()
         return tuple(
-            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[idx]), "cuda", self.device_id)
+            ort.OrtValue.ortvalue_from_numpy(
+                np.ascontiguousarray(v.numpy()[idx]), "cuda", self.device_id
+            )
             for v in state
         )
 
@@ -234,7 +236,8 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailable(self.name, reason)
         if provider not in PROVIDERS:
             raise ConfigError(
-                f"expected one of {sorted(PROVIDERS)}, got '{provider}'", field="onnxruntime.provider"
+                f"expected one of {sorted(PROVIDERS)}, got '{provider}'",
+                field="onnxruntime.provider",
             )
         if provider not in self.providers():
             installed = ", ".join(_ort().get_available_providers())

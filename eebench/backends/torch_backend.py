@@ -129,6 +129,8 @@ class TorchCudaPrepared(TorchPrepared):
 class CudaEventTimer:
     """Times a call with CUDA events on the current stream; waits for the end event."""
 
+    name = "cuda-events"
+
     def __init__(self, device: torch.device) -> None:
         self.device = device
         with torch.cuda.device(device):
@@ -166,7 +168,12 @@ class TorchCPUBackend(Backend):
     ) -> TorchPrepared:
         _refuse_options(self.name, options)
         return TorchPrepared(
-            self.name, model, torch.device("cpu"), batch_size, resolve_threads(threads), interop_threads
+            self.name,
+            model,
+            torch.device("cpu"),
+            batch_size,
+            resolve_threads(threads),
+            interop_threads,
         )
 
 
@@ -178,7 +185,10 @@ class TorchCUDABackend(Backend):
 
     def available(self) -> tuple[bool, str]:
         if torch.version.cuda is None:
-            return False, f"torch {torch.__version__} is a CPU-only build; install a CUDA build of torch"
+            return (
+                False,
+                f"torch {torch.__version__} is a CPU-only build; install a CUDA build of torch",
+            )
         if not torch.cuda.is_available():
             return False, "no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)"
         return True, ""
@@ -186,7 +196,9 @@ class TorchCUDABackend(Backend):
     def providers(self) -> list[str]:
         if not self.available()[0]:
             return []
-        return [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        return [
+            f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())
+        ]
 
     def prepare(
         self,
@@ -202,7 +214,9 @@ class TorchCUDABackend(Backend):
         if not ok:
             raise BackendUnavailable(self.name, reason)
         dev = torch.device(device if isinstance(device, str) else f"cuda:{device}")
-        return TorchCudaPrepared(self.name, model, dev, batch_size, resolve_threads(threads), interop_threads)
+        return TorchCudaPrepared(
+            self.name, model, dev, batch_size, resolve_threads(threads), interop_threads
+        )
 
 
 def _refuse_options(backend: str, options: dict[str, Any]) -> None:

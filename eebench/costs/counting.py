@@ -32,30 +32,7 @@ MAC_OPS: frozenset[str] = frozenset(
     {"conv", "_convolution", "linear", "addmm", "mm", "matmul", "bmm", "einsum"}
 )
 
-#: fvcore operator names whose counts are non-MAC operations (``other_ops``).
-OTHER_OPS: frozenset[str] = frozenset(
-    {
-        "batch_norm",
-        "group_norm",
-        "layer_norm",
-        "instance_norm",
-        "upsample_nearest2d",
-        "upsample_bilinear2d",
-        "adaptive_avg_pool2d",
-        "grid_sampler",
-        "max_pool1d",
-        "max_pool2d",
-        "max_pool3d",
-        "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "adaptive_max_pool2d",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool3d",
-    }
-)
-
-# pooling operators fvcore has no handler for: one operation per input element
+# pooling operators fvcore has no handler for; counted here as one operation per input element
 _EXTRA_POOLING_OPS = (
     "max_pool1d",
     "max_pool2d",
@@ -66,6 +43,22 @@ _EXTRA_POOLING_OPS = (
     "adaptive_max_pool2d",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool3d",
+)
+
+#: operator names whose counts are non-MAC operations (``other_ops``): fvcore's own
+#: normalisation, pooling and resampling handlers, plus the pooling operators above.
+OTHER_OPS: frozenset[str] = frozenset(
+    {
+        "batch_norm",
+        "group_norm",
+        "layer_norm",
+        "instance_norm",
+        "upsample_nearest2d",
+        "upsample_bilinear2d",
+        "adaptive_avg_pool2d",
+        "grid_sampler",
+        *_EXTRA_POOLING_OPS,
+    }
 )
 
 COUNTED_OPS_NOTE = (

@@ -15,6 +15,7 @@ train split (stratified). Crop-and-flip augmentation is on by default.
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import pickle
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -86,6 +88,8 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
         if module == "numpy":
             return getattr(np, name)
+        if module == "_codecs":
+            return codecs.encode
         submodule = module.rsplit(".", 1)[1]
         try:  # numpy >= 2 moved numpy.core to numpy._core
             return getattr(importlib.import_module(f"numpy._core.{submodule}"), name)

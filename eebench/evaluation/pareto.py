@@ -52,7 +52,7 @@ def anytime(
         "model": [model if model is not None else record.model_key[:12]] * e,
         "split": [record.split] * e,
         "exit": np.arange(e),
-        "accuracy": record.exit_accuracy(),
+        "accuracy": record.exit_accuracy,
     }
     for c in costs:
         data[f"cumulative_{c.name}"] = c.values

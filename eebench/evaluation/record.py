@@ -170,8 +170,9 @@ class ExitRecord:
         """``(N, E)`` float64 confidence measure of every exit."""
         return CONFIDENCE.get(measure)(self.log_probs)
 
+    @cached_property
     def exit_accuracy(self) -> np.ndarray:
-        """Accuracy of each exit on its own, ``(E,)``."""
+        """``(E,)`` accuracy of each exit on its own."""
         return self.correct.mean(axis=0) if self.num_samples else np.zeros(self.num_exits)
 
     def subset(self, rows: np.ndarray | slice) -> ExitRecord:

@@ -144,7 +144,7 @@ def _shared_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarra
     prefix = np.maximum.accumulate(scores[:, :-1], axis=1)
     order = np.argsort(th, kind="stable")
     # sample n passes exit i on for every threshold > prefix[n, i]: sorted thresholds from j[n, i] on
-    j = np.searchsorted(th[order], prefix, side="left")
+    j = np.searchsorted(th[order], prefix, side="right")
     # one bincount for all exits: exit i's start positions are offset into their own block of t + 1
     flat = (j + np.arange(e - 1) * (t + 1)).ravel()
 

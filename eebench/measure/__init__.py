@@ -27,6 +27,7 @@ from eebench.measure.parts import (
     spec_for,
 )
 from eebench.measure.timing import (
+    CLOCKS,
     DEFAULT_CLOCK,
     Clock,
     ColdStart,
@@ -37,12 +38,14 @@ from eebench.measure.timing import (
     MeasurementSpec,
     TimingConfig,
     TimingRun,
+    clock_name,
     collect_samples,
     measurements_frame,
     time_callable,
 )
 
 __all__ = [
+    "CLOCKS",
     "DEFAULT_CLOCK",
     "ENERGY_METERS",
     "Clock",
@@ -68,6 +71,7 @@ __all__ = [
     "TimingConfig",
     "TimingRun",
     "capture_environment",
+    "clock_name",
     "collect_samples",
     "create_energy_meter",
     "detect_energy_meter",

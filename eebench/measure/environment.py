@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("eebench", "torch", "onnxruntime", "onnx", "numpy", "pandas", "scikit-learn", "fvcore")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,11 @@ def cpu_frequency(sys_root: str | Path = "/sys") -> tuple[dict[str, float], str 
     """cpu0's current/min/max frequency in MHz from cpufreq, and its governor."""
     base = Path(sys_root) / "devices" / "system" / "cpu" / "cpu0" / "cpufreq"
     freq: dict[str, float] = {}
-    for key, name in (("current", "scaling_cur_freq"), ("min", "cpuinfo_min_freq"), ("max", "cpuinfo_max_freq")):
+    for key, name in (
+        ("current", "scaling_cur_freq"),
+        ("min", "cpuinfo_min_freq"),
+        ("max", "cpuinfo_max_freq"),
+    ):
         try:
             freq[key] = int((base / name).read_text().strip()) / 1e3  # kHz -> MHz
         except (OSError, ValueError):
@@ -117,7 +126,10 @@ def cpu_frequency(sys_root: str | Path = "/sys") -> tuple[dict[str, float], str 
 
 def board_model(proc_root: str | Path = "/proc") -> str | None:
     """The board name from the device tree (Jetson, Raspberry Pi, ...), if any."""
-    for path in (Path(proc_root) / "device-tree" / "model", Path("/sys/firmware/devicetree/base/model")):
+    for path in (
+        Path(proc_root) / "device-tree" / "model",
+        Path("/sys/firmware/devicetree/base/model"),
+    ):
         try:
             return path.read_text().strip("\x00\n ") or None
         except OSError:
@@ -187,7 +199,10 @@ def git_state(path: str | Path | None = None) -> tuple[str | None, bool | None]:
     where = Path(path) if path is not None else Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if commit.returncode != 0:
             return None, None

@@ -77,7 +77,9 @@ class MemoryTracker:
 
 
 @contextmanager
-def track_memory(cuda_device: Any | None = None, proc: str | Path = "/proc") -> Iterator[MemoryTracker]:
+def track_memory(
+    cuda_device: Any | None = None, proc: str | Path = "/proc"
+) -> Iterator[MemoryTracker]:
     """Track peak RSS (and CUDA peak allocated memory on ``cuda_device``) over the body."""
     proc = Path(proc)
     tracker = MemoryTracker()

@@ -23,14 +23,24 @@ from eebench.measure.timing import (
     Measurement,
     MeasurementSpec,
     TimingConfig,
+    clock_name,
     time_callable,
 )
 
 
-def spec_for(prepared: Any, part: str, index: int | None, batch_size: int, **extra: Any) -> MeasurementSpec:
-    """The description of a measurement on ``prepared`` (its backend, device, threads, ...)."""
+def spec_for(
+    prepared: Any, part: str, index: int | None, batch_size: int, clock: str = "wall", **extra: Any
+) -> MeasurementSpec:
+    """The description of a measurement on ``prepared`` (its backend, device, threads, ...);
+    ``clock`` names what measured it (``wall``, ``thread-cpu``, ``cuda-events``, ...)."""
     d = prepared.describe()
-    keep = ("graph_optimization_level", "allow_spinning", "io_binding", "session_providers", "export_cached")
+    keep = (
+        "graph_optimization_level",
+        "allow_spinning",
+        "io_binding",
+        "session_providers",
+        "export_cached",
+    )
     return MeasurementSpec(
         model=str(d.get("model", prepared.model_name)),
         part=part,
@@ -44,6 +54,7 @@ def spec_for(prepared: Any, part: str, index: int | None, batch_size: int, **ext
         dtype=str(d.get("dtype", "float32")),
         input_shape=tuple(prepared.input_shape),
         extra={k: d[k] for k in keep if k in d} | extra,
+        clock=clock,
         source=str(d.get("source") or f"measured:{d['backend']}"),
     )
 
@@ -78,7 +89,10 @@ class PartMeasurements:
         return any(m.noisy for m in self.all)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": [m.to_dict() for m in self.stages], "exits": [m.to_dict() for m in self.exits]}
+        return {
+            "stages": [m.to_dict() for m in self.stages],
+            "exits": [m.to_dict() for m in self.exits],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartMeasurements:
@@ -88,12 +102,18 @@ class PartMeasurements:
         )
 
 
-def predict_latency(exit_indices: Sequence[int] | np.ndarray, stage_ns: np.ndarray, head_ns: np.ndarray) -> np.ndarray:
+def predict_latency(
+    exit_indices: Sequence[int] | np.ndarray, stage_ns: np.ndarray, head_ns: np.ndarray
+) -> np.ndarray:
     """Per sample, the sum of the latencies of the stages and heads it executed."""
-    cumulative = np.cumsum(np.asarray(stage_ns, dtype=np.float64) + np.asarray(head_ns, dtype=np.float64))
+    cumulative = np.cumsum(
+        np.asarray(stage_ns, dtype=np.float64) + np.asarray(head_ns, dtype=np.float64)
+    )
     idx = np.asarray(exit_indices, dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= cumulative.size):
-        raise ValueError(f"exit indices must lie in [0, {cumulative.size - 1}], got {idx.min()}..{idx.max()}")
+        raise ValueError(
+            f"exit indices must lie in [0, {cumulative.size - 1}], got {idx.min()}..{idx.max()}"
+        )
     return cumulative[idx]
 
 
@@ -118,12 +138,13 @@ def measure_parts(
     with prepared.activated():
         states = prepared.stage_inputs(prepared.to_input(x))
         timer = prepared.interval_timer(clock)
+        how = str(getattr(timer, "name", clock_name(clock)))
         for i in range(prepared.num_stages):
             s_in, s_out = states[i], states[i + 1]
             stages.append(
                 time_callable(
                     lambda i=i, s_in=s_in: prepared.run_stage(i, s_in),
-                    spec_for(prepared, "stage", i, batch),
+                    spec_for(prepared, "stage", i, batch, how),
                     config,
                     timer,
                     clock,
@@ -132,7 +153,7 @@ def measure_parts(
             exits.append(
                 time_callable(
                     lambda i=i, s_out=s_out: prepared.run_exit(i, s_out),
-                    spec_for(prepared, "exit", i, batch),
+                    spec_for(prepared, "exit", i, batch, how),
                     config,
                     timer,
                     clock,
@@ -162,4 +183,6 @@ def measure_cold_start(
         prepared.sync()
         t3 = clock()
         details = prepared.describe()
-    return prepared, ColdStart(details["backend"], prepared.model_name, int(t1 - t0), int(t3 - t2), details)
+    return prepared, ColdStart(
+        details["backend"], prepared.model_name, int(t1 - t0), int(t3 - t2), details
+    )

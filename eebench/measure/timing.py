@@ -31,6 +31,23 @@ Clock = Callable[[], int]
 
 DEFAULT_CLOCK: Clock = time.perf_counter_ns
 
+CLOCKS: dict[str, Clock] = {
+    "wall": time.perf_counter_ns,
+    "thread-cpu": time.thread_time_ns,
+}
+"""Named clocks. ``wall`` is latency as a user sees it. ``thread-cpu`` counts only the CPU
+time of the calling thread: on a shared, oversubscribed machine it excludes time lost to
+preemption, and it equals latency only for single-threaded work that runs on the calling
+thread (torch with 1 thread, ONNX Runtime with intra_op_num_threads=1)."""
+
+
+def clock_name(clock: Clock) -> str:
+    """The name a clock is recorded under (``custom`` for an injected one)."""
+    for name, c in CLOCKS.items():
+        if c is clock:
+            return name
+    return "custom"
+
 
 class IntervalTimer(Protocol):
     """Times one call of ``fn`` including device synchronisation; returns nanoseconds."""
@@ -42,7 +59,9 @@ class HostTimer:
     """Host clock around ``fn(); sync()``: correct for CPU work and for any device whose
     ``sync`` waits for completion."""
 
-    def __init__(self, clock: Clock = DEFAULT_CLOCK, sync: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, clock: Clock = DEFAULT_CLOCK, sync: Callable[[], None] | None = None
+    ) -> None:
         self.clock = clock
         self.sync = sync
 
@@ -76,14 +95,24 @@ class TimingConfig:
         checks = [
             ("warmup", self.warmup >= 0, "an integer >= 0"),
             ("min_runs", self.min_runs >= 1, "an integer >= 1"),
-            ("max_runs", self.max_runs >= self.min_runs, f"an integer >= min_runs ({self.min_runs})"),
+            (
+                "max_runs",
+                self.max_runs >= self.min_runs,
+                f"an integer >= min_runs ({self.min_runs})",
+            ),
             ("min_time_s", self.min_time_s >= 0, "a number of seconds >= 0"),
-            ("max_time_s", self.max_time_s >= self.min_time_s, f"a number >= min_time_s ({self.min_time_s})"),
+            (
+                "max_time_s",
+                self.max_time_s >= self.min_time_s,
+                f"a number >= min_time_s ({self.min_time_s})",
+            ),
             ("noisy_cv", self.noisy_cv > 0, "a positive fraction such as 0.1"),
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ConfigError(f"expected {expected}, got {getattr(self, name)!r}", "TimingConfig", name)
+                raise ConfigError(
+                    f"expected {expected}, got {getattr(self, name)!r}", "TimingConfig", name
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,6 +230,7 @@ class MeasurementSpec:
     dtype: str = "float32"
     input_shape: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    clock: str = "wall"
     source: str = ""
     """The label that travels with every number: ``measured:<backend>`` unless the backend
     says otherwise (a simulated backend reports ``estimated:<profile>``)."""

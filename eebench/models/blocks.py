@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from eebench.models.base import ModelConfigError
 
@@ -39,8 +38,8 @@ def max_downsamples(side: int, min_side: int = 1) -> int:
 class ModuleProfile:
     """What one module does to one per-sample input shape: output shape, MACs, weighted layers.
 
-    Found by a forward on the meta device (shapes only, no arithmetic), so profiling a
-    paper-scale backbone at 224x224 is free. ``macs`` counts convolutions and linear layers
+    Found by one forward of a zero sample (eval mode, no autograd) with hooks on the
+    convolutions and linear layers. ``macs`` counts convolutions and linear layers
     (one multiply-add = one MAC); ``layers`` counts the convolutions and linear layers on the
     main path: projection shortcuts (a submodule named ``shortcut``) are not counted, as in
     the usual ResNet-56 / ResNet-110 depth.
@@ -68,12 +67,9 @@ def profile_module(module: nn.Module, input_shape: Sequence[int]) -> ModuleProfi
     was_training = module.training
     module.eval()
     try:
-        tensors = {
-            name: torch.empty_like(t, device="meta")
-            for name, t in [*module.named_parameters(), *module.named_buffers()]
-        }
-        x = torch.empty(1, *input_shape, device="meta")
-        out = functional_call(module, tensors, (x,))
+        device = next((t.device for t in module.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            out = module(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in handles:
             h.remove()
@@ -82,7 +78,9 @@ def profile_module(module: nn.Module, input_shape: Sequence[int]) -> ModuleProfi
     return ModuleProfile(tuple(int(s) for s in out.shape[1:]), macs, layers)
 
 
-def profile_sequence(modules: Sequence[nn.Module], input_shape: Sequence[int]) -> list[ModuleProfile]:
+def profile_sequence(
+    modules: Sequence[nn.Module], input_shape: Sequence[int]
+) -> list[ModuleProfile]:
     """Profiles of modules applied one after the other, starting from ``input_shape``."""
     shape = tuple(input_shape)
     out = []
@@ -130,7 +128,9 @@ def split_after(units: Sequence[nn.Module], cut_after: Sequence[int]) -> list[nn
 def check_width_mult(model: str, value: Any, field_name: str = "width_mult") -> float:
     """A width multiplier must be a positive number; returned as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ModelConfigError(model, field_name, "a positive number (1.0 = the paper's widths)", value)
+        raise ModelConfigError(
+            model, field_name, "a positive number (1.0 = the paper's widths)", value
+        )
     return float(value)
 
 
@@ -172,11 +172,15 @@ class BasicBlock(nn.Module):
 def resnet_blocks_per_stage(model: str, depth: Any) -> int:
     """``n`` of a CIFAR ResNet of ``depth = 6n + 2`` layers (20, 32, 56, 110, ...)."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ModelConfigError(model, "depth", "6n+2 with n >= 1 (8, 14, 20, 32, 56, 110, ...)", depth)
+        raise ModelConfigError(
+            model, "depth", "6n+2 with n >= 1 (8, 14, 20, 32, 56, 110, ...)", depth
+        )
     return (depth - 2) // 6
 
 
-def cifar_resnet_units(in_channels: int, width: int, blocks_per_stage: int, side: int) -> list[nn.Module]:
+def cifar_resnet_units(
+    in_channels: int, width: int, blocks_per_stage: int, side: int
+) -> list[nn.Module]:
     """The CIFAR ResNet (He et al. 2016, sec. 4.2) as a list of units: a 3x3 conv-BN-ReLU stem,
     then 3 stages of ``blocks_per_stage`` basic blocks with widths ``width * (1, 2, 4)``, the
     2nd and 3rd stage starting with a stride-2 block. Strided convs (padding 1) never shrink a

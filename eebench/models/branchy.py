@@ -41,7 +41,9 @@ from eebench.models.blocks import (
 from eebench.models.registry import register_model
 
 
-def _with_linear(layers: list[nn.Module], input_shape: Sequence[int], out_features: int) -> nn.Sequential:
+def _with_linear(
+    layers: list[nn.Module], input_shape: Sequence[int], out_features: int
+) -> nn.Sequential:
     """``layers`` then flatten and a linear layer sized for what ``layers`` make of ``input_shape``."""
     features = nn.Sequential(*layers)
     n = math.prod(profile_module(features, input_shape).output_shape)
@@ -207,7 +209,10 @@ class ResNetSpec:
         for k, b in enumerate(blocks):  # unit b is residual block b (unit 0 is the stem)
             cb = shapes[b][0]
             if k == 0:
-                layers = [conv_bn_relu(cb, 2 * self.width), conv_bn_relu(2 * self.width, 2 * self.width)]
+                layers = [
+                    conv_bn_relu(cb, 2 * self.width),
+                    conv_bn_relu(2 * self.width, 2 * self.width),
+                ]
                 layers.append(_alex_pool())
             else:
                 layers = [BasicBlock(cb, cb)]
@@ -259,7 +264,10 @@ class BranchyNet(MultiExitModel):
 
 @register_model("branchynet-lenet")
 def branchynet_lenet(
-    num_classes: int, input_shape: Sequence[int], width_mult: float = 1.0, position_basis: str = "macs"
+    num_classes: int,
+    input_shape: Sequence[int],
+    width_mult: float = 1.0,
+    position_basis: str = "macs",
 ) -> BranchyNet:
     return BranchyNet(
         num_classes, input_shape, LeNetSpec(width_mult), position_basis, name="branchynet-lenet"
@@ -268,7 +276,10 @@ def branchynet_lenet(
 
 @register_model("branchynet-alexnet")
 def branchynet_alexnet(
-    num_classes: int, input_shape: Sequence[int], width_mult: float = 1.0, position_basis: str = "macs"
+    num_classes: int,
+    input_shape: Sequence[int],
+    width_mult: float = 1.0,
+    position_basis: str = "macs",
 ) -> BranchyNet:
     return BranchyNet(
         num_classes, input_shape, AlexNetSpec(width_mult), position_basis, name="branchynet-alexnet"

@@ -12,9 +12,11 @@ runs the units up to the one IC ``i`` sits after, and the last stage runs the
 rest of the backbone. The state between stages is one feature map.
 
 An IC position ``p`` lands after the unit whose cumulative share of the
-backbone (its classifier included) is nearest to ``p``. This reproduces the
-paper's placements for ResNet-56 (after blocks 4, 8, 12, 16, 20, 24) and
-VGG-16 (after convs 2, 4, 6, 7, 9, 10).
+backbone (its classifier included) is nearest to ``p``, one IC per unit. This
+reproduces the paper's placements for ResNet-56 (after blocks 4, 8, 12, 16,
+20, 24) and VGG-16 (after convs 2, 4, 6, 7, 9, 10); for MobileNet the paper's
+hand-picked blocks (3, 5, 7, 9, 12) differ slightly from the nearest-MAC rule,
+which gives blocks 2, 4, 7, 8, 10, 12 at 32x32.
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ class ResNetBackbone:
         n = resnet_blocks_per_stage(model, self.depth)
         check_positive(model, width=self.width)
         units = cifar_resnet_units(input_shape[0], self.width, n, min(input_shape[1:]))
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * self.width, num_classes))
+        head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * self.width, num_classes)
+        )
         return Backbone(units, head)
 
 
@@ -171,7 +175,9 @@ class MobileNetBackbone:
     def build(self, model: str, input_shape: Sequence[int], num_classes: int) -> Backbone:
         m = check_width_mult(model, self.width_mult)
         c = scale_width(32, m)
-        units: list[nn.Module] = [conv_bn_relu(input_shape[0], c, stride=stem_stride(min(input_shape[1:])))]
+        units: list[nn.Module] = [
+            conv_bn_relu(input_shape[0], c, stride=stem_stride(min(input_shape[1:])))
+        ]
         for w, stride in MOBILENET_BLOCKS:
             units.append(DepthwiseSeparable(c, scale_width(w, m), stride))
             c = scale_width(w, m)
@@ -183,28 +189,63 @@ BackboneSpec = ResNetBackbone | VGGBackbone | MobileNetBackbone
 
 
 def place_ics(model: str, cumulative: Sequence[float], positions: Any) -> list[int]:
-    """Unit index each IC sits after: the unit (not the last) whose cumulative share of the
-    backbone is nearest to the requested position (the earlier one on a tie)."""
+    """Unit index each IC sits after, one IC per unit and never after the last unit.
+
+    Each IC goes after the unit whose cumulative share of the backbone is nearest to its
+    position. When two positions would share a unit (a shallow backbone, or a small input
+    that concentrates the MACs in a few units), the placement with the smallest total
+    distance among strictly increasing units is taken instead (the earlier unit on a tie).
+    """
     expected = "strictly increasing fractions of the backbone in (0, 1), e.g. [0.15, 0.3, 0.45]"
     if not isinstance(positions, (list, tuple)) or any(
         isinstance(p, bool) or not isinstance(p, (int, float)) for p in positions
     ):
         raise ModelConfigError(model, "ic_positions", expected, positions)
-    if any(not 0 < p < 1 for p in positions) or any(a >= b for a, b in zip(positions, positions[1:])):
+    if any(not 0 < p < 1 for p in positions) or any(
+        a >= b for a, b in zip(positions, positions[1:])
+    ):
         raise ModelConfigError(model, "ic_positions", expected, positions)
     candidates = list(cumulative[:-1])  # an IC after the last unit would be the final exit
-    units = [min(range(len(candidates)), key=lambda u: (abs(candidates[u] - p), u)) for p in positions]
-    for k in range(1, len(units)):
-        if units[k] == units[k - 1]:
-            raise ModelConfigError(
-                model,
-                "ic_positions",
-                f"positions that fall on distinct backbone units ({positions[k - 1]} and "
-                f"{positions[k]} both land after unit {units[k]} of {len(candidates) + 1}); "
-                "use fewer ICs or a deeper backbone",
-                positions,
-            )
-    return units
+    if len(positions) > len(candidates):
+        raise ModelConfigError(
+            model,
+            "ic_positions",
+            f"at most {len(candidates)} positions: this backbone has {len(candidates) + 1} units "
+            "and an IC needs a unit of its own before the last (use fewer ICs or a deeper backbone)",
+            positions,
+        )
+    return _min_distance_increasing(candidates, positions) if positions else []
+
+
+def _min_distance_increasing(candidates: Sequence[float], positions: Sequence[float]) -> list[int]:
+    """Strictly increasing unit indices minimising the summed |candidate - position| (dynamic
+    programming over positions x units; ties go to the earlier unit)."""
+    eps = 1e-12
+    m = len(candidates)
+    inf = float("inf")
+    cost = [[inf] * m for _ in positions]
+    back = [[-1] * m for _ in positions]
+    for j in range(m):
+        cost[0][j] = abs(candidates[j] - positions[0])
+    for i in range(1, len(positions)):
+        best, arg = inf, -1
+        for j in range(m):
+            if j > 0 and cost[i - 1][j - 1] < best - eps:
+                best, arg = cost[i - 1][j - 1], j - 1
+            if arg >= 0:
+                cost[i][j] = best + abs(candidates[j] - positions[i])
+                back[i][j] = arg
+    last = len(positions) - 1
+    j = min(range(m), key=lambda u: cost[last][u])
+    for u in range(m):  # the earliest unit within rounding of the minimum
+        if cost[last][u] <= cost[last][j] + eps:
+            j = u
+            break
+    units = [j]
+    for i in range(last, 0, -1):
+        j = back[i][j]
+        units.append(j)
+    return units[::-1]
 
 
 class ShallowDeepNetwork(MultiExitModel):
@@ -235,7 +276,9 @@ class ShallowDeepNetwork(MultiExitModel):
         cumulative = cumulative_fractions(profiles, position_basis)
         self.ic_units = place_ics(name, cumulative[: len(built.units)], ic_positions)
         self.stages.extend(split_after(built.units, self.ic_units))
-        self.exits.extend(InternalClassifier(profiles[u].output_shape, self.num_classes) for u in self.ic_units)
+        self.exits.extend(
+            InternalClassifier(profiles[u].output_shape, self.num_classes) for u in self.ic_units
+        )
         self.exits.append(built.head)
         self.position_basis = position_basis
         self._positions = [cumulative[u] for u in self.ic_units] + [1.0]
@@ -259,7 +302,9 @@ def sdn_resnet(
     position_basis: str = "macs",
 ) -> ShallowDeepNetwork:
     spec = ResNetBackbone(depth, width)
-    return ShallowDeepNetwork(num_classes, input_shape, spec, ic_positions, position_basis, name="sdn-resnet")
+    return ShallowDeepNetwork(
+        num_classes, input_shape, spec, ic_positions, position_basis, name="sdn-resnet"
+    )
 
 
 @register_model("sdn-vgg")
@@ -271,7 +316,9 @@ def sdn_vgg(
     position_basis: str = "macs",
 ) -> ShallowDeepNetwork:
     spec = VGGBackbone(width_mult)
-    return ShallowDeepNetwork(num_classes, input_shape, spec, ic_positions, position_basis, name="sdn-vgg")
+    return ShallowDeepNetwork(
+        num_classes, input_shape, spec, ic_positions, position_basis, name="sdn-vgg"
+    )
 
 
 @register_model("sdn-mobilenet")

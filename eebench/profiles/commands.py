@@ -30,6 +30,13 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         "on a machine shared with other work",
     )
     m.add_argument(
+        "--statistic",
+        default="median",
+        choices=["median", "min"],
+        help="what each benchmark reports: the median call (default) or the fastest, least "
+        "disturbed call (for a machine shared with other work)",
+    )
+    m.add_argument(
         "--min-time", type=float, default=0.3, help="seconds per micro-benchmark (default 0.3)"
     )
     m.set_defaults(func=_measure)
@@ -83,6 +90,7 @@ def _measure(args: argparse.Namespace) -> int:
         command=command,
         min_time_s=args.min_time,
         clock=args.clock,
+        statistic=args.statistic,
     )
     out = write_profile(data, args.out or f"{data['name']}.yaml", overwrite=args.overwrite)
     print(

@@ -11,14 +11,17 @@ order of preference:
 
 * **achievable compute**: the profile's measured micro-benchmarks of the same
   engine and precision. Each benchmark gives a net throughput
-  ``MACs / (time - per-op overhead)`` (the overhead is added back per layer);
-  a layer gets the throughput interpolated on log(MACs) between the
-  benchmarks of its kind -- GEMM-like (linear, matmul), convolution, or
-  depthwise convolution when measured -- clamped at the ends. Without
+  ``MACs / (time - per-op overhead)`` (the overhead is added back per layer).
+  A layer takes the throughput of the measured layers of its kind -- GEMM-like
+  (linear, matmul), convolution or depthwise convolution -- nearest to it in
+  (log weight reuse, log weight count), see :class:`ScatterRate`. Without
   micro-benchmarks: the datasheet peak times :data:`DEFAULT_EFFICIENCY` of its
   engine.
-* **bandwidth**: measured bandwidth, else the peak times
-  :data:`DEFAULT_BANDWIDTH_EFFICIENCY`.
+* **bandwidth**: for memory-bound operators (pooling, normalisation,
+  activations, element-wise arithmetic) the measured bytes/s of the same
+  operator kind, interpolated on log(bytes) (:class:`ThroughputCurve`); for
+  the others, and without such benchmarks, the measured copy bandwidth; else
+  the datasheet peak times :data:`DEFAULT_BANDWIDTH_EFFICIENCY`.
 * **per-op overhead**: measured, else the profile's ``overhead.per_op``, else
   :data:`DEFAULT_OVERHEAD_S` of the engine.
 
@@ -38,7 +41,13 @@ from torch import nn
 
 from eebench.errors import ConfigError
 from eebench.profiles.layers import LayerCost, model_layers
-from eebench.profiles.schema import BYTES_PER_ELEMENT, ENGINES, PRECISIONS, HardwareProfile
+from eebench.profiles.schema import (
+    BYTES_PER_ELEMENT,
+    ENGINES,
+    MEMORY_OPS,
+    PRECISIONS,
+    HardwareProfile,
+)
 
 # Fraction of the datasheet peak a framework sustains on the small layers of
 # early-exit CNNs when no micro-benchmark of the device exists. Assumptions to
@@ -75,30 +84,58 @@ _MIN_NET_FRACTION = 0.25
 
 
 class ThroughputCurve:
-    """Net throughput (MAC/s) as a function of a layer's MACs, from measured points.
+    """Net throughput as a function of one size (MACs or bytes), from measured points.
 
-    Interpolated linearly in log(MACs); clamped to the end points outside
-    the measured range (no extrapolation of a trend).
+    Interpolated linearly in (log size, log throughput); clamped to the end
+    points outside the measured range (no extrapolation of a trend).
     """
 
     def __init__(self, points: Sequence[tuple[float, float]]) -> None:
         if not points:
             raise ValueError("a throughput curve needs at least one point")
         merged: dict[float, list[float]] = {}
-        for macs, rate in points:
-            merged.setdefault(math.log(macs), []).append(rate)
+        for size, rate in points:
+            merged.setdefault(math.log(max(size, 1.0)), []).append(math.log(rate))
         self._x = sorted(merged)
         self._y = [sum(merged[x]) / len(merged[x]) for x in self._x]
 
-    def __call__(self, macs: float) -> float:
-        x = math.log(max(macs, 1.0))
+    def __call__(self, size: float) -> float:
+        x = math.log(max(size, 1.0))
         if x <= self._x[0]:
-            return self._y[0]
+            return math.exp(self._y[0])
         if x >= self._x[-1]:
-            return self._y[-1]
+            return math.exp(self._y[-1])
         j = bisect.bisect_right(self._x, x)
         x0, x1, y0, y1 = self._x[j - 1], self._x[j], self._y[j - 1], self._y[j]
-        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return math.exp(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+class ScatterRate:
+    """Net MAC/s of a GEMM-like or convolution layer from measured layers of the same kind.
+
+    A layer is placed by two numbers: how many weights it has (``W``) and how
+    often each weight is reused (``P = MACs / W``: output positions of a
+    convolution, rows of a GEMM). Small ``P`` makes a layer stream its weights
+    (memory-bound); small ``W`` makes it overhead-bound. The rate is the
+    inverse-distance-weighted mean of log rates of the ``k`` nearest measured
+    layers in (log P, log W); a measured shape gets its own rate back exactly.
+    """
+
+    def __init__(self, points: Sequence[tuple[float, float, float]], k: int = 4) -> None:
+        if not points:
+            raise ValueError("a rate model needs at least one point")
+        self._pts = [
+            (math.log(max(p, 1.0)), math.log(max(w, 1.0)), math.log(r)) for p, w, r in points
+        ]
+        self._k = k
+
+    def __call__(self, reuse: float, weights: float) -> float:
+        x, y = math.log(max(reuse, 1.0)), math.log(max(weights, 1.0))
+        dists = sorted(((px - x) ** 2 + (py - y) ** 2, lr) for px, py, lr in self._pts)[: self._k]
+        if dists[0][0] < 1e-12:
+            return math.exp(dists[0][1])
+        weights_ = [1.0 / d for d, _ in dists]
+        return math.exp(sum(w * lr for w, (_, lr) in zip(weights_, dists)) / sum(weights_))
 
 
 @dataclass(frozen=True)
@@ -139,8 +176,8 @@ class Estimator:
         self.engine = self._choose_engine()
         self.label = f"estimated:{self.profile.name}"
         self._bytes_per_element = BYTES_PER_ELEMENT[self.precision]
-        self._curves = self._measured_curves()
-        self._flat_rate = None if self._curves else self._peak_rate()
+        self._measured_curves()
+        self._flat_rate = None if self._rates else self._peak_rate()
         self._bandwidth = self._choose_bandwidth()
         self._overhead = self._choose_overhead()
         self._note_energy()
@@ -177,34 +214,45 @@ class Estimator:
             f"it has: {', '.join(have) or '(none)'}; pick another precision"
         )
 
-    def _measured_curves(self) -> dict[str, ThroughputCurve]:
+    def _measured_curves(self) -> None:
+        """Rate models from the micro-benchmarks (net of the per-op overhead)."""
+        self._rates: dict[str, ScatterRate] = {}
+        self._op_bandwidth: dict[str, ThroughputCurve] = {}
         m = self.profile.measured
         if m is None or not self._uses_measured():
-            return {}
+            return
         overhead = m.per_op_overhead.base if m.per_op_overhead is not None else 0.0
 
-        def net(macs: int, seconds: float) -> tuple[float, float]:
-            return macs, macs / max(seconds - overhead, seconds * _MIN_NET_FRACTION)
+        def net(seconds: float) -> float:
+            return max(seconds - overhead, seconds * _MIN_NET_FRACTION)
 
-        curves: dict[str, ThroughputCurve] = {}
-        gemm = [net(p.macs, p.time.base) for p in m.gemm]
-        conv = [net(p.macs, p.time.base) for p in m.conv if not p.depthwise]
-        depthwise = [net(p.macs, p.time.base) for p in m.conv if p.depthwise]
-        if gemm:
-            curves["gemm"] = ThroughputCurve(gemm)
-        if conv:
-            curves["conv"] = ThroughputCurve(conv)
-        if depthwise:
-            curves["depthwise"] = ThroughputCurve(depthwise)
-        if not curves:
-            return {}
-        # a kind without its own benchmarks borrows the other kind's curve
-        curves.setdefault("gemm", curves.get("conv") or curves["depthwise"])
-        curves.setdefault("conv", curves["gemm"])
-        curves.setdefault("depthwise", curves["conv"])
-        if not depthwise:
-            self.assumptions.append("depthwise convolutions use the dense-convolution curve")
-        return curves
+        groups = {
+            "gemm": [(p.m, p.weights, p.macs / net(p.time.base)) for p in m.gemm],
+            "conv": [
+                (p.macs / p.weights, p.weights, p.macs / net(p.time.base))
+                for p in m.conv
+                if not p.depthwise
+            ],
+            "depthwise": [
+                (p.macs / p.weights, p.weights, p.macs / net(p.time.base))
+                for p in m.conv
+                if p.depthwise
+            ],
+        }
+        for kind, pts in groups.items():
+            if pts:
+                self._rates[kind] = ScatterRate(pts)
+        if self._rates:
+            for kind, fallback in (("gemm", "conv"), ("conv", "gemm"), ("depthwise", "conv")):
+                if kind not in self._rates:
+                    self._rates[kind] = self._rates.get(fallback) or next(
+                        iter(self._rates.values())
+                    )
+                    self.assumptions.append(f"{kind} layers use the {fallback} micro-benchmarks")
+        for op in MEMORY_OPS:
+            pts = [(p.bytes, p.bytes / net(p.time.base)) for p in m.ops if p.op == op]
+            if pts:
+                self._op_bandwidth[op] = ThroughputCurve(pts)
 
     def _peak_rate(self) -> float:
         peak = self.profile.peak(self.precision, self.engine)
@@ -266,14 +314,22 @@ class Estimator:
             if layer.op == "depthwise_conv"
             else "conv"
         )
-        return self._curves[kind](layer.macs)
+        weights = max(layer.weight_elements, 1)
+        return self._rates[kind](layer.macs / weights, weights)
+
+    def bandwidth(self, layer: LayerCost, nbytes: int) -> float:
+        """Achievable bytes/s for this layer: its kind's micro-benchmarks, else DRAM bandwidth."""
+        op = layer.op if layer.op in MEMORY_OPS else "elementwise" if layer.op == "other" else None
+        if op is not None and op in self._op_bandwidth:
+            return self._op_bandwidth[op](nbytes)
+        return self._bandwidth
 
     def layer(self, layer: LayerCost) -> LayerEstimate:
         if layer.is_view:
             return LayerEstimate(layer, 0, 0.0, 0.0, 0.0, 0.0)
         nbytes = layer.bytes(self._bytes_per_element)
         compute_s = layer.macs / self.compute_rate(layer) if layer.macs else 0.0
-        memory_s = nbytes / self._bandwidth
+        memory_s = nbytes / self.bandwidth(layer, nbytes)
         time_s = max(compute_s, memory_s) + self._overhead
         pw = self.profile.power
         if pw.energy_per_mac is not None and pw.energy_per_byte is not None:

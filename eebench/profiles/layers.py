@@ -29,12 +29,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-_POOLS = (
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-)
+_MAX_POOLS = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+_AVG_POOLS = (nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
 _ACTIVATIONS = (
     nn.ReLU,
     nn.ReLU6,
@@ -89,6 +85,24 @@ _VIEW_FUNCTIONS = {
     "is_contiguous",
     "dropout",
 }
+_ACTIVATION_FUNCTIONS = {
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardswish",
+    "hardsigmoid",
+    "softmax",
+    "log_softmax",
+    "mish",
+    "clamp",
+    "clamp_min",
+    "hardtanh",
+}
 _MATMUL_FUNCTIONS = {"matmul", "mm", "bmm", "addmm", "__matmul__", "einsum"}
 
 
@@ -99,7 +113,9 @@ class LayerCost:
     part: str  # "stage" or "exit"
     index: int
     name: str
-    op: str  # conv | depthwise_conv | linear | matmul | norm | pool | activation | elementwise | view | other
+    # conv | depthwise_conv | linear | matmul | maxpool | avgpool | norm | activation |
+    # elementwise | view | other
+    op: str
     macs: int
     input_elements: int
     output_elements: int
@@ -144,8 +160,10 @@ def _classify_module(module: nn.Module, inputs: tuple, output: object) -> tuple[
         return "linear", out_el * module.in1_features * module.in2_features
     if isinstance(module, _NORMS):
         return "norm", 0
-    if isinstance(module, _POOLS):
-        return "pool", 0
+    if isinstance(module, _MAX_POOLS):
+        return "maxpool", 0
+    if isinstance(module, _AVG_POOLS):
+        return "avgpool", 0
     if isinstance(module, _ACTIVATIONS):
         return "activation", 0
     if isinstance(module, _NO_DATA):
@@ -173,6 +191,15 @@ def _classify_function(
     if name in _MATMUL_FUNCTIONS and tensors:
         a = tensors[-2] if name == "addmm" and len(tensors) >= 3 else tensors[0]
         return "matmul", out_el * int(a.shape[-1])
+    bare = name.strip("_").rstrip("_")
+    if "max_pool" in bare:
+        return "maxpool", 0
+    if "avg_pool" in bare or bare == "mean":
+        return "avgpool", 0
+    if bare.endswith("norm"):
+        return "norm", 0
+    if bare in _ACTIVATION_FUNCTIONS:
+        return "activation", 0
     return "elementwise", 0
 
 
@@ -218,9 +245,13 @@ class _Recorder(TorchFunctionMode):
             found = _classify_function(name, args, kwargs, out)
             if found is not None:
                 op, macs = found
-                self.rows.append(
-                    (f"fn:{name}", op, macs, _numel(args) + _numel(kwargs), _numel(out), 0)
-                )
+                tensors = _tensors(args) + _tensors(kwargs)
+                if op in ("conv", "linear") and tensors:
+                    # F.conv2d(x, weight, bias) / F.linear(x, weight, bias): the rest are weights
+                    n_in, n_w = tensors[0].numel(), sum(t.numel() for t in tensors[1:])
+                else:
+                    n_in, n_w = sum(t.numel() for t in tensors), 0
+                self.rows.append((f"fn:{name}", op, macs, n_in, _numel(out), n_w))
         return out
 
     def remove(self) -> None:
@@ -256,7 +287,8 @@ def model_layers(model: nn.Module, batch_size: int = 1) -> list[LayerCost]:
                 ("exit", model.exit_module(i), states[i + 1]),
             ):
                 for name, op, macs, n_in, n_out, n_w in walk_module(module, inputs):
-                    out.append(LayerCost(part, i, name, op, macs, n_in, n_out, n_w))
+                    short = name.removeprefix("model.")
+                    out.append(LayerCost(part, i, short, op, macs, n_in, n_out, n_w))
         return out
     finally:
         model.train(was_training)

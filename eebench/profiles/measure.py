@@ -120,19 +120,31 @@ def build_profile(
         entry["time"] = _q(c.seconds * 1e6, "us")
         entry["achieved"] = _q(s.macs / c.seconds / 1e9, "gmacs_per_s")
         conv.append(entry)
+    ops = [
+        {
+            "op": o.op,
+            "shape": list(o.shape),
+            "bytes": o.bytes,
+            "time": _q(o.seconds * 1e6, "us"),
+            "achieved": _q(o.bytes / o.seconds / 1e9, "GB/s"),
+        }
+        for o in results.ops
+    ]
     best = max([e["achieved"]["value"] for e in gemm + conv], default=None)
     measured_src = {
         "kind": "measured",
         "date": date,
         "tool": "eebench profile measure",
-        "method": "median latency of nn.Module calls after warm-up (GEMM: nn.Linear, conv: nn.Conv2d "
+        "method": f"{results.statistic} latency of nn.Module calls after warm-up (GEMM: nn.Linear, conv: nn.Conv2d "
         "without bias, batch 1 unless stated); bandwidth: copy of a 64 MiB float32 tensor "
-        "(read + write bytes); per-op overhead: nn.ReLU on a one-element tensor; clock: "
-        + _CLOCK_TEXT[results.clock],
+        "(read + write bytes); memory-bound ops (nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), "
+        "nn.BatchNorm2d, nn.ReLU(inplace=True), torch.add): bytes = input + output + weights; "
+        "per-op overhead: nn.ReLU on a one-element tensor; clock: " + _CLOCK_TEXT[results.clock],
         "eebench_version": __version__,
         "backend": backend,
         "threads": results.threads,
         "clock": results.clock,
+        "statistic": results.statistic,
         "command": command,
         "host": f"{model} ({platform.machine()}, {os.cpu_count()} logical CPUs)",
     }
@@ -199,6 +211,7 @@ def build_profile(
         "bandwidth": _q(results.bandwidth_bytes_per_s / 1e9, "GB/s"),
         "gemm": gemm,
         "conv": conv,
+        "ops": ops,
     }
     profile["sources"] = {"host-measure": measured_src, "host-os": os_src}
     return profile
@@ -233,6 +246,7 @@ def measure_profile(
     progress: bool = True,
     power_seconds: float = 1.0,
     clock: str = "wall",
+    statistic: str = "median",
 ) -> dict[str, Any]:
     """Run the micro-benchmarks and return the validated profile as YAML-ready data.
 
@@ -248,7 +262,7 @@ def measure_profile(
         raise ConfigError(f"profile name '{name}' has no letters or digits")
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     results = run_microbenchmarks(
-        backend, threads, min_time_s=min_time_s, progress=progress, clock=clock
+        backend, threads, min_time_s=min_time_s, progress=progress, clock=clock, statistic=statistic
     )
     power = (
         measure_power(date, power_seconds)
@@ -260,7 +274,7 @@ def measure_profile(
     command = (
         command
         or f"eebench profile measure --name {slug} --backend {backend} --threads {results.threads} "
-        f"--clock {clock}"
+        f"--clock {clock} --statistic {statistic}"
     )
     data = build_profile(slug, results, backend, command, date, power)
     _, issues = parse_profile(data, f"<measured profile {slug}>")

@@ -64,6 +64,7 @@ class Provenance(_Strict):
     backend: str | None = None
     threads: int | None = None
     clock: Literal["wall", "thread"] | None = None
+    statistic: Literal["median", "min"] | None = None
     command: str | None = None
     host: str | None = None
     # derived
@@ -274,6 +275,11 @@ class GemmPoint(_Strict):
     def macs(self) -> int:
         return self.m * self.n * self.k
 
+    @property
+    def weights(self) -> int:
+        """Weight elements (the layer's reuse of each weight is ``macs / weights`` = ``m``)."""
+        return self.n * self.k
+
 
 class ConvPoint(_Strict):
     """Achieved throughput of one 2-D convolution (square kernel, 'same'-style padding)."""
@@ -304,8 +310,32 @@ class ConvPoint(_Strict):
         return self.batch * self.out_channels * h * w * per_out
 
     @property
+    def weights(self) -> int:
+        """Weight elements (each is used ``macs / weights`` = batch x output positions times)."""
+        return (self.in_channels // self.groups) * self.kernel * self.kernel * self.out_channels
+
+    @property
     def depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.in_channels
+
+
+MEMORY_OPS = ("maxpool", "avgpool", "norm", "activation", "elementwise")
+MemoryOp = Literal["maxpool", "avgpool", "norm", "activation", "elementwise"]
+
+
+class OpPoint(_Strict):
+    """Achieved bandwidth of one memory-bound operator: ``bytes`` (input + output + weights,
+    float32) moved in ``time``. ``shape`` is the input shape, for readers.
+
+    These are not checked against ``memory.bandwidth``: a small tensor stays in cache and
+    can move faster than DRAM allows.
+    """
+
+    op: MemoryOp
+    shape: list[int] = Field(default_factory=list)
+    bytes: int = Field(gt=0)
+    time: Time
+    achieved: Bandwidth
 
 
 class MicroBenchmarks(_Strict):
@@ -319,6 +349,7 @@ class MicroBenchmarks(_Strict):
     precision: Precision
     gemm: list[GemmPoint] = Field(default_factory=list)
     conv: list[ConvPoint] = Field(default_factory=list)
+    ops: list[OpPoint] = Field(default_factory=list)
     bandwidth: Bandwidth | None = None
     per_op_overhead: Time | None = None
 

@@ -40,6 +40,9 @@ def clock_named(name: str, threads: int, device: str = "cpu") -> Callable[[], in
     return CLOCKS[name]
 
 
+STATISTICS = ("median", "min")
+
+
 @dataclass(frozen=True)
 class Timing:
     """Raw per-call samples (ns) of one timed function and their median."""
@@ -49,6 +52,20 @@ class Timing:
     @property
     def median_s(self) -> float:
         return statistics.median(self.samples_ns) * 1e-9
+
+    @property
+    def min_s(self) -> float:
+        return min(self.samples_ns) * 1e-9
+
+    def statistic_s(self, name: str) -> float:
+        """``median`` (typical call) or ``min`` (the call least disturbed by other work)."""
+        if name not in STATISTICS:
+            from eebench.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown statistic '{name}'; expected one of {', '.join(STATISTICS)}"
+            )
+        return self.median_s if name == "median" else self.min_s
 
     @property
     def repeats(self) -> int:

@@ -238,6 +238,14 @@ def check_profile(profile: HardwareProfile, source: str) -> list[ProfileIssue]:
                         f"{achieved / 1e9:.4g} GMAC/s does not match MACs / time = "
                         f"{p.macs} / {p.time.value:g} {p.time.unit} = {expected / 1e9:.4g} GMAC/s",
                     )
+        for i, op in enumerate(m.ops):
+            expected = op.bytes / op.time.base
+            if abs(op.achieved.base - expected) > CONSISTENCY_TOLERANCE * expected:
+                add(
+                    f"measured.ops[{i}].achieved",
+                    f"{op.achieved.base / 1e9:.4g} GB/s does not match bytes / time = {op.bytes} / "
+                    f"{op.time.value:g} {op.time.unit} = {expected / 1e9:.4g} GB/s",
+                )
         bw = profile.memory.bandwidth
         if (
             m.bandwidth is not None

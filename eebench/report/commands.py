@@ -61,5 +61,5 @@ def _compare(args: argparse.Namespace) -> int:
         args.run_a, args.run_b, band=args.band, alpha=args.alpha, accuracy_band=args.accuracy_band
     )
     label_a, label_b = Run.open(args.run_a).label, Run.open(args.run_b).label
-    print(format_comparison(table, args.band, args.alpha, label_a, label_b))
+    print(format_comparison(table, args.band, args.alpha, label_a, label_b, args.accuracy_band))
     return 1 if has_regression(table) else 0

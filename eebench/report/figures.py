@@ -199,7 +199,7 @@ def _legend_outside(ax, handles=None, labels=None, title: str | None = None) -> 
 def _figure_legend(fig, handles: list, labels: list[str], title: str | None = None) -> None:
     """One legend for all panels, right of them (constrained layout makes room)."""
     if handles:
-        fig.legend(handles, labels, title=title, loc="outside right upper", frameon=False)
+        fig.legend(handles, labels, title=title, loc="outside right center", frameon=False)
 
 
 def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
@@ -524,7 +524,7 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
         ax2.set_xlabel("Sample difficulty (from the dataset's metadata)")
         ax2.set_ylabel(f"Overthinking [% of {split} samples]")
         ax2.set_title("per difficulty", fontsize=9)
-        _legend_outside(ax2, title="model")
+        _legend_outside(ax2, title="model · run" if pal.multi_run else "model")
     title = f"Overthinking: an earlier exit is right, the final exit is wrong ({split} split)"
     fig.suptitle(title)
     return ReportFigure(
@@ -607,7 +607,8 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
     hue_order = sorted(pts["point"].unique())
     palette = dict(zip(hue_order, sns.color_palette("Set2", len(hue_order))))
     nrows, ncols = _grid(len(sources), 2)
-    fig, axes = _new_figure(nrows, ncols, 5.2, 3.8)
+    width = 1.2 + 1.3 * pts["where"].nunique() + 3.2 / ncols  # panel + a share of the legend
+    fig, axes = _new_figure(nrows, ncols, width, 3.8)
     for ax, source in zip(axes.flat, sources):
         sub = pts[pts["source"] == source]
         sns.barplot(
@@ -621,7 +622,7 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
             ax=ax,
         )
         ax.set_title(_source_title(source, {}), fontsize=9)
-        ax.set_xlabel("Model")
+        ax.set_xlabel("Model" + (" and run" if pal.multi_run else ""))
         ax.set_ylabel(f"Expected energy per inference [mJ]\n({source})")
         if source.startswith("estimated"):
             ax.set_facecolor(ESTIMATED_FACE)

@@ -98,7 +98,8 @@ def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     test_rows = ops[ops["split"] == "test"]
     if "cost_source" in test_rows.columns and "expected_latency_ms" in test_rows.columns:
-        for source in sorted(s for s in test_rows["cost_source"].unique() if s):
+        sources = [s for s in test_rows["cost_source"].unique() if s]
+        for source in sorted(sources, key=lambda s: (not s.startswith("measured"), s)):
             sub = (
                 test_rows[test_rows["cost_source"] == source]
                 .drop_duplicates(subset=key)

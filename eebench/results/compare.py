@@ -306,13 +306,19 @@ def has_regression(table: pd.DataFrame) -> bool:
 
 
 def format_comparison(
-    table: pd.DataFrame, band: float, alpha: float, label_a: str = "A", label_b: str = "B"
+    table: pd.DataFrame,
+    band: float,
+    alpha: float,
+    label_a: str = "A",
+    label_b: str = "B",
+    accuracy_band: float = 0.01,
 ) -> str:
     """The comparison as text: latency rows, accuracy rows, changed exit fractions, a verdict line."""
     lines = [
         f"A = {label_a}",
         f"B = {label_b}",
-        f"regression = worse beyond the band (latency ±{band:.0%}) and significant (p < {alpha})",
+        f"regression = worse beyond the band (latency ±{band:.0%}, accuracy ±{100 * accuracy_band:g} "
+        f"points) and significant (p < {alpha})",
         "",
     ]
     lat = table[table["kind"] == "latency"]

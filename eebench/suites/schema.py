@@ -30,18 +30,12 @@ class DatasetSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainingSpec(_Strict):
-    """Passed to eebench.training.TrainConfig; keys are checked there."""
-
-    scheme: str = "joint"
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
 class ModelSpec(_Strict):
     name: str
     id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    # passed to eebench.training.TrainConfig, which checks its keys (scheme, epochs, lr, ...)
+    training: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
 
     @property

@@ -165,4 +165,6 @@ def _list_datasets(args: argparse.Namespace) -> int:
         params = inspect.signature(loader).parameters.values()
         opts = ", ".join(f"{p.name}={p.default!r}" for p in params)
         print(f"{name:<12} {doc}\n{'':<12} options: {opts or '(none)'}")
+    print("split options of every dataset: val_fraction, test_fraction, augment, normalize, limit "
+          "(--data KEY=VALUE); the split seed is --split-seed")
     return 0

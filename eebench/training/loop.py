@@ -122,7 +122,7 @@ def run_phase(
 ) -> list[EpochRecord]:
     """Train one phase; returns one record per epoch. Shuffling and augmentation draw from
     ``generator``; the train split is augmented per ``splits.augmentation``, val never."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     params = _unique_params(phase.train_modules)
     flags = {id(p): p.requires_grad for p in model.parameters()}

@@ -77,7 +77,7 @@ def test_resnet_custom_branch_blocks_and_declared_features():
     info = model.exit_info
     assert [e.feature_shape for e in info] == [(4, 32, 32), (8, 16, 16), (16, 8, 8), (16, 8, 8)]
     positions = [e.position for e in info]
-    assert positions == sorted(positions) and positions[-1] == 1.0 and 0 < positions[0]
+    assert positions == sorted(positions) and positions[-1] == 1.0 and positions[0] > 0
 
 
 def test_small_input_is_never_pooled_below_one_pixel():
@@ -93,12 +93,20 @@ def test_small_input_is_never_pooled_below_one_pixel():
         ("branchynet-resnet", {"depth": 57}, r"'depth': expected 6n\+2.*got 57"),
         ("branchynet-resnet", {"depth": 0}, r"'depth'.*got 0"),
         ("branchynet-resnet", {"width": 0}, r"'width': expected a positive integer, got 0"),
-        ("branchynet-resnet", {"depth": 20, "branch_blocks": [4, 2]}, r"'branch_blocks'.*increasing"),
+        (
+            "branchynet-resnet",
+            {"depth": 20, "branch_blocks": [4, 2]},
+            r"'branch_blocks'.*increasing",
+        ),
         ("branchynet-resnet", {"depth": 20, "branch_blocks": [0]}, r"'branch_blocks'.*\[1, 8\]"),
         ("branchynet-resnet", {"depth": 20, "branch_blocks": [9]}, r"'branch_blocks'.*got \[9\]"),
         ("branchynet-lenet", {"width_mult": 0}, r"'width_mult': expected a positive number.*got 0"),
         ("branchynet-alexnet", {"width_mult": -0.5}, r"'width_mult'.*got -0.5"),
-        ("branchynet-alexnet", {"position_basis": "flops"}, r"'position_basis'.*'macs'.*got 'flops'"),
+        (
+            "branchynet-alexnet",
+            {"position_basis": "flops"},
+            r"'position_basis'.*'macs'.*got 'flops'",
+        ),
     ],
 )
 def test_invalid_config_names_field_expectation_and_value(name, config, pattern):

@@ -94,7 +94,13 @@ class EnergyMeter(ABC):
     def energy_between(self, a: EnergyReading, b: EnergyReading) -> EnergyDelta:
         """Joules per domain from ``a`` to ``b`` (plain difference unless a meter overrides)."""
         joules = {d: b.joules[d] - a.joules[d] for d in b.joules if d in a.joules}
-        return EnergyDelta(self.name, joules, (b.timestamp_ns - a.timestamp_ns) / 1e9, self.sources(), self.total_domain)
+        return EnergyDelta(
+            self.name,
+            joules,
+            (b.timestamp_ns - a.timestamp_ns) / 1e9,
+            self.sources(),
+            self.total_domain,
+        )
 
     @contextmanager
     def sampling(self, interval_s: float = 0.01) -> Iterator[EnergyMeter]:
@@ -185,7 +191,11 @@ def measure_energy(
     busy_w = busy.watts().get(total) if total else None
     idle_w = idle.watts().get(total) if (total and idle) else None
     per_inf = busy_j / n if busy_j is not None else None
-    net = (busy_j - idle_w * busy.seconds) / n if (busy_j is not None and idle_w is not None) else None
+    net = (
+        (busy_j - idle_w * busy.seconds) / n
+        if (busy_j is not None and idle_w is not None)
+        else None
+    )
     return EnergyMeasurement(
         meter=meter.name,
         source=busy.sources.get(total) if total else None,

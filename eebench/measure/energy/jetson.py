@@ -116,7 +116,9 @@ class JetsonPowerMeter(EnergyMeter):
 
     name = "jetson"
 
-    def __init__(self, root: str | Path = "/sys", source: str = "sysfs", clock: Clock = DEFAULT_CLOCK) -> None:
+    def __init__(
+        self, root: str | Path = "/sys", source: str = "sysfs", clock: Clock = DEFAULT_CLOCK
+    ) -> None:
         if source not in ("sysfs", "jtop"):
             raise ValueError(f"source must be 'sysfs' or 'jtop', got '{source}'")
         self.root = Path(root)
@@ -134,7 +136,8 @@ class JetsonPowerMeter(EnergyMeter):
                     self._rails = _JtopRails()
                 except ImportError:
                     raise EnergyMeterUnavailable(
-                        self.name, "jetson-stats is not installed; pip install jetson-stats (or use source='sysfs')"
+                        self.name,
+                        "jetson-stats is not installed; pip install jetson-stats (or use source='sysfs')",
                     ) from None
             else:
                 self._rails = _SysfsRails(self.root)
@@ -144,7 +147,10 @@ class JetsonPowerMeter(EnergyMeter):
         return list(self._source().rails)
 
     def sources(self) -> dict[str, str]:
-        return {r: f"ina3221:{r}" + (" (board input: total)" if r == self.total_domain else "") for r in self.rails()}
+        return {
+            r: f"ina3221:{r}" + (" (board input: total)" if r == self.total_domain else "")
+            for r in self.rails()
+        }
 
     @property
     def total_domain(self) -> str | None:
@@ -160,7 +166,10 @@ class JetsonPowerMeter(EnergyMeter):
         except EnergyMeterUnavailable as err:
             return False, err.reason
         if not rails:
-            return False, f"no INA3221 power rails under {self.root} (not a Jetson, or the driver is not loaded)"
+            return (
+                False,
+                f"no INA3221 power rails under {self.root} (not a Jetson, or the driver is not loaded)",
+            )
         try:
             self.read_power()
         except OSError as err:
@@ -177,7 +186,9 @@ class JetsonPowerMeter(EnergyMeter):
             try:
                 power = self.read_power()
             except OSError as err:
-                raise EnergyMeterUnavailable(self.name, f"cannot read the INA3221 rails: {err}") from None
+                raise EnergyMeterUnavailable(
+                    self.name, f"cannot read the INA3221 rails: {err}"
+                ) from None
             now = self.clock()
             if self._last is not None:
                 t0, p0 = self._last

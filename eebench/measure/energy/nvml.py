@@ -54,7 +54,9 @@ class NvmlMeter(EnergyMeter):
                 nvml.nvmlInit()
                 self._handle = nvml.nvmlDeviceGetHandleByIndex(self.device_index)
             except Exception as err:  # NVMLError subclasses are generated at import
-                raise EnergyMeterUnavailable(self.name, f"NVML cannot open GPU {self.device_index}: {err}") from None
+                raise EnergyMeterUnavailable(
+                    self.name, f"NVML cannot open GPU {self.device_index}: {err}"
+                ) from None
             self._nvml = nvml
         return self._handle
 
@@ -71,7 +73,8 @@ class NvmlMeter(EnergyMeter):
             mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         except Exception as err:
             raise EnergyMeterUnavailable(
-                self.name, f"GPU {self.device_index} has no total-energy counter (needs Volta or newer): {err}"
+                self.name,
+                f"GPU {self.device_index} has no total-energy counter (needs Volta or newer): {err}",
             ) from None
         return EnergyReading(self.name, self.clock(), {self.domain: float(mj) / 1e3})
 

@@ -58,7 +58,9 @@ class RaplMeter(EnergyMeter):
         if self._zones is None:
             found: dict[str, Path] = {}
             if self.root.is_dir():
-                entries = [(m, p) for p in self.root.iterdir() if (m := _ZONE.match(p.name)) is not None]
+                entries = [
+                    (m, p) for p in self.root.iterdir() if (m := _ZONE.match(p.name)) is not None
+                ]
                 names = {p.name: _read(p / "name", self.name) for _, p in entries}
                 for m, p in sorted(entries, key=lambda e: (int(e[0][1]), int(e[0][2] or -1))):
                     name = names[p.name]
@@ -96,7 +98,9 @@ class RaplMeter(EnergyMeter):
     # ------------------------------------------------------------------ reading
     def _max_range(self, domain: str) -> int:
         if domain not in self._ranges:
-            self._ranges[domain] = int(_read(self.zones()[domain] / "max_energy_range_uj", self.name))
+            self._ranges[domain] = int(
+                _read(self.zones()[domain] / "max_energy_range_uj", self.name)
+            )
         return self._ranges[domain]
 
     def read(self) -> EnergyReading:
@@ -106,7 +110,9 @@ class RaplMeter(EnergyMeter):
         joules = {}
         for domain, path in zones.items():
             joules[domain] = int(_read(path / "energy_uj", self.name, self.root)) / 1e6
-        joules[TOTAL_DOMAIN] = sum(j for d, j in joules.items() if "/" not in d and d.startswith("package"))
+        joules[TOTAL_DOMAIN] = sum(
+            j for d, j in joules.items() if "/" not in d and d.startswith("package")
+        )
         return EnergyReading(self.name, self.clock(), joules)
 
     def energy_between(self, a: EnergyReading, b: EnergyReading) -> EnergyDelta:
@@ -117,8 +123,12 @@ class RaplMeter(EnergyMeter):
             if d < 0:
                 d += self._max_range(domain) / 1e6
             joules[domain] = d
-        joules[TOTAL_DOMAIN] = sum(j for d, j in joules.items() if "/" not in d and d.startswith("package"))
-        return EnergyDelta(self.name, joules, (b.timestamp_ns - a.timestamp_ns) / 1e9, self.sources(), TOTAL_DOMAIN)
+        joules[TOTAL_DOMAIN] = sum(
+            j for d, j in joules.items() if "/" not in d and d.startswith("package")
+        )
+        return EnergyDelta(
+            self.name, joules, (b.timestamp_ns - a.timestamp_ns) / 1e9, self.sources(), TOTAL_DOMAIN
+        )
 
 
 def _read(path: Path, meter: str, root: Path | None = None) -> str:

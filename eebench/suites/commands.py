@@ -1,0 +1,55 @@
+"""``eebench run SUITE`` and ``eebench list suites``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a benchmark suite (a YAML file or a built-in name such as 'quick')")
+    p.add_argument("suite", help="suite file or built-in suite name")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    p.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue a partial run folder, redoing only what is missing")
+    p.add_argument("--run-id", default=None, help="name of the run folder (default: UTC timestamp)")
+    p.add_argument("--backend", action="append", default=None,
+                   help="run only these backends (repeatable), e.g. --backend torch-cpu")
+    p.add_argument("--cache", default=None, help="checkpoint/ONNX cache folder (default: <out>/cache)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+    lp = list_sub.add_parser("suites", help="built-in suites")
+    lp.set_defaults(func=_list_suites)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from eebench.suites.runner import RunOptions, run_suite
+
+    out = Path(args.out)
+    options = RunOptions(
+        out_root=out,
+        cache_root=Path(args.cache) if args.cache else out / "cache",
+        resume=Path(args.resume) if args.resume else None,
+        run_id=args.run_id,
+        backends=args.backend,
+        progress=not args.no_progress,
+        report=not args.no_report,
+    )
+    run_suite(args.suite, options)
+    return 0
+
+
+def _list_suites(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from eebench.suites.locate import builtin_suites
+    from eebench.suites.schema import load_suite_file
+
+    rows = []
+    for name, path in builtin_suites().items():
+        spec = load_suite_file(path)
+        rows.append({"suite": name, "dataset": spec.dataset.name, "models": len(spec.models),
+                     "backends": ", ".join(spec.backends), "description": spec.description})
+    print(pd.DataFrame(rows).to_string(index=False) if rows else "no built-in suites found")
+    return 0

@@ -1,0 +1,54 @@
+"""Checking the names a suite uses against the registries, before anything runs.
+
+Kept out of the schema so that loading a suite file does not import torch,
+onnxruntime and every registry; the runner calls :func:`check_names` first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from eebench.errors import ConfigError
+from eebench.suites.schema import SuiteSpec
+
+
+def _check(name: str, known: Iterable[str], kind: str, source: str, field: str) -> None:
+    known = list(known)
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown {kind} '{name}'{hint} (known: {', '.join(sorted(known))})",
+                      source=source, field=field)
+
+
+def check_names(spec: SuiteSpec, source: str) -> None:
+    """Raise ConfigError naming the file, the field path and the nearest valid name."""
+    import eebench.backends  # noqa: F401  (registers backends)
+    from eebench.backends import list_backends
+    from eebench.data import list_datasets
+    from eebench.models import list_models
+    from eebench.policies import list_confidence_measures, list_policies
+    from eebench.profiles import list_profiles
+    from eebench.training import TrainConfig
+
+    _check(spec.dataset.name, list_datasets(), "dataset", source, "dataset.name")
+    for i, m in enumerate(spec.models):
+        _check(m.name, list_models(), "model", source, f"models[{i}].name")
+        try:
+            TrainConfig.from_dict(dict(m.training))
+        except ConfigError as err:
+            raise ConfigError(str(err), source=source, field=f"models[{i}].training") from None
+    for i, p in enumerate(spec.policies):
+        _check(p.name, list_policies(), "policy", source, f"policies[{i}].name")
+        for j, c in enumerate(p.confidence):
+            _check(c, list_confidence_measures(), "confidence measure", source, f"policies[{i}].confidence[{j}]")
+    for i, b in enumerate(spec.baselines):
+        _check(b, list_policies(), "policy", source, f"baselines[{i}]")
+    profiles = list_profiles()
+    for i, b in enumerate(spec.backends):
+        if b.startswith("simulated:"):
+            _check(b.split(":", 1)[1], profiles, "hardware profile", source, f"backends[{i}]")
+        else:
+            _check(b, [n for n in list_backends() if ":" not in n], "backend", source, f"backends[{i}]")

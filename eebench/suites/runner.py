@@ -1,0 +1,573 @@
+"""The suite runner: orchestration only.
+
+For each model of a suite: train (or load from the checkpoint cache), record
+every exit on val and test, count analytic costs, measure every stage and
+exit head on each backend, estimate them for each hardware profile, evaluate
+and calibrate the policies on the records, validate the calibrated operating
+points with a true early-exit run, and write everything to a results bundle.
+
+Every step is a unit of ``--resume``: its output is in the bundle before the
+next step starts, so a run killed at any moment loses at most the step that
+was running, and a resumed run redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eebench.results.bundle import RunWriter, safe_name
+from eebench.suites.locate import resolve_suite
+from eebench.suites.names import check_names
+from eebench.suites.schema import ModelSpec, SuiteSpec, load_suite_file
+from eebench.suites.tables import (
+    analytic_rows,
+    estimated_rows,
+    exits_rows,
+    long_operating_points,
+    measured_rows,
+)
+
+SIMULATED_PREFIX = "simulated:"
+
+
+@dataclass
+class RunOptions:
+    """How to run a suite (not what: that is the suite)."""
+
+    out_root: Path = Path("results")
+    cache_root: Path = Path("results/cache")
+    resume: Path | None = None
+    run_id: str | None = None
+    backends: list[str] | None = None  # overrides the suite's backends
+    progress: bool = True
+    report: bool = True
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+@dataclass
+class ModelContext:
+    """What the steps of one model share within a run (rebuilt cheaply on resume)."""
+
+    spec: ModelSpec
+    model: Any
+    family: str
+    records: dict[str, Any] = field(default_factory=dict)
+    cost_table: Any = None
+    parts: dict[str, Any] = field(default_factory=dict)  # backend label -> PartMeasurements (batch 1)
+
+
+def run_suite(suite_ref: str, options: RunOptions | None = None) -> Path:
+    """Run a suite (a path or a built-in name); returns the run folder."""
+    options = options or RunOptions()
+    path = resolve_suite(suite_ref)
+    spec = load_suite_file(path)
+    if options.backends:
+        spec = spec.model_copy(update={"backends": list(options.backends)})
+    check_names(spec, str(path))
+    return SuiteRunner(spec, path, options).run()
+
+
+class SuiteRunner:
+    def __init__(self, spec: SuiteSpec, source: Path, options: RunOptions) -> None:
+        self.spec = spec
+        self.source = source
+        self.options = options
+        self.log = options.log
+        self.writer: RunWriter | None = None
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> Path:
+        from eebench.measure.environment import capture_environment
+
+        env = capture_environment().to_dict()
+        resolved = self.spec.model_dump(mode="json")
+        resolved["source"] = str(self.source)
+        if self.options.resume:
+            self.writer = RunWriter.resume(self.options.resume, env)
+            self.log(f"resuming {self.writer.path} ({len(self.writer.manifest['steps'])} steps done)")
+        else:
+            self.writer = RunWriter.create(self.options.out_root, self.spec.name, resolved, env,
+                                           run_id=self.options.run_id)
+            self.log(f"run {self.writer.path}")
+        started = time.perf_counter()
+        try:
+            self._run_steps()
+        except KeyboardInterrupt:
+            self._close("partial", "interrupted; continue with --resume " + str(self.writer.path))
+            raise
+        except BaseException as err:
+            self._close("failed", f"{type(err).__name__}: {err}")
+            raise
+        self.writer.record_timing("total_s", time.perf_counter() - started)
+        tables = self.writer.assemble()
+        self.writer.close("complete")
+        self._summary(tables)
+        if self.options.report:
+            self._report()
+        return self.writer.path
+
+    def _close(self, status: str, reason: str) -> None:
+        assert self.writer is not None
+        try:
+            self.writer.assemble()
+        finally:
+            self.writer.close(status, reason)
+        self.log(f"run {status}: {reason}")
+
+    def _run_steps(self) -> None:
+        from eebench.data import get_splits
+
+        ds = self.spec.dataset
+        with self._timed("dataset"):
+            self.splits = get_splits(ds.name, seed=ds.seed, **ds.options)
+        self.log(f"dataset {ds.name}: train {len(self.splits.train.y)}, val {len(self.splits.val.y)}, "
+                 f"test {len(self.splits.test.y)} samples, input {self.splits.input_shape}, "
+                 f"fingerprint {self.splits.fingerprint[:12]}")
+        for mspec in self.spec.models:
+            ctx = self._train(mspec)
+            self._record(ctx)
+            self._costs(ctx)
+            for backend in self.spec.backends:
+                if backend.startswith(SIMULATED_PREFIX):
+                    self._estimate(ctx, backend[len(SIMULATED_PREFIX):])
+                else:
+                    self._measure(ctx, backend)
+            self._policies(ctx)
+            if self.spec.validation.enabled:
+                for backend in self.spec.backends:
+                    if not backend.startswith(SIMULATED_PREFIX):
+                        self._validate(ctx, backend)
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        assert self.writer is not None
+        self.writer.record_timing(name, time.perf_counter() - t0)
+
+    def _step(self, key: str, fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]]) -> dict[str, Any]:
+        """Run ``fn`` unless the step is already in the bundle; returns the step's info."""
+        assert self.writer is not None
+        if self.writer.has_step(key):
+            return self.writer.step_info(key)
+        t0 = time.perf_counter()
+        tables, info = fn()
+        self.writer.finish_step(key, tables, info, seconds=time.perf_counter() - t0)
+        self.log(f"  done {key} ({time.perf_counter() - t0:.1f} s)")
+        return info
+
+    def _skip(self, key: str, model: str, step: str, target: str, reason: str) -> None:
+        row = pd.DataFrame([{"model": model, "step": step, "target": target, "reason": reason}])
+        self._step(key, lambda: ({"skipped": row}, {"skipped": reason}))
+        self.log(f"  skipped {step} on {target}: {reason}")
+
+    # ------------------------------------------------------------------ train
+    def _train(self, mspec: ModelSpec) -> ModelContext:
+        from eebench.training import CheckpointCache, TrainConfig, load_checkpoint
+
+        label = mspec.label
+        self.log(f"model {label} ({mspec.name})")
+        tconf = TrainConfig.from_dict(dict(mspec.training), source=f"{self.source}: models[{label}].training")
+        t0 = time.perf_counter()
+        if mspec.checkpoint:
+            model, info = load_checkpoint(
+                mspec.checkpoint, model_name=mspec.name, model_config=dict(mspec.config),
+                num_classes=self.splits.num_classes, input_shape=self.splits.input_shape,
+                dataset_fingerprint=self.splits.fingerprint,
+            )
+        else:
+            cache = CheckpointCache(self.options.cache_root / "checkpoints")
+            model, info = cache.get_or_train(mspec.name, dict(mspec.config), self.splits, tconf,
+                                             progress=self.options.progress)
+        model.eval()
+        seconds = time.perf_counter() - t0
+        info_d = info.to_dict() if hasattr(info, "to_dict") else dict(vars(info))
+
+        def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+            return {}, {"checkpoint": info_d, "seconds": seconds, "train_config": tconf.to_dict()}
+
+        self._step(f"train:{label}", step)
+        return ModelContext(spec=mspec, model=model, family=model.family)
+
+    # ------------------------------------------------------------------ record
+    def _record(self, ctx: ModelContext) -> None:
+        from eebench.evaluation import ExitRecord, model_key_of, record_exits
+
+        assert self.writer is not None
+        label = ctx.spec.label
+        key = model_key_of(ctx.model)
+        paths = {s: self.writer.path / "records" / f"{safe_name(label)}.{s}.npz" for s in ("val", "test")}
+
+        def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+            frames = []
+            for s in ("val", "test"):
+                split = getattr(self.splits, s)
+                rec = record_exits(ctx.model, split, batch_size=self.spec.record_batch_size, model_key=key)
+                rec.save(paths[s])
+                frames.append(exits_rows(label, rec))
+            return {"exits": pd.concat(frames, ignore_index=True)}, {"model_key": key}
+
+        self._step(f"record:{label}", step)
+        for s in ("val", "test"):
+            ctx.records[s] = ExitRecord.load(paths[s], expected_model_key=key,
+                                             expected_fingerprint=getattr(self.splits, s).fingerprint)
+        acc = ctx.records["test"].exit_accuracy
+        self.log(f"  test accuracy per exit: {' / '.join(f'{a:.3f}' for a in acc)}")
+
+    # ------------------------------------------------------------------ costs
+    def _costs(self, ctx: ModelContext) -> None:
+        from eebench.costs import analyze_costs
+
+        ctx.cost_table = analyze_costs(ctx.model)
+        label = ctx.spec.label
+        self._step(f"costs:{label}", lambda: ({"stage_costs": analytic_rows(label, ctx.cost_table)}, {}))
+
+    # ------------------------------------------------------------------ measure
+    def _measure(self, ctx: ModelContext, backend_name: str) -> None:
+        from eebench.backends import get_backend
+        from eebench.measure.parts import PartMeasurements, measure_parts
+        from eebench.measure.timing import TimingConfig
+
+        label = ctx.spec.label
+        backend = get_backend(backend_name)
+        ok, reason = backend.available()
+        if not ok:
+            self._skip(f"skip:{label}:{backend_name}", label, "measure", backend_name, reason)
+            return
+        m = self.spec.measurement
+        timing = TimingConfig(warmup=m.warmup, min_runs=m.min_repeats, min_time_s=m.min_time_s,
+                              max_time_s=m.max_time_s, noisy_cv=m.noisy_cv)
+        for threads in m.threads:
+            for bs in m.batch_sizes:
+                key = f"measure:{label}:{backend_name}:b{bs}:t{threads}"
+
+                def step(bs: int = bs, threads: int = threads) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+                    prepared = backend.prepare(ctx.model, batch_size=bs, threads=threads,
+                                               cache_dir=self.options.cache_root / "onnx") \
+                        if backend_name == "onnxruntime" else \
+                        backend.prepare(ctx.model, batch_size=bs, threads=threads)
+                    x = self.splits.test.x[:bs]
+                    parts = measure_parts(prepared, x=x, batch_size=bs, config=timing)
+                    costs, samples = measured_rows(label, parts.all)
+                    tables = {"stage_costs": costs, "latency_samples": samples}
+                    energy = self._energy(label, prepared, x, parts)
+                    if energy is not None:
+                        tables["stage_costs"] = pd.concat([costs, energy], ignore_index=True)
+                    return tables, {"parts": parts.to_dict(), "describe": prepared.describe()}
+
+                info = self._step(key, step)
+                if bs == 1 and threads == m.threads[0] and "parts" in info:
+                    ctx.parts[backend_name] = PartMeasurements.from_dict(info["parts"])
+
+    def _energy(self, label: str, prepared: Any, x: Any, parts: Any) -> pd.DataFrame | None:
+        """Measured energy per inference of every stage and head, when a meter is readable here."""
+        if not self.spec.measurement.energy:
+            return None
+        from eebench.measure.energy import detect_energy_meter, measure_energy
+
+        meter = detect_energy_meter()
+        if meter is None:
+            return None
+        rows = []
+        with prepared.activated():
+            states = prepared.stage_inputs(prepared.to_input(x))
+            for m in parts.all:
+                i = int(m.spec.index)
+                fn = ((lambda i=i: prepared.run_stage(i, states[i])) if m.spec.part == "stage"
+                      else (lambda i=i: prepared.run_exit(i, states[i + 1])))
+                e = measure_energy(meter, fn, inferences_per_call=int(m.spec.batch_size), min_time_s=0.3,
+                                   idle_s=0.5)
+                if e.joules_per_inference is None:
+                    continue
+                base = {"model": label, "part": m.spec.part, "index": i, "source_kind": "measured",
+                        "source": f"measured:{m.spec.backend}+{e.source}", "backend": m.spec.backend,
+                        "device": m.spec.device, "threads": m.spec.threads, "batch_size": m.spec.batch_size}
+                rows.append({**base, "metric": "energy_mj", "value": e.joules_per_inference * 1e3, "unit": "mJ"})
+                if e.net_joules_per_inference is not None:
+                    rows.append({**base, "metric": "energy_net_mj", "value": e.net_joules_per_inference * 1e3,
+                                 "unit": "mJ"})
+                if e.idle_watts is not None:
+                    rows.append({**base, "metric": "idle_w", "value": e.idle_watts, "unit": "W"})
+        return pd.DataFrame(rows) if rows else None
+
+    # ------------------------------------------------------------------ estimate
+    def _estimate(self, ctx: ModelContext, profile: str) -> None:
+        from eebench.profiles import estimate_model
+
+        label = ctx.spec.label
+        for bs in self.spec.measurement.batch_sizes:
+            key = f"estimate:{label}:{profile}:b{bs}"
+
+            def step(bs: int = bs) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+                est = estimate_model(ctx.model, profile, batch_size=bs)
+                return {"stage_costs": estimated_rows(label, est, profile)}, {}
+
+            self._step(key, step)
+
+    # ------------------------------------------------------------------ policies
+    def _cost_vectors(self, ctx: ModelContext) -> tuple[list[Any], list[tuple[str, str, str | None]]]:
+        """Cumulative per-exit cost vectors: MACs (analytic), each measured backend's and each
+        profile's latency (and energy) at batch 1; plus the (source, latency, energy) names."""
+        from eebench.evaluation import CostVector
+
+        assert self.writer is not None
+        label = ctx.spec.label
+        ct = ctx.cost_table
+        vectors = [CostVector(np.asarray(ct.cumulative_macs, dtype=float), unit="MAC", source="analytic",
+                              name="macs")]
+        sources: list[tuple[str, str, str | None]] = []
+        stage_costs = self._stage_costs_so_far(label)
+        threads = self.spec.measurement.threads[0]
+        for k, backend in enumerate(self.spec.backends):
+            lat_name, en_name = f"latency_{k}", f"energy_{k}"
+            if backend.startswith(SIMULATED_PREFIX):
+                profile = backend[len(SIMULATED_PREFIX):]
+                sel = stage_costs[(stage_costs["source"] == f"estimated:{profile}") & (stage_costs["batch_size"] == 1)]
+                source = f"estimated:{profile}"
+            else:
+                sel = stage_costs[(stage_costs["backend"] == backend) & (stage_costs["batch_size"] == 1)
+                                  & (stage_costs["threads"] == threads) & (stage_costs["source_kind"] == "measured")]
+                source = f"measured:{backend},threads={threads},batch=1"
+            lat = _per_part(sel, "latency_median_ms", ctx.model.num_exits)
+            if lat is None:
+                continue
+            vectors.append(CostVector(np.cumsum(lat[0] + lat[1]), unit="ms", source=source, name=lat_name))
+            en = _per_part(sel, "energy_mj", ctx.model.num_exits)
+            if en is not None:
+                vectors.append(CostVector(np.cumsum(en[0] + en[1]), unit="mJ", source=source, name=en_name))
+            sources.append((source, lat_name, en_name if en is not None else None))
+        return vectors, sources
+
+    def _stage_costs_so_far(self, label: str) -> pd.DataFrame:
+        assert self.writer is not None
+        frames = []
+        for key in self.writer.manifest["steps"]:
+            if key.split(":")[1:2] == [label] and key.split(":")[0] in ("costs", "measure", "estimate"):
+                part = self.writer.step_part(key, "stage_costs")
+                if part is not None and len(part):
+                    frames.append(part)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["source", "backend", "batch_size", "threads", "source_kind", "metric", "part", "index", "value"])
+
+    def _policies(self, ctx: ModelContext) -> None:
+        label = ctx.spec.label
+
+        def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+            frame, calibrated = self._evaluate_policies(ctx)
+            return {"operating_points": frame}, {"calibrated": calibrated}
+
+        info = self._step(f"policies:{label}", step)
+        ctx.parts["_calibrated"] = info.get("calibrated", [])
+
+    def _evaluate_policies(self, ctx: ModelContext) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        from eebench.evaluation import (
+            CalibrationError,
+            calibrate_accuracy_drop,
+            calibrate_budget,
+            calibrate_budgeted_batch,
+            calibrate_exit_distribution,
+            operating_points,
+        )
+        from eebench.policies import create_policy
+
+        val, test = ctx.records["val"], ctx.records["test"]
+        label, family = ctx.spec.label, ctx.family
+        vectors, sources = self._cost_vectors(ctx)
+        cal = self.spec.calibration
+        final_macs = float(ctx.cost_table.cumulative_macs[-1])
+        frames: list[pd.DataFrame] = []
+        calibrated: list[dict[str, Any]] = []
+
+        def add(df: pd.DataFrame, calibration: str | None) -> None:
+            frames.append(long_operating_points(df, label, family, calibration, sources))
+
+        for pspec in self.spec.policies:
+            for measure in pspec.confidence:
+                policy = _make_policy(create_policy, pspec.name, measure, pspec.options)
+                if policy is None:
+                    continue
+                policy = policy.fit(val)
+                grid = np.asarray(pspec.threshold_values(), dtype=float)
+                if not policy.uses_thresholds:
+                    continue
+                for rec in (val, test):
+                    add(operating_points(rec, policy, grid, vectors, model=label).to_frame(), "sweep")
+                cals = []
+                for delta in cal.accuracy_within:
+                    cals.append(("accuracy-drop", lambda d=delta: calibrate_accuracy_drop(
+                        val, test, policy, d, vectors, model=label)))
+                for frac in cal.budget_fractions:
+                    cals.append(("budget", lambda f=frac: calibrate_budget(
+                        val, test, policy, f * final_macs, vectors, model=label)))
+                    cals.append(("budgeted-batch", lambda f=frac: calibrate_budgeted_batch(
+                        val, test, policy, f * final_macs, vectors, model=label)))
+                for dist in cal.exit_distributions:
+                    if len(dist) == val.num_exits:
+                        cals.append(("exit-distribution", lambda d=dist: calibrate_exit_distribution(
+                            val, test, policy, d, vectors, model=label)))
+                for method, fn in cals:
+                    try:
+                        c = fn()
+                    except CalibrationError as err:
+                        self.log(f"  calibration {method} of {policy.name}/{measure}: {err}")
+                        continue
+                    name = _calibration_name(c)
+                    df = c.to_frame()
+                    df["calibration"] = name
+                    add(df, name)
+                    calibrated.append({"policy": pspec.name, "confidence": measure, "options": pspec.options,
+                                       "calibration": name, "thresholds": [float(t) for t in c.thresholds],
+                                       "gate": _gate_state(policy)})
+        for name in self.spec.baselines:
+            policy = create_policy(name)
+            for rec in (val, test):
+                add(operating_points(rec, policy, None, vectors, model=label).to_frame(), "baseline")
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return frame, calibrated
+
+    # ------------------------------------------------------------------ validate
+    def _validate(self, ctx: ModelContext, backend_name: str) -> None:
+        from eebench.backends import EarlyExitExecutor, get_backend
+        from eebench.measure.parts import predict_latency
+        from eebench.policies import create_policy
+
+        label = ctx.spec.label
+        backend = get_backend(backend_name)
+        if not backend.available()[0] or backend_name not in ctx.parts:
+            return
+        parts = ctx.parts[backend_name]
+        calibrated = ctx.parts.get("_calibrated", [])
+        v = self.spec.validation
+        threads = self.spec.measurement.threads[0]
+        test = ctx.records["test"]
+        n = min(v.samples, test.num_samples)
+        x = self.splits.test.x[:n]
+        labels = test.labels[:n]
+        for bs in v.batch_sizes:
+            key = f"validate:{label}:{backend_name}:b{bs}"
+
+            def step(bs: int = bs) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+                prepared = backend.prepare(ctx.model, batch_size=bs, threads=threads,
+                                           **({"cache_dir": self.options.cache_root / "onnx"}
+                                              if backend_name == "onnxruntime" else {}))
+                mode = "per-sample" if bs == 1 else "batched"
+                rows = []
+                agg = EarlyExitExecutor(prepared, None).run(x, mode="aggregation", batch_size=bs)
+                bb = EarlyExitExecutor(prepared, None).run(x, mode="backbone", batch_size=bs)
+                for c in calibrated:
+                    policy = _make_policy(create_policy, c["policy"], c["confidence"], c["options"])
+                    if c.get("gate") is not None:
+                        policy = policy.fit(ctx.records["val"])
+                    th = np.asarray(c["thresholds"], dtype=float)
+                    decider = policy.decider(th, num_exits=test.num_exits)
+                    runs = [EarlyExitExecutor(prepared, decider).run(x, mode=mode, batch_size=bs)
+                            for _ in range(v.repeats)]
+                    res = min(runs, key=lambda r: r.mean_latency_ns)
+                    expected = _record_exits(policy, test.subset(slice(0, n)), th)
+                    measured_ms = res.mean_latency_ns / 1e6
+                    # the parts were timed at batch 1, so a prediction exists for per-sample runs only
+                    predicted_ms = (float(predict_latency(res.exit_indices, parts.stage_ns(),
+                                                          parts.head_ns()).mean()) / 1e6
+                                    if bs == 1 else float("nan"))
+                    overhead = res.decision_overhead_us
+                    rows.append({
+                        "model": label, "family": ctx.family, "backend": backend_name,
+                        "policy": c["policy"], "confidence": c["confidence"], "calibration": c["calibration"],
+                        "thresholds": "(" + ", ".join(f"{t:.6g}" for t in th) + ")",
+                        "batch_size": bs, "threads": threads, "mode": mode, "samples": n,
+                        "predicted_latency_ms": predicted_ms, "measured_latency_ms": measured_ms,
+                        "ratio": measured_ms / predicted_ms if predicted_ms > 0 else np.nan,
+                        "decision_overhead_us": float(np.nanmean(overhead)) if np.isfinite(overhead).any() else 0.0,
+                        "agreement": float((res.exit_indices == expected).mean()),
+                        "accuracy": res.accuracy(labels),
+                        "aggregation_latency_ms": agg.mean_latency_ns / 1e6,
+                        "backbone_latency_ms": bb.mean_latency_ns / 1e6,
+                        "speedup_vs_aggregation": agg.mean_latency_ns / res.mean_latency_ns,
+                        "speedup_vs_backbone": bb.mean_latency_ns / res.mean_latency_ns,
+                        "source": f"measured:{backend_name}",
+                        **{f"exit_frac_{i}": f for i, f in enumerate(res.exit_fractions)},
+                    })
+                return {"validation": pd.DataFrame(rows)}, {}
+
+            self._step(key, step)
+
+    # ------------------------------------------------------------------ end
+    def _summary(self, tables: dict[str, pd.DataFrame]) -> None:
+        from eebench.suites.summary import summary_table
+
+        table = summary_table(tables)
+        if not table.empty:
+            print("\nBest calibrated operating point per model and cost source (test split; "
+                  "MACs analytic, latency measured or estimated as labelled):")
+            print(table.to_string(index=False))
+        assert self.writer is not None
+        print(f"\nrun written to {self.writer.path}")
+
+    def _report(self) -> None:
+        assert self.writer is not None
+        try:
+            from eebench.report import build_report
+        except ImportError:
+            return
+        out = self.writer.path / "report"
+        build_report([self.writer.path], out)
+        print(f"report: {out / 'index.html'} and {out / 'report.md'}")
+
+
+# ---------------------------------------------------------------------- small pieces
+def _per_part(sel: pd.DataFrame, metric: str, num_exits: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(stage vector, head vector) of ``metric`` from stage_costs rows, or None when incomplete."""
+    rows = sel[sel["metric"] == metric]
+    stages = rows[rows["part"] == "stage"].set_index("index")["value"]
+    heads = rows[rows["part"] == "exit"].set_index("index")["value"]
+    if len(stages) != num_exits or len(heads) != num_exits:
+        return None
+    return stages.sort_index().to_numpy(float), heads.sort_index().to_numpy(float)
+
+
+def _make_policy(create_policy: Callable[..., Any], name: str, measure: str, options: dict[str, Any]) -> Any:
+    """Build a policy; policies without a confidence measure ignore ``measure``."""
+    import inspect
+
+    from eebench.policies import POLICIES
+
+    params = inspect.signature(POLICIES.get(name).__init__).parameters
+    kwargs = dict(options)
+    if "confidence" in params:
+        kwargs.setdefault("confidence", measure)
+    return create_policy(name, **kwargs)
+
+
+def _calibration_name(c: Any) -> str:
+    t = c.target
+    if c.method == "accuracy-drop":
+        return f"within-{t['delta'] * 100:g}%-of-final"
+    if c.method in ("budget", "budgeted-batch"):
+        return f"{c.method}-{t['budget']:.3g}-macs"
+    if c.method == "exit-distribution":
+        return "exit-distribution-" + "-".join(f"{p:.2g}" for p in t["exit_distribution"])
+    return c.method
+
+
+def _gate_state(policy: Any) -> Any:
+    return "fitted" if getattr(policy, "fitted", False) else None
+
+
+def _record_exits(policy: Any, record: Any, thresholds: np.ndarray) -> np.ndarray:
+    """Exit index per sample that the vectorised evaluation predicts for these thresholds."""
+    from eebench.evaluation import exit_indices
+
+    return np.asarray(exit_indices(policy.scores(record), thresholds[None, :]))[0]
+
+
+__all__ = ["RunOptions", "SuiteRunner", "run_suite"]
