@@ -105,15 +105,22 @@ def rule(logits: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
     return logits[np.arange(len(exits)), exits].argmax(axis=1), exits
 
 
-def pick_threshold(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Smallest threshold whose early-exit accuracy reaches the final exit's."""
+MIN_TRAINED_ACCURACY = 0.5
+
+
+def pick_threshold(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
+    """The smallest threshold whose early-exit accuracy reaches the final exit's (basis
+    ``accuracy``). A model the training budget left near chance would then send everything out
+    at the first exit; it gets the median confidence of the first exit instead (basis
+    ``median``), so that exits mix."""
+    if (logits[:, -1].argmax(axis=1) == labels).mean() < MIN_TRAINED_ACCURACY:
+        return float(np.median(softmax(logits[:, 0]).max(axis=-1))), "median"
     target = (logits[:, -1].argmax(axis=1) == labels).mean()
-    candidates = np.unique(softmax(logits[:, :-1]).max(axis=-1))
-    for theta in candidates:
+    for theta in np.unique(softmax(logits[:, :-1]).max(axis=-1)):
         preds, _ = rule(logits, theta)
         if (preds == labels).mean() >= target:
-            return float(theta)
-    return 1.0 + 1e-6
+            return float(theta), "accuracy"
+    return 1.0 + 1e-6, "accuracy"
 
 
 class Threshold:
@@ -130,7 +137,9 @@ class Threshold:
         return np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1) * self.theta <= 1.0
 
 
-def run_backend(backend_name, model, data, theta, threads, budget_s, max_samples, cache_dir, clock):
+def run_backend(
+    backend_name, model, data, theta, threads, budget_s, max_samples, cache_dir, clock, context
+):
     from eebench.backends import EarlyExitExecutor, get_backend
     from eebench.measure import TimingConfig, measure_cold_start, measure_parts
 
@@ -139,7 +148,7 @@ def run_backend(backend_name, model, data, theta, threads, budget_s, max_samples
         get_backend(backend_name), model, batch_size=1, threads=threads, **opts
     )
     cfg = TimingConfig(warmup=3, min_runs=10, min_time_s=0.03, max_time_s=0.5)
-    parts = measure_parts(prepared, data.x_test[:1], config=cfg, clock=clock)
+    parts = measure_parts(prepared, data.x_test[:1], config=cfg, clock=clock, context=context)
     full = float(parts.cumulative_ns()[-1]) / 1e9
     n = int(np.clip(budget_s / max(3 * full, 1e-6), 30, max_samples))
     x, y = data.x_test[:n], data.y_test[:n]
@@ -180,19 +189,48 @@ def run_backend(backend_name, model, data, theta, threads, budget_s, max_samples
     }
 
 
+HEADER = (
+    "model", "input", "backend", "theta", "stages us", "heads us", "exits %", "EE us", "pred us",
+    "meas/pred", "decide us", "meas/(pred+dec)", "x agg", "x backbone", "acc EE/bb", "ort/torch",
+)  # fmt: skip
+
+
 def fmt_parts(values: list[float]) -> str:
     return "/".join(f"{v:.0f}" for v in values)
+
+
+def table_row(r: dict, ort_ratio: float | None) -> tuple[str, ...]:
+    mark = "*" if r["threshold_basis"] == "median" else ""
+    return (
+        r["model"], r["input"], r["backend"], f"{r['theta']:.3f}{mark}",
+        fmt_parts(r["stage_us"]), fmt_parts(r["head_us"]),
+        "/".join(f"{100 * f:.0f}" for f in r["exit_fractions"]),
+        f"{r['ee_mean_us']:.0f}", f"{r['predicted_mean_us']:.0f}", f"{r['ratio_mean']:.2f}",
+        f"{r['decision_us']:.1f}", f"{r['ratio_mean_with_decisions']:.2f}",
+        f"{r['speedup_vs_aggregation']:.2f}", f"{r['speedup_vs_backbone']:.2f}",
+        f"{100 * r['acc_ee']:.1f}/{100 * r['acc_backbone']:.1f}",
+        f"{ort_ratio:.2f}" if ort_ratio is not None else "",
+    )  # fmt: skip
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    rows = [tuple(r) + ("",) * (len(HEADER) - len(r)) for r in rows]
+    widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    print(" | ".join(h.ljust(w) for h, w in zip(HEADER, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="*", help="glob over registered model names")
     parser.add_argument("--threads", type=int, default=1, help="threads for every backend (equal)")
-    parser.add_argument("--train-seconds", type=float, default=4.0)
+    parser.add_argument("--train-seconds", type=float, default=3.0)
     parser.add_argument(
-        "--budget-seconds", type=float, default=2.0, help="per backend, for the executor runs"
+        "--budget-seconds", type=float, default=1.5, help="per backend, for the executor runs"
     )
-    parser.add_argument("--max-samples", type=int, default=150)
+    parser.add_argument("--max-samples", type=int, default=120)
     parser.add_argument("--json", default=None, help="write every number here")
     parser.add_argument("--cache-dir", default=None, help="ONNX export cache (default: eebench's)")
     parser.add_argument(
@@ -202,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         help="wall = latency; thread-cpu = CPU time of the (single) working thread, which leaves out "
         "time lost to other processes; auto = thread-cpu when threads=1 and the machine is "
         "oversubscribed (load average above the core count), else wall",
+    )
+    parser.add_argument(
+        "--context",
+        choices=("isolated", "pipeline"),
+        default="isolated",
+        help="how parts are timed: each on its own, or inside whole forward passes (see measure_parts)",
     )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -219,148 +263,90 @@ def main(argv: list[str] | None = None) -> int:
         busy = load > (os.cpu_count() or 1)
         clock_choice = "thread-cpu" if (busy and args.threads == 1) else "wall"
     clock = CLOCKS[clock_choice]
-    print(
-        f"# eebench backends report  ({env.cpu_model}, {env.cores_logical} logical cores, "
-        f"torch {env.packages['torch']}, onnxruntime {env.packages['onnxruntime']}, "
-        f"threads={args.threads} for every backend, batch 1)"
+    command = " ".join(
+        ["python benchmarks/backends_report.py", *(sys.argv[1:] if argv is None else argv)]
     )
     print(
-        f"# command: python benchmarks/backends_report.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+        f"# eebench backends report: {env.cpu_model}, {env.cores_logical} logical cores, torch "
+        f"{env.packages['torch']}, onnxruntime {env.packages['onnxruntime']}; threads={args.threads} for "
+        "every backend; batch 1"
+    )
+    print(f"# command: {command}")
+    print(
+        f"# models trained briefly (joint loss over all exits, <= {args.train_seconds:.0f} s each) on "
+        "scikit-learn digits; CIFAR shape = the digits resized to 3x32x32"
     )
     print(
-        f"# models trained briefly (joint loss, <= {args.train_seconds:.0f} s each) on scikit-learn digits; "
-        "CIFAR shape = digits resized to 3x32x32"
+        "# theta: smallest max-softmax threshold whose early-exit accuracy reaches the final exit's on a "
+        "calibration half; accuracies are on the other half"
     )
     print(
-        "# threshold: smallest max-softmax threshold reaching the final exit's accuracy on a calibration "
-        "half; accuracies on the other half"
-    )
-    print(
-        f"# clock: {clock_choice} (load average {load:.1f} on {os.cpu_count()} cores); latencies are measured, "
-        "host side; stages/heads us = medians; predicted = per sample, the sum of the mean latencies of the "
-        "stages and heads it ran\n"
+        f"# clock: {clock_choice} (load average {load:.1f} on {os.cpu_count()} cores); all latencies are "
+        "measured on the host; stages/heads us = medians, parts timed in "
+        f"{args.context} context; pred us = per sample, the sum of the mean "
+        "latencies of the stages and heads it ran\n"
     )
 
-    rows, results = [], []
-    header = (
-        "model",
-        "input",
-        "backend",
-        "stages us",
-        "heads us",
-        "exits %",
-        "EE us",
-        "pred us",
-        "meas/pred",
-        "decide us",
-        "meas/(pred+dec)",
-        "x agg",
-        "x backbone",
-        "acc EE/bb",
-        "ort/torch",
-    )
-    torch_threads_before = torch.get_num_threads()
+    rows: list[tuple[str, ...]] = []
+    results: list[dict] = []
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         for name in [n for n in list_models() if fnmatch.fnmatch(n, args.models)]:
             for shape_name, shape in (("1x8x8", (1, 8, 8)), ("3x32x32", (3, 32, 32))):
                 try:
                     model = create_model(name, num_classes=10, input_shape=shape)
-                except InputShapeError as err:
-                    rows.append(
-                        (
-                            name,
-                            shape_name,
-                            "-",
-                            f"not runnable on this input: {str(err)[:70]}",
-                            *[""] * 11,
-                        )
-                    )
+                except InputShapeError:
+                    rows.append((name, shape_name, "-", "not runnable: needs a larger input"))
                     continue
                 data = digits_data(shape)
                 epochs, secs = train_briefly(model, data, args.train_seconds)
-                theta = pick_threshold(all_logits(model, data.x_cal), data.y_cal)
+                theta, basis = pick_threshold(all_logits(model, data.x_cal), data.y_cal)
                 per_backend = {}
                 for backend in ("torch-cpu", "onnxruntime"):
-                    r = run_backend(
-                        backend,
-                        model,
-                        data,
-                        theta,
-                        args.threads,
-                        args.budget_seconds,
-                        args.max_samples,
-                        args.cache_dir,
-                        clock,
-                    )
-                    r.update(
-                        model=name,
-                        input=shape_name,
-                        theta=theta,
-                        train_epochs=epochs,
-                        train_seconds=secs,
-                    )
+                    r = run_backend(backend, model, data, theta, args.threads, args.budget_seconds,
+                                    args.max_samples, args.cache_dir, clock, args.context)  # fmt: skip
+                    r.update(model=name, input=shape_name, theta=theta, threshold_basis=basis,
+                             train_epochs=epochs, train_seconds=secs, clock=clock_choice)  # fmt: skip
                     per_backend[backend] = r
                     results.append(r)
-                ort_ratio = (
+                ort = (
                     per_backend["onnxruntime"]["ee_mean_us"]
                     / per_backend["torch-cpu"]["ee_mean_us"]
                 )
-                for backend, r in per_backend.items():
-                    rows.append(
-                        (
-                            name,
-                            shape_name,
-                            backend,
-                            fmt_parts(r["stage_us"]),
-                            fmt_parts(r["head_us"]),
-                            "/".join(f"{100 * f:.0f}" for f in r["exit_fractions"]),
-                            f"{r['ee_mean_us']:.0f}",
-                            f"{r['predicted_mean_us']:.0f}",
-                            f"{r['ratio_mean']:.2f}",
-                            f"{r['decision_us']:.1f}",
-                            f"{r['ratio_mean_with_decisions']:.2f}",
-                            f"{r['speedup_vs_aggregation']:.2f}",
-                            f"{r['speedup_vs_backbone']:.2f}",
-                            f"{100 * r['acc_ee']:.1f}/{100 * r['acc_backbone']:.1f}",
-                            f"{ort_ratio:.2f}" if backend == "onnxruntime" else "",
-                        )
-                    )
+                rows.append(table_row(per_backend["torch-cpu"], None))
+                rows.append(table_row(per_backend["onnxruntime"], ort))
                 print(
-                    f"  done {name} {shape_name} (theta={theta:.3f}, {epochs} epochs)",
+                    f"  done {name} {shape_name} (theta={theta:.3f} by {basis}, {epochs} epochs)",
                     file=sys.stderr,
                 )
     finally:
-        torch.set_num_threads(torch_threads_before)
+        torch.set_num_threads(threads_before)
 
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-    ok = [r for r in results if "ratio_mean" in r]
-    if ok:
-        within = sum(abs(r["ratio_mean"] - 1) <= 0.10 for r in ok)
+    print_table(rows)
+    if results:
+        within = sum(abs(r["ratio_mean"] - 1) <= 0.10 for r in results)
         print(
-            f"\nmeasured/predicted within 10%: {within} of {len(ok)} (model, input, backend) runs; "
-            f"decide us = mean time per exit decision; meas/(pred+dec) adds the decisions each sample "
-            f"made to its prediction; x agg / x backbone = mean latency of the baseline over the true "
-            f"early-exit mean; acc EE/bb = accuracy of early exit / plain backbone; ort/torch = "
-            f"onnxruntime's early-exit mean over torch-cpu's."
+            f"\nmeasured/predicted within 10%: {within} of {len(results)} (model, input, backend) runs."
         )
+    print(
+        "* the model stayed near chance within the training budget (final-exit accuracy < 50%): theta is "
+        "the median confidence of the first exit, so exits mix; x backbone is then not at equal accuracy."
+    )
+    print("decide us = mean time per exit decision; meas/(pred+dec) adds each sample's decision time to its "
+          "prediction; x agg / x backbone = mean latency of aggregation (every exit computed, same "
+          "predictions) / of the plain backbone (every stage, final head) over the true early-exit mean; "
+          "acc EE/bb = accuracy of early exit / plain backbone; ort/torch = onnxruntime's early-exit mean "
+          "over torch-cpu's.")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "environment": env.to_dict(),
-                    "clock": clock_choice,
-                    "load_average": load,
-                    "results": results,
-                },
-                f,
-                indent=1,
-                default=str,
-            )
+            payload = {
+                "environment": env.to_dict(),
+                "clock": clock_choice,
+                "load_average": load,
+                "results": results,
+            }
+            json.dump(payload, f, indent=1, default=str)
     return 0
 
 

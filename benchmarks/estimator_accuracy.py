@@ -41,21 +41,29 @@ class ModelAccuracy:
     note: str = ""
 
 
-def _measured_parts(model, threads: int, min_time_s: float, clock: str, statistic: str):
-    """Latency (ms, the profile's statistic) of every stage and head with the torch-cpu backend."""
+def _measured_parts(
+    model, threads: int, min_time_s: float, clock: str, statistic: str, rounds: int = 3
+):
+    """Latency (ms) of every stage and head with the torch-cpu backend, summarised with the
+    profile's statistic over ``rounds`` passes (a burst of other work on a shared machine
+    then disturbs part of each stage's samples, not all of them)."""
+    import numpy as np
+
     from eebench.backends import get_backend
     from eebench.measure.parts import measure_parts
     from eebench.measure.timing import TimingConfig
     from eebench.profiles.timing import clock_named
 
     prepared = get_backend("torch-cpu").prepare(model, batch_size=1, threads=threads)
-    parts = measure_parts(
-        prepared,
-        clock=clock_named(clock, threads),
-        batch_size=1,
-        config=TimingConfig(warmup=5, min_runs=20, min_time_s=min_time_s),
-    )
-    return parts.stage_ns(statistic) / 1e6, parts.head_ns(statistic) / 1e6
+    config = TimingConfig(warmup=3, min_runs=10, min_time_s=min_time_s / rounds)
+    passes = [
+        measure_parts(prepared, clock=clock_named(clock, threads), batch_size=1, config=config)
+        for _ in range(rounds)
+    ]
+    combine = np.min if statistic == "min" else np.median
+    stages = combine([p.stage_ns(statistic) for p in passes], axis=0) / 1e6
+    heads = combine([p.head_ns(statistic) for p in passes], axis=0) / 1e6
+    return stages, heads
 
 
 def evaluate(

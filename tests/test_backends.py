@@ -242,3 +242,14 @@ def test_onnxruntime_cuda_keeps_states_on_the_device(onnx_cache):
     with torch.no_grad():
         want = model.forward_all(x)[-1].numpy()
     np.testing.assert_allclose(prepared.to_numpy(outs[-1]), want, rtol=1e-3, atol=1e-4)
+
+
+def test_list_backends_command_shows_availability_and_meters(capsys):
+    from eebench.cli import main
+
+    assert main(["list", "backends"]) == 0
+    out = capsys.readouterr().out
+    assert "torch-cpu" in out and "onnxruntime" in out and "available" in out
+    if not torch.cuda.is_available():
+        assert "torch-cuda" in out and "unavailable:" in out
+    assert "Energy meters" in out and "rapl" in out and "estimated" in out

@@ -38,15 +38,22 @@ def splits():
 def trained(splits, tmp_path_factory):
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("ck") / "model.pt"
-    model = create_seeded_model("cascade", MODEL, splits.num_classes, splits.input_shape, CONFIG.seed)
+    model = create_seeded_model(
+        "cascade", MODEL, splits.num_classes, splits.input_shape, CONFIG.seed
+    )
     result = train_model(model, splits, CONFIG, progress=False, checkpoint_path=path)
     return model, result, path
 
 
 def test_round_trip_gives_identical_logits_and_metadata(trained, splits):
     model, result, path = trained
-    loaded, info = load_checkpoint(path, model_name="cascade", model_config=MODEL,
-                                   dataset_fingerprint=splits.fingerprint, train_config=CONFIG)
+    loaded, info = load_checkpoint(
+        path,
+        model_name="cascade",
+        model_config=MODEL,
+        dataset_fingerprint=splits.fingerprint,
+        train_config=CONFIG,
+    )
     with torch.no_grad():
         for a, b in zip(model.forward_all(splits.test.x), loaded.forward_all(splits.test.x)):
             assert torch.equal(a, b)
@@ -80,12 +87,17 @@ def test_mismatched_checkpoint_names_the_differing_field(trained, asked, field):
 def test_corrupted_and_truncated_files_get_a_clear_error(trained, tmp_path):
     _, _, path = trained
     data = path.read_bytes()
-    cases = {"truncated.pt": data[: len(data) // 2], "garbage.pt": b"not a checkpoint at all" * 10,
-             "empty.pt": b""}
+    cases = {
+        "truncated.pt": data[: len(data) // 2],
+        "garbage.pt": b"not a checkpoint at all" * 10,
+        "empty.pt": b"",
+    }
     for name, content in cases.items():
         bad = tmp_path / name
         bad.write_bytes(content)
-        with pytest.raises(CheckpointError, match=r"corrupt or truncated.*delete it and train again") as err:
+        with pytest.raises(
+            CheckpointError, match=r"corrupt or truncated.*delete it and train again"
+        ) as err:
             load_checkpoint(bad)
         assert str(bad) in str(err.value)
     other = tmp_path / "other.pt"
@@ -148,7 +160,9 @@ def test_cache_retrains_an_interrupted_entry_and_reports_a_damaged_one(splits, t
     from eebench.training.checkpoint import save_checkpoint
     from eebench.training.trainer import TrainResult
 
-    save_checkpoint(path, model, splits, CONFIG, TrainResult(scheme="cascade", phases=[]))  # incomplete
+    save_checkpoint(
+        path, model, splits, CONFIG, TrainResult(scheme="cascade", phases=[])
+    )  # incomplete
     assert cache.get("cascade", MODEL, splits, CONFIG) is None
     _, info = cache.get_or_train("cascade", MODEL, splits, CONFIG, progress=False)
     assert info.complete and not info.reused
@@ -170,8 +184,23 @@ def _cli(argv: list[str]) -> int:
 
 def test_train_command_prints_per_exit_accuracy_and_writes_checkpoint_and_metrics(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "cascade", "--config", "width=4", "--data", "limit=300", "--scheme", "cascade",
-            "--epochs", "1", "--batch-size", "32", "--out", str(out), "--no-progress"]
+    argv = [
+        "train",
+        "cascade",
+        "--config",
+        "width=4",
+        "--data",
+        "limit=300",
+        "--scheme",
+        "cascade",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert _cli(argv) == 0
     text = capsys.readouterr().out
     assert "test_acc" in text and "scheme cascade" in text

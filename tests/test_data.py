@@ -48,7 +48,14 @@ def test_splits_are_reproducible_and_seed_dependent(digits):
 
 @pytest.mark.parametrize(
     "options",
-    [{"size": 16}, {"normalize": False}, {"augment": True}, {"val_fraction": 0.25}, {"channels": 3}, {"limit": 900}],
+    [
+        {"size": 16},
+        {"normalize": False},
+        {"augment": True},
+        {"val_fraction": 0.25},
+        {"channels": 3},
+        {"limit": 900},
+    ],
 )
 def test_fingerprint_changes_when_preprocessing_changes(digits, options):
     changed = get_splits("digits", seed=0, **options)
@@ -59,9 +66,14 @@ def test_fingerprint_changes_when_preprocessing_changes(digits, options):
 def test_normalisation_statistics_come_from_train_only(digits):
     raw = load_digits()
     mean, std = channel_stats(raw.images[digits.train.ids])
-    assert digits.normalization == {"mean": pytest.approx(list(mean)), "std": pytest.approx(list(std))}
+    assert digits.normalization == {
+        "mean": pytest.approx(list(mean)),
+        "std": pytest.approx(list(std)),
+    }
     expected_test = (raw.images[digits.test.ids] - mean[0]) / std[0]
-    assert torch.allclose(digits.test.x, torch.from_numpy(expected_test.astype(np.float32)), atol=1e-5)
+    assert torch.allclose(
+        digits.test.x, torch.from_numpy(expected_test.astype(np.float32)), atol=1e-5
+    )
     # stats of everything would differ from stats of train
     assert not np.allclose(channel_stats(raw.images)[0], mean, rtol=0, atol=1e-9)
 
@@ -93,8 +105,14 @@ def test_augmentation_is_a_seeded_crop_and_flip():
 
 def test_loader_shuffles_by_generator_and_only_augments_when_asked(digits):
     def order(seed):
-        return torch.cat([y for _, y in iterate_batches(digits.val, 100, shuffle=True,
-                                                         generator=torch.Generator().manual_seed(seed))])
+        return torch.cat(
+            [
+                y
+                for _, y in iterate_batches(
+                    digits.val, 100, shuffle=True, generator=torch.Generator().manual_seed(seed)
+                )
+            ]
+        )
 
     assert torch.equal(order(0), order(0)) and not torch.equal(order(0), order(1))
     plain = torch.cat([x for x, _ in iterate_batches(digits.val, 100)])
@@ -161,17 +179,45 @@ def _write_cifar10(folder: Path, per_batch: int = 20, test: int = 20) -> np.ndar
     for i in range(1, 6):
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in np.arange(per_batch) % 10]
-        _write_pickle(folder / f"data_batch_{i}", {b"batch_label": b"training batch", b"labels": labels,
-                                                    b"data": data, b"filenames": [b"x.png"] * per_batch})
+        _write_pickle(
+            folder / f"data_batch_{i}",
+            {
+                b"batch_label": b"training batch",
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [b"x.png"] * per_batch,
+            },
+        )
     data = rng.integers(0, 256, (test, 3072), dtype=np.uint8)
     data[0, :1024] = 255  # first test image: red plane saturated, green and blue black
     data[0, 1024:] = 0
-    _write_pickle(folder / "test_batch", {b"batch_label": b"testing batch", b"data": data,
-                                          b"labels": [int(v) for v in np.arange(test) % 10]})
-    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                  "ship", "truck")]
-    _write_pickle(folder / "batches.meta", {b"label_names": names, b"num_cases_per_batch": per_batch,
-                                            b"num_vis": 3072})
+    _write_pickle(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch",
+            b"data": data,
+            b"labels": [int(v) for v in np.arange(test) % 10],
+        },
+    )
+    names = [
+        n.encode()
+        for n in (
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        )
+    ]
+    _write_pickle(
+        folder / "batches.meta",
+        {b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+    )
     return data.reshape(-1, 3, 32, 32)
 
 
@@ -179,7 +225,9 @@ def test_cifar10_reader_on_a_tiny_fixture_in_the_real_format(tmp_path):
     test_images = _write_cifar10(tmp_path / "cifar-10-batches-py")
     for root in (tmp_path, tmp_path / "cifar-10-batches-py"):  # the parent or the folder itself
         s = get_splits("cifar10", root=str(root), reader="pickle")
-        assert s.input_shape == (3, 32, 32) and s.num_classes == 10 and s.class_names[0] == "airplane"
+        assert (
+            s.input_shape == (3, 32, 32) and s.num_classes == 10 and s.class_names[0] == "airplane"
+        )
         assert len(s.test) == 20 and len(s.train) + len(s.val) == 100
         assert len(s.val) == 10  # 0.1 of the official train split, stratified
         assert set(s.test.ids.tolist()) == set(range(100, 120))  # the official test split
@@ -198,10 +246,21 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
     rng = np.random.default_rng(1)
     for name, n in (("train", 200), ("test", 40)):
         fine = [int(v) for v in np.arange(n) % 100]
-        _write_pickle(folder / name, {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                                      b"fine_labels": fine, b"coarse_labels": [v // 5 for v in fine]})
-    _write_pickle(folder / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
-                                    b"coarse_label_names": [f"c{i}".encode() for i in range(20)]})
+        _write_pickle(
+            folder / name,
+            {
+                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"fine_labels": fine,
+                b"coarse_labels": [v // 5 for v in fine],
+            },
+        )
+    _write_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"c{i}".encode() for i in range(20)],
+        },
+    )
     fine = get_splits("cifar100", root=str(tmp_path), val_fraction=0.0 + 0.5)
     coarse = get_splits("cifar100", root=str(tmp_path), labels="coarse", val_fraction=0.5)
     assert fine.num_classes == 100 and coarse.num_classes == 20
@@ -223,10 +282,14 @@ def test_incomplete_or_malformed_cifar_files_are_named(tmp_path):
     (folder / "data_batch_3").unlink()
     with pytest.raises(DataError, match=r"incomplete: missing data_batch_3"):
         get_splits("cifar10", root=str(tmp_path))
-    _write_pickle(folder / "data_batch_3", {b"data": np.zeros((4, 100), dtype=np.uint8), b"labels": [0] * 4})
+    _write_pickle(
+        folder / "data_batch_3", {b"data": np.zeros((4, 100), dtype=np.uint8), b"labels": [0] * 4}
+    )
     with pytest.raises(DataError, match=r"data_batch_3'.*shape \(N, 3072\)"):
         get_splits("cifar10", root=str(tmp_path), reader="pickle")
-    (folder / "data_batch_3").write_bytes(b"\x80\x02c__builtin__\neval\n.")  # a pickle that would run code
+    (folder / "data_batch_3").write_bytes(
+        b"\x80\x02c__builtin__\neval\n."
+    )  # a pickle that would run code
     with pytest.raises(DataError, match="refusing to unpickle"):
         get_splits("cifar10", root=str(tmp_path), reader="pickle")
 

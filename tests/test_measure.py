@@ -196,6 +196,18 @@ def test_measure_parts_times_every_stage_and_head_with_its_description(backend, 
     assert PartMeasurements.from_dict(json.loads(json.dumps(parts.to_dict()))) == parts
 
 
+def test_pipeline_context_times_each_part_inside_whole_passes():
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=3, width=4)
+    prepared = get_backend("torch-cpu").prepare(model, threads=1)
+    cfg = TimingConfig(warmup=2, min_runs=4, min_time_s=0.0)
+    parts = measure_parts(prepared, batch_size=1, config=cfg, context="pipeline")
+    assert {len(m.samples_ns) for m in parts.all} == {4}  # one sample per part per pass
+    assert {len(m.warmup_ns) for m in parts.all} == {2}
+    assert all(m.spec.extra["context"] == "pipeline" for m in parts.all)
+    with pytest.raises(ValueError, match="context must be one of"):
+        measure_parts(prepared, context="hot")
+
+
 def test_thread_count_is_applied_during_measurement_and_restored():
     torch.set_num_threads(2)
     model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)

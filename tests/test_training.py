@@ -27,12 +27,17 @@ class Chain(MultiExitModel):
 
     family = "test-chain"
 
-    def __init__(self, num_classes: int = 10, input_shape=(1, 8, 8), width: int = 4, stages: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 10, input_shape=(1, 8, 8), width: int = 4, stages: int = 3
+    ) -> None:
         super().__init__(num_classes, input_shape)
         c = input_shape[0]
         for _ in range(stages):
-            self.stages.append(nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                             nn.ReLU()))
+            self.stages.append(
+                nn.Sequential(
+                    nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+                )
+            )
             features = width * input_shape[1] * input_shape[2]
             self.exits.append(nn.Sequential(nn.Flatten(), nn.Linear(features, num_classes)))
             c = width
@@ -68,7 +73,9 @@ FAST = {"epochs": 1, "batch_size": 32, "lr": 1e-2}
 
 # ----------------------------------------------------------------------------- config
 def test_train_config_round_trips_through_json_and_validates_fields():
-    cfg = TrainConfig(scheme="distill", epochs=3, exit_weights=[0.5, 1.0], optimizer="sgd", temperature=4.0)
+    cfg = TrainConfig(
+        scheme="distill", epochs=3, exit_weights=[0.5, 1.0], optimizer="sgd", temperature=4.0
+    )
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     assert TrainConfig.from_json(cfg.to_json()).digest() == cfg.digest()
     assert cfg.replace(epochs=4).digest() != cfg.digest()
@@ -97,7 +104,11 @@ def test_joint_loss_is_final_plus_weighted_early_exits(splits):
     x, y = next(iterate_batches(splits.train, 16))
     loss, logits = phase.loss(model, x, y)
     outs = model.forward_all(x)
-    expected = F.cross_entropy(outs[2], y) + 0.3 * F.cross_entropy(outs[0], y) + 0.7 * F.cross_entropy(outs[1], y)
+    expected = (
+        F.cross_entropy(outs[2], y)
+        + 0.3 * F.cross_entropy(outs[0], y)
+        + 0.7 * F.cross_entropy(outs[1], y)
+    )
     assert torch.allclose(loss, expected) and sorted(logits) == [0, 1, 2]
 
 
@@ -105,9 +116,12 @@ def test_joint_loss_is_final_plus_weighted_early_exits(splits):
 def test_schemes_that_do_not_apply_to_a_family_are_refused(splits):
     cascade = create_seeded_model("cascade", {"width": 4}, 10, splits.input_shape, 0)
     for scheme in ("joint", "layerwise", "distill"):
-        with pytest.raises(ConfigError, match=rf"(?i)scheme '{scheme}' does not apply to cascade.*use scheme 'cascade'"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"scheme: '{scheme}' does not apply to cascade.*Use scheme 'cascade'",
+        ):
             train_model(cascade, splits, TrainConfig(scheme=scheme, **FAST), progress=False)
-    with pytest.raises(ConfigError, match="scheme 'cascade' trains the independent members"):
+    with pytest.raises(ConfigError, match="scheme: 'cascade' trains the independent members"):
         train_model(_chain(), splits, TrainConfig(scheme="cascade", **FAST), progress=False)
 
 
@@ -142,8 +156,13 @@ def test_layerwise_phase_leaves_earlier_stages_bit_identical(splits):
 
 def test_full_layerwise_training_reaches_above_chance(splits):
     model = _chain()
-    result = train_model(model, splits, TrainConfig(scheme="layerwise", epochs=2, batch_size=32, lr=2e-2),
-                         progress=False, threads=1)
+    result = train_model(
+        model,
+        splits,
+        TrainConfig(scheme="layerwise", epochs=2, batch_size=32, lr=2e-2),
+        progress=False,
+        threads=1,
+    )
     assert result.phases == ["stage0", "stage1", "stage2"] and len(result.history) == 6
     assert len(result.test_accuracy) == 3 and result.test_accuracy[2] > 0.3
     assert not model.training
@@ -160,7 +179,9 @@ def test_distillation_loss_gradient_is_the_softened_difference():
     assert torch.allclose(s.grad, expected, atol=1e-6)
     # alpha = 0 is plain cross-entropy, whatever the teacher says
     assert torch.allclose(distillation_loss(s, t, y, 3.0, 0.0), F.cross_entropy(s, y))
-    assert torch.allclose(distillation_loss(s, torch.randn(5, 4), y, 3.0, 0.0), F.cross_entropy(s, y))
+    assert torch.allclose(
+        distillation_loss(s, torch.randn(5, 4), y, 3.0, 0.0), F.cross_entropy(s, y)
+    )
 
 
 def test_student_phase_uses_the_teachers_outputs(splits):
@@ -212,7 +233,11 @@ def test_cascade_members_train_on_their_own_and_distil_from_the_largest(splits):
     assert [p.name for p in plain] == ["member0", "member1", "member2"]
     cfg = TrainConfig(scheme="cascade", cascade_distill=True, alpha=1.0, **FAST)
     phases = get_scheme("cascade").phases(model, cfg)
-    assert [p.name for p in phases] == ["member2", "member0", "member1"]  # the largest member teaches
+    assert [p.name for p in phases] == [
+        "member2",
+        "member0",
+        "member1",
+    ]  # the largest member teaches
     gen = torch.Generator().manual_seed(0)
     run_phase(model, splits, cfg, phases[0], generator=gen, progress=False)
     big = _state(model.stages[2])
@@ -221,7 +246,9 @@ def test_cascade_members_train_on_their_own_and_distil_from_the_largest(splits):
     loss, _ = phases[1].loss(model, x, y)
     with torch.no_grad():
         outs = model.forward_all(x)
-    assert torch.allclose(loss, distillation_loss(outs[0], outs[2], y, cfg.temperature, 1.0), atol=1e-6)
+    assert torch.allclose(
+        loss, distillation_loss(outs[0], outs[2], y, cfg.temperature, 1.0), atol=1e-6
+    )
     run_phase(model, splits, cfg, phases[1], generator=gen, progress=False)
     assert _same(_state(model.stages[2]), big)
 
@@ -243,7 +270,9 @@ def test_training_is_deterministic_for_a_seed(splits):
 
 def test_joint_training_learns_and_reports_every_exit(splits):
     model = _chain()
-    result = train_model(model, splits, TrainConfig(epochs=3, batch_size=32, lr=2e-2), progress=False, threads=1)
+    result = train_model(
+        model, splits, TrainConfig(epochs=3, batch_size=32, lr=2e-2), progress=False, threads=1
+    )
     assert [r.epoch for r in result.history] == [1, 2, 3]
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert len(result.val_accuracy) == len(result.test_accuracy) == 3
@@ -265,7 +294,13 @@ def test_interrupt_keeps_the_last_complete_epochs_checkpoint(splits, tmp_path):
     model.forward_all = interrupted  # type: ignore[method-assign]
     path = tmp_path / "ck.pt"
     with pytest.raises(KeyboardInterrupt):
-        train_model(model, splits, TrainConfig(epochs=3, batch_size=32), progress=False, checkpoint_path=path)
+        train_model(
+            model,
+            splits,
+            TrainConfig(epochs=3, batch_size=32),
+            progress=False,
+            checkpoint_path=path,
+        )
     _, info = read_checkpoint(path)
     assert not info.complete and len(info.result.history) == 1 and info.result.history[0].epoch == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary files left behind

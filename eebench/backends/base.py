@@ -80,7 +80,7 @@ class PreparedModel(ABC):
     def select(self, state: NativeState, rows: np.ndarray) -> NativeState:
         """The rows ``rows`` (int indices) of every tensor of a state: for batch shrinking."""
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - a no-op is right for synchronous backends
         """Wait until queued device work is done (no-op for synchronous backends)."""
 
     @contextmanager

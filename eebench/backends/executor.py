@@ -15,14 +15,16 @@ in one of two modes:
 Two baselines use the same loop and the same clock: ``aggregation`` (every
 stage and every exit head run for every sample, the decision applied
 afterwards, so predictions equal the early-exit ones) and ``backbone``
-(every stage and only the final head).
+(every stage and only the final head), at batch 1 or at the batch size of
+the batched run they are compared with.
 
 Latency is per sample, from the moment its input is on the device (after
-``to_input``) until its exit decision; the decision overhead (time inside
-``decider.decide``) is recorded per exit. The clock is injectable and its name
-is recorded with the result (see :data:`eebench.measure.timing.CLOCKS`). The predicted latency of the same
-run is the sum, per sample, of the measured latencies of the stages and heads
-it executed (:func:`eebench.measure.parts.predict_latency`).
+``to_input``) until its exit decision (in a batch: from the batch's start);
+the decision overhead (time inside ``decider.decide``) is recorded per exit.
+The clock is injectable and its name is recorded with the result (see
+:data:`eebench.measure.timing.CLOCKS`). The predicted latency of the same run
+is the sum, per sample, of the measured latencies of the stages and heads it
+executed (:func:`eebench.measure.parts.predict_latency`).
 
 Backends do not know about policies: the executor only needs the
 :class:`ExitDecider` protocol defined here.
@@ -165,7 +167,8 @@ class EarlyExitExecutor:
         """Run every sample of ``x`` (N x C x H x W, host) in ``mode``.
 
         ``batch_size`` applies to ``batched`` mode (default: all of ``x`` at
-        once); the other modes run one sample at a time.
+        once) and to the ``aggregation`` and ``backbone`` baselines (default 1,
+        so they compare with per-sample mode); ``per-sample`` is always batch 1.
         """
         if mode not in MODES:
             raise ValueError(f"unknown executor mode '{mode}'; expected one of {MODES}")
@@ -179,14 +182,14 @@ class EarlyExitExecutor:
         dec_ns = np.zeros(E, dtype=np.int64)
         dec_calls = np.zeros(E, dtype=np.int64)
         out = (preds, exits, latency, dec_ns, dec_calls)
-        bs = 1 if mode != "batched" else int(batch_size or n)
+        bs = 1 if mode == "per-sample" else int(batch_size or (n if mode == "batched" else 1))
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {bs}")
         step = {
             "per-sample": self._early_exit_sample,
             "batched": self._early_exit_batch,
-            "aggregation": self._aggregation_sample,
-            "backbone": self._backbone_sample,
+            "aggregation": self._aggregation_batch,
+            "backbone": self._backbone_batch,
         }[mode]
         with self.prepared.activated():
             t_start = self.clock()
@@ -248,7 +251,7 @@ class EarlyExitExecutor:
             dec_ns[e] += t_end - td
             dec_calls[e] += 1
             if not (isinstance(fire, np.ndarray) and fire.shape == (1,) and fire.dtype == np.bool_):
-                self._check_mask(e, fire, 1)
+                fire = self._check_mask(e, fire, 1)
             if fire[0]:
                 break
             e += 1
@@ -294,35 +297,44 @@ class EarlyExitExecutor:
                 state = p.select(state, keep)
                 active = active[keep]
 
-    def _aggregation_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+    def _aggregation_batch(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+        """Every stage and head on the whole batch; the decision is applied afterwards, exit by
+        exit on the rows not yet decided, so the predictions equal the early-exit ones."""
         preds, exits, latency, dec_ns, dec_calls = out
         p = self.prepared
+        last = p.num_stages - 1
+        b = int(xb.shape[0])
         state = (p.to_input(xb),)
         t0 = self.clock()
         logits = []
         for e in range(p.num_stages):
             state = p.run_stage(e, state)
             logits.append(p.to_numpy(p.run_exit(e, state)))
-        chosen = p.num_stages - 1
+        chosen = np.full(b, last, dtype=np.int64)
         if self.decider is not None:
-            self.decider.reset(1)
-            active = np.arange(1)
-            for e, lg in enumerate(logits[:-1]):
-                if self._decide(e, lg, active, dec_ns, dec_calls)[0]:
-                    chosen = e
+            self.decider.reset(b)
+            active = np.arange(b)
+            for e in range(last):
+                mask = self._decide(e, logits[e][active], active, dec_ns, dec_calls)
+                chosen[active[mask]] = e
+                active = active[~mask]
+                if active.size == 0:
                     break
-        latency[offset] = self.clock() - t0
-        preds[offset] = int(logits[chosen][0].argmax())
-        exits[offset] = chosen
+        latency[offset : offset + b] = self.clock() - t0
+        stacked = np.stack(logits, axis=1)  # (b, E, C)
+        preds[offset : offset + b] = stacked[np.arange(b), chosen].argmax(axis=1)
+        exits[offset : offset + b] = chosen
 
-    def _backbone_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+    def _backbone_batch(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
+        """Every stage and only the final head: the network without its early exits."""
         preds, exits, latency, _, _ = out
         p = self.prepared
+        b = int(xb.shape[0])
         state = (p.to_input(xb),)
         t0 = self.clock()
         for e in range(p.num_stages):
             state = p.run_stage(e, state)
         logits = p.to_numpy(p.run_exit(p.num_stages - 1, state))
-        latency[offset] = self.clock() - t0
-        preds[offset] = int(logits[0].argmax())
-        exits[offset] = p.num_stages - 1
+        latency[offset : offset + b] = self.clock() - t0
+        preds[offset : offset + b] = logits.argmax(axis=1)
+        exits[offset : offset + b] = p.num_stages - 1

@@ -9,7 +9,7 @@ request is not applied and the actual value is what gets recorded.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +31,8 @@ class ThreadSettings:
 def try_set_interop_threads(n: int | None) -> int:
     """Set torch's inter-op pool size if still possible; return the size in force."""
     if n is not None and torch.get_num_interop_threads() != n:
-        try:
+        with suppress(RuntimeError):  # too late in this process: recorded as-is by the caller
             torch.set_num_interop_threads(n)
-        except RuntimeError:
-            pass  # too late in this process: recorded as-is by the caller
     return torch.get_num_interop_threads()
 
 

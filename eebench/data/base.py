@@ -18,6 +18,7 @@ import numpy as np
 from torch import Tensor
 
 from eebench.data.transforms import Augmentation
+from eebench.errors import ConfigError
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -34,6 +35,8 @@ class RawDataset:
     path: moving a folder must not change a fingerprint); ``content_digest``
     hashes the raw content, so changed files change the fingerprint too.
     ``flip_safe`` says whether a horizontal flip keeps the label's meaning.
+    A loader returns fresh arrays on every call: the caller owns them (and
+    :func:`~eebench.data.get_splits` normalises ``images`` in place).
     """
 
     name: str
@@ -52,7 +55,7 @@ class RawDataset:
         return int(self.labels.shape[0])
 
 
-@dataclass
+@dataclass(eq=False)
 class Split:
     """One split: normalised images, labels, sample ids and per-sample metadata.
 
@@ -71,7 +74,7 @@ class Split:
         return int(self.y.shape[0])
 
 
-@dataclass
+@dataclass(eq=False)
 class DatasetSplits:
     """The three fixed splits of one dataset under one preprocessing, with their fingerprint."""
 
@@ -90,8 +93,6 @@ class DatasetSplits:
     def split(self, name: str) -> Split:
         """The split called ``name`` (train, val or test)."""
         if name not in SPLIT_NAMES:
-            from eebench.errors import ConfigError
-
             raise ConfigError(f"unknown split '{name}': expected one of {', '.join(SPLIT_NAMES)}")
         return getattr(self, name)
 

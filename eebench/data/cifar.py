@@ -112,7 +112,9 @@ def find_folder(layout: CifarLayout, root: str | Path | None) -> Path:
         if folder.is_dir() and all((folder / f).is_file() for f in layout.all_files):
             return folder
     looked = ", ".join(f"'{c.resolve()}'" for c in candidates)
-    partial = [c for c in candidates if c.is_dir() and any((c / f).exists() for f in layout.all_files)]
+    partial = [
+        c for c in candidates if c.is_dir() and any((c / f).exists() for f in layout.all_files)
+    ]
     if partial:
         missing = [f for f in layout.all_files if not (partial[0] / f).is_file()]
         raise DataError(
@@ -129,13 +131,22 @@ def _load_pickle(path: Path) -> dict[bytes, Any]:
     try:
         with path.open("rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as err:
         raise DataError(
             f"cannot read '{path}' as a CIFAR python-format pickle ({err}); the file is corrupt "
             "or not a CIFAR batch: re-extract the official archive"
         ) from None
     if not isinstance(obj, dict):
-        raise DataError(f"'{path}': expected a pickled dict (CIFAR python format), found {type(obj).__name__}")
+        raise DataError(
+            f"'{path}': expected a pickled dict (CIFAR python format), found {type(obj).__name__}"
+        )
     return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
 
 
@@ -145,16 +156,29 @@ def read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarr
     for key in (b"data", label_key):
         if key not in batch:
             found = ", ".join(repr(k) for k in batch)
-            raise DataError(f"'{path}': missing key {key!r} (found {found}); not a CIFAR batch of this dataset")
+            raise DataError(
+                f"'{path}': missing key {key!r} (found {found}); not a CIFAR batch of this dataset"
+            )
     data = batch[b"data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_PIXELS:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != CIFAR_PIXELS
+    ):
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"'{path}': b'data' must be a uint8 array of shape (N, {CIFAR_PIXELS}), found {desc}")
+        raise DataError(
+            f"'{path}': b'data' must be a uint8 array of shape (N, {CIFAR_PIXELS}), found {desc}"
+        )
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if labels.shape != (data.shape[0],):
-        raise DataError(f"'{path}': {label_key!r} has {labels.size} entries for {data.shape[0]} images")
+        raise DataError(
+            f"'{path}': {label_key!r} has {labels.size} entries for {data.shape[0]} images"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"'{path}': labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
+        raise DataError(
+            f"'{path}': labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
+        )
     return data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE), labels
 
 
@@ -163,7 +187,9 @@ def _read_direct(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     meta = _load_pickle(folder / layout.meta_file)
     if names_key not in meta:
-        raise DataError(f"'{folder / layout.meta_file}': missing key {names_key!r} (the class names)")
+        raise DataError(
+            f"'{folder / layout.meta_file}': missing key {names_key!r} (the class names)"
+        )
     class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
     parts = {
         split: [read_batch(folder / f, label_key, len(class_names)) for f in files]
@@ -203,12 +229,18 @@ def _read_torchvision(
     )
 
 
-def load_cifar(layout: CifarLayout, root: str | Path | None, reader: str, coarse: bool = False) -> RawDataset:
+def load_cifar(
+    layout: CifarLayout, root: str | Path | None, reader: str, coarse: bool = False
+) -> RawDataset:
     """Read a CIFAR folder into a :class:`RawDataset` with the official test split marked."""
     reader = check_choice(layout.dataset, "reader", reader, ("auto", "torchvision", "pickle"))
     folder = find_folder(layout, root)
     label_key = b"coarse_labels" if coarse else (b"labels" if layout is CIFAR10 else b"fine_labels")
-    names_key = b"label_names" if layout is CIFAR10 else (b"coarse_label_names" if coarse else b"fine_label_names")
+    names_key = (
+        b"label_names"
+        if layout is CIFAR10
+        else (b"coarse_label_names" if coarse else b"fine_label_names")
+    )
     arrays = None
     if reader in ("auto", "torchvision"):
         arrays = _read_torchvision(layout, folder, coarse)
@@ -248,7 +280,9 @@ def load_cifar10(root: str | None = None, reader: str = "auto") -> RawDataset:
 
 
 @register_dataset("cifar100")
-def load_cifar100(root: str | None = None, labels: str = "fine", reader: str = "auto") -> RawDataset:
+def load_cifar100(
+    root: str | None = None, labels: str = "fine", reader: str = "auto"
+) -> RawDataset:
     """CIFAR-100 from a local folder (python format), fine or coarse labels; never downloaded."""
     labels = check_choice("cifar100", "labels", labels, ("fine", "coarse"))
     return load_cifar(CIFAR100, root, reader, coarse=labels == "coarse")

@@ -20,7 +20,9 @@ from eebench.data.options import check_choice, check_int
 from eebench.data.registry import register_dataset
 from eebench.errors import DataError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+)
 
 EXPECTED = "a folder with one subfolder per class holding image files (root/<class>/<image>.png)"
 
@@ -29,7 +31,9 @@ def _class_tree(folder: Path) -> dict[str, list[Path]]:
     """Class name -> sorted image paths, for subfolders that contain at least one image."""
     tree = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if files:
             tree[sub.name] = files
     return tree
@@ -45,7 +49,9 @@ def _read_image(path: Path, size: int, mode: str) -> np.ndarray:
             im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"imagefolder: cannot read image '{path}' ({err}); remove or replace the file") from None
+        raise DataError(
+            f"imagefolder: cannot read image '{path}' ({err}); remove or replace the file"
+        ) from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -53,7 +59,9 @@ def _read_image(path: Path, size: int, mode: str) -> np.ndarray:
 def load_imagefolder(root: str | None = None, size: int = 32, channels: int = 3) -> RawDataset:
     """A local class-per-folder image tree (optionally with train/ and test/); resized to size."""
     if root is None:
-        raise DataError(f"imagefolder needs root=PATH (CLI: --data root=PATH) pointing at {EXPECTED}")
+        raise DataError(
+            f"imagefolder needs root=PATH (CLI: --data root=PATH) pointing at {EXPECTED}"
+        )
     size = check_int("imagefolder", "size", size, 4, 1024)
     channels = check_choice("imagefolder", "channels", channels, (1, 3))
     base = Path(root).expanduser()
@@ -63,9 +71,11 @@ def load_imagefolder(root: str | None = None, size: int = 32, channels: int = 3)
             "Create it or pass another root=PATH"
         )
     official = (base / "train").is_dir() and (base / "test").is_dir()
-    parts = {"train": _class_tree(base / "train"), "test": _class_tree(base / "test")} if official else {
-        "all": _class_tree(base)
-    }
+    parts = (
+        {"train": _class_tree(base / "train"), "test": _class_tree(base / "test")}
+        if official
+        else {"all": _class_tree(base)}
+    )
     class_names = sorted({c for tree in parts.values() for c in tree})
     if len(class_names) < 2:
         raise DataError(

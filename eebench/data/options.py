@@ -8,7 +8,9 @@ from typing import Any
 from eebench.errors import ConfigError
 
 
-def check_int(dataset: str, option: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+def check_int(
+    dataset: str, option: str, value: Any, minimum: int, maximum: int | None = None
+) -> int:
     """``value`` as an int within ``[minimum, maximum]``, or a ConfigError naming the option."""
     ok = isinstance(value, int) and not isinstance(value, bool)
     if ok and value >= minimum and (maximum is None or value <= maximum):
@@ -23,7 +25,9 @@ def check_float(dataset: str, option: str, value: Any, minimum: float, maximum: 
     if ok and minimum <= value <= maximum:
         return float(value)
     raise ConfigError(
-        f"expected a number between {minimum} and {maximum}, got {value!r}", source=dataset, field=option
+        f"expected a number between {minimum} and {maximum}, got {value!r}",
+        source=dataset,
+        field=option,
     )
 
 
@@ -33,5 +37,7 @@ def check_choice(dataset: str, option: str, value: Any, choices: Iterable[Any]) 
     if value in choices:
         return value
     raise ConfigError(
-        f"expected one of {', '.join(map(str, choices))}, got {value!r}", source=dataset, field=option
+        f"expected one of {', '.join(map(str, choices))}, got {value!r}",
+        source=dataset,
+        field=option,
     )

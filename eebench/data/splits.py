@@ -147,15 +147,21 @@ def get_splits(
                 f"'{dataset}' has an official test split; test_fraction does not apply (set val_fraction only)",
                 field="test_fraction",
             )
-        vf = _check_fraction("val_fraction", DEFAULT_VAL_FRACTION_OFFICIAL if val_fraction is None else val_fraction)
+        vf = _check_fraction(
+            "val_fraction", DEFAULT_VAL_FRACTION_OFFICIAL if val_fraction is None else val_fraction
+        )
         pool = positions[~raw.official_test[positions]]
         val_pos, train_pos = stratified_parts(raw.labels[pool], (vf,), rng)
         train_idx, val_idx = pool[train_pos], pool[val_pos]
         test_idx = positions[raw.official_test[positions]]
         rule: dict[str, Any] = {"val_fraction_of_train": vf, "test": "official"}
     else:
-        vf = _check_fraction("val_fraction", DEFAULT_FRACTIONS[0] if val_fraction is None else val_fraction)
-        tf = _check_fraction("test_fraction", DEFAULT_FRACTIONS[1] if test_fraction is None else test_fraction)
+        vf = _check_fraction(
+            "val_fraction", DEFAULT_FRACTIONS[0] if val_fraction is None else val_fraction
+        )
+        tf = _check_fraction(
+            "test_fraction", DEFAULT_FRACTIONS[1] if test_fraction is None else test_fraction
+        )
         if vf + tf >= 1.0:
             raise ConfigError(
                 f"val_fraction + test_fraction must stay below 1 so train keeps samples, got {vf} + {tf}",
@@ -166,16 +172,20 @@ def get_splits(
         rule = {"val_fraction": vf, "test_fraction": tf}
     if min(train_idx.size, val_idx.size, test_idx.size) == 0:
         sizes = {"train": train_idx.size, "val": val_idx.size, "test": test_idx.size}
-        raise DataError(f"{dataset}: a split came out empty {sizes}; use more samples or larger fractions")
+        raise DataError(
+            f"{dataset}: a split came out empty {sizes}; use more samples or larger fractions"
+        )
 
-    images = raw.images
+    # the loader hands over a fresh array: normalised in place to spare a copy (CIFAR is large)
+    images = np.asarray(raw.images, dtype=np.float32)
+    if not images.flags.writeable:
+        images = images.copy()
     normalization = None
     if normalize:
-        mean, std = channel_stats(images[train_idx])
+        mean, std = channel_stats(images, train_idx)
         normalization = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
-        images = (images - mean[None, :, None, None].astype(np.float32)) / std[None, :, None, None].astype(
-            np.float32
-        )
+        images -= mean[None, :, None, None].astype(np.float32)
+        images /= std[None, :, None, None].astype(np.float32)
     augmentation = _resolve_augmentation(raw, augment)
     description = {
         "fingerprint_version": FINGERPRINT_VERSION,

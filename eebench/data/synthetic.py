@@ -22,8 +22,8 @@ import numpy as np
 
 from eebench.data.base import RawDataset, digest_arrays
 from eebench.data.options import check_choice, check_int
-from eebench.errors import ConfigError
 from eebench.data.registry import register_dataset
+from eebench.errors import ConfigError
 
 # bump when the drawing changes: it is part of the content digest
 GENERATOR_VERSION = 1
@@ -49,17 +49,21 @@ SHAPES: dict[str, Sdf] = {
     "frame": lambda px, py, t: np.abs(np.maximum(np.abs(px), np.abs(py)) - 0.62) - t,
     "triangle": lambda px, py, t: np.maximum(-(py + 0.55), 0.866 * np.abs(px) + 0.5 * py - 0.45),
     "plus": lambda px, py, t: np.minimum(_bar(px, py, t, 0.75), _bar(py, px, t, 0.75)),
-    "cross": lambda px, py, t: np.minimum(_bar(*_rot45(px, py), t, 0.8), _bar(*_rot45(py, -px), t, 0.8)),
+    "cross": lambda px, py, t: np.minimum(
+        _bar(*_rot45(px, py), t, 0.8), _bar(*_rot45(py, -px), t, 0.8)
+    ),
     "hbar": lambda px, py, t: _bar(px, py, t),
     "vbar": lambda px, py, t: _bar(py, px, t),
     "slash": lambda px, py, t: _bar(*_rot45(px, py), t, 0.9),
     "backslash": lambda px, py, t: _bar(*_rot45(py, -px), t, 0.9),
     "dots": lambda px, py, t: np.minimum(np.hypot(px + 0.45, py), np.hypot(px - 0.45, py)) - 0.28,
     "corner": lambda px, py, t: np.minimum(
-        np.maximum(np.abs(px + 0.55) - t, np.abs(py) - 0.75), np.maximum(np.abs(py + 0.55) - t, np.abs(px) - 0.75)
+        np.maximum(np.abs(px + 0.55) - t, np.abs(py) - 0.75),
+        np.maximum(np.abs(py + 0.55) - t, np.abs(px) - 0.75),
     ),
     "tee": lambda px, py, t: np.minimum(
-        np.maximum(np.abs(py - 0.55) - t, np.abs(px) - 0.75), np.maximum(np.abs(px) - t, np.abs(py) - 0.75)
+        np.maximum(np.abs(py - 0.55) - t, np.abs(px) - 0.75),
+        np.maximum(np.abs(px) - t, np.abs(py) - 0.75),
     ),
 }
 

@@ -26,12 +26,20 @@ def resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of ``(N, C, H, W)`` images (float64 accumulation)."""
-    flat = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1).astype(np.float64)
-    mean = flat.mean(axis=1)
-    std = flat.std(axis=1)
-    return mean, np.maximum(std, 1e-6)
+def channel_stats(
+    images: np.ndarray, index: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``images[index]`` (``(N, C, H, W)``).
+
+    Accumulates in float64 one channel at a time, so CIFAR-sized arrays need
+    no float64 copy of the whole set.
+    """
+    mean, std = [], []
+    for c in range(images.shape[1]):
+        values = images[:, c] if index is None else images[index, c]
+        mean.append(float(np.mean(values, dtype=np.float64)))
+        std.append(float(np.std(values, dtype=np.float64)))
+    return np.asarray(mean), np.maximum(np.asarray(std), 1e-6)
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,14 @@ class Augmentation:
     hflip: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.crop_padding, int) or isinstance(self.crop_padding, bool) or self.crop_padding < 0:
+        if (
+            not isinstance(self.crop_padding, int)
+            or isinstance(self.crop_padding, bool)
+            or self.crop_padding < 0
+        ):
             raise ConfigError(
-                f"expected a non-negative integer, got {self.crop_padding!r}", field="augment.crop_padding"
+                f"expected a non-negative integer, got {self.crop_padding!r}",
+                field="augment.crop_padding",
             )
         if not isinstance(self.hflip, bool):
             raise ConfigError(f"expected true or false, got {self.hflip!r}", field="augment.hflip")

@@ -15,6 +15,7 @@ import platform
 import socket
 import subprocess
 import sys
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -104,10 +105,8 @@ def cpu_frequency(sys_root: str | Path = "/sys") -> tuple[dict[str, float], str 
         ("min", "cpuinfo_min_freq"),
         ("max", "cpuinfo_max_freq"),
     ):
-        try:
+        with suppress(OSError, ValueError):
             freq[key] = int((base / name).read_text().strip()) / 1e3  # kHz -> MHz
-        except (OSError, ValueError):
-            pass
     if not freq:
         try:
             import psutil

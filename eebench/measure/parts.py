@@ -9,7 +9,7 @@ that leaves at exit ``e`` ran stages ``0..e`` and heads ``0..e``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,34 +117,56 @@ def predict_latency(
     return cumulative[idx]
 
 
+CONTEXTS = ("isolated", "pipeline")
+
+
 def measure_parts(
     prepared: Any,
     x: torch.Tensor | np.ndarray | None = None,
     batch_size: int = 1,
-    config: TimingConfig = TimingConfig(),
+    config: TimingConfig | None = None,
     clock: Clock = DEFAULT_CLOCK,
     seed: int = 0,
+    context: str = "isolated",
 ) -> PartMeasurements:
     """Time every stage and exit head of ``prepared`` on one batch.
 
     ``x`` is the host input batch (default: standard-normal noise of the
-    model's input shape, seeded, ``batch_size`` rows).
+    model's input shape, seeded, ``batch_size`` rows); ``config`` defaults to
+    :class:`TimingConfig`'s defaults.
+
+    ``context="isolated"`` repeats each part on its own until the stopping
+    rule is met: the cleanest number per part, with caches hot for that part.
+    ``context="pipeline"`` repeats whole forward passes (stage 0, head 0,
+    stage 1, ...) and times each part where it runs, so each sees the cache
+    state the parts before it leave, as in a real early-exit run; the stopping
+    rule then counts passes. The context is recorded with every measurement.
     """
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got '{context}'")
+    config = config or TimingConfig()
     if x is None:
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(batch_size, *prepared.input_shape, generator=g)
     batch = int(x.shape[0])
-    stages, exits = [], []
     with prepared.activated():
-        states = prepared.stage_inputs(prepared.to_input(x))
+        x_native = prepared.to_input(x)
         timer = prepared.interval_timer(clock)
         how = str(getattr(timer, "name", clock_name(clock)))
+
+        def spec(part: str, i: int) -> MeasurementSpec:
+            return spec_for(prepared, part, i, batch, how, context=context)
+
+        if context == "pipeline":
+            return _pipeline(prepared, x_native, config, timer, clock, spec)
+        states = prepared.stage_inputs(x_native)
+        stages, exits = [], []
         for i in range(prepared.num_stages):
             s_in, s_out = states[i], states[i + 1]
             stages.append(
                 time_callable(
-                    lambda i=i, s_in=s_in: prepared.run_stage(i, s_in),
-                    spec_for(prepared, "stage", i, batch, how),
+                    lambda i=i, s=s_in: prepared.run_stage(i, s),
+                    spec("stage", i),
                     config,
                     timer,
                     clock,
@@ -152,14 +174,70 @@ def measure_parts(
             )
             exits.append(
                 time_callable(
-                    lambda i=i, s_out=s_out: prepared.run_exit(i, s_out),
-                    spec_for(prepared, "exit", i, batch, how),
+                    lambda i=i, s=s_out: prepared.run_exit(i, s),
+                    spec("exit", i),
                     config,
                     timer,
                     clock,
                 )
             )
     return PartMeasurements(tuple(stages), tuple(exits))
+
+
+def _pipeline(
+    prepared: Any,
+    x_native: Any,
+    config: TimingConfig,
+    timer: Any,
+    clock: Clock,
+    spec: Callable[[str, int], MeasurementSpec],
+) -> PartMeasurements:
+    n_parts = prepared.num_stages
+    stage_ns: list[list[int]] = [[] for _ in range(n_parts)]
+    head_ns: list[list[int]] = [[] for _ in range(n_parts)]
+
+    def one_pass() -> tuple[list[int], list[int]]:
+        state = (x_native,)
+        out: list[Any] = []
+        s_t, h_t = [], []
+        for i in range(n_parts):
+            s_t.append(int(timer(lambda i=i, st=state: out.append(prepared.run_stage(i, st)))))
+            state = out.pop()
+            h_t.append(int(timer(lambda i=i, st=state: prepared.run_exit(i, st))))
+        return s_t, h_t
+
+    warm = [one_pass() for _ in range(config.warmup)]
+    start = clock()
+    passes = 0
+    while True:
+        s_t, h_t = one_pass()
+        for i in range(n_parts):
+            stage_ns[i].append(s_t[i])
+            head_ns[i].append(h_t[i])
+        passes += 1
+        elapsed = clock() - start
+        if passes >= config.min_runs and elapsed >= config.min_time_s * 1e9:
+            stopped = "min-runs-and-time"
+            break
+        if passes >= config.max_runs:
+            stopped = "max-runs"
+            break
+        if elapsed >= config.max_time_s * 1e9:
+            stopped = "max-time"
+            break
+    stages = tuple(
+        Measurement(
+            spec("stage", i), tuple(stage_ns[i]), config, tuple(w[0][i] for w in warm), stopped
+        )
+        for i in range(n_parts)
+    )
+    exits = tuple(
+        Measurement(
+            spec("exit", i), tuple(head_ns[i]), config, tuple(w[1][i] for w in warm), stopped
+        )
+        for i in range(n_parts)
+    )
+    return PartMeasurements(stages, exits)
 
 
 def measure_cold_start(

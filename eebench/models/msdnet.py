@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -133,7 +133,9 @@ def _halve(side: int) -> int:
 
 
 # --------------------------------------------------------------------------- blocks
-def bottleneck_conv(cin: int, cout: int, stride: int, bottleneck: bool, bn_width: int) -> nn.Sequential:
+def bottleneck_conv(
+    cin: int, cout: int, stride: int, bottleneck: bool, bn_width: int
+) -> nn.Sequential:
     """An optional 1x1 bottleneck to ``min(cin, bn_width * cout)`` channels, then a 3x3 conv."""
     layers: list[nn.Module] = []
     inner = cin
@@ -224,7 +226,9 @@ class MSDNLayer(nn.Module):
 class Transition(nn.Module):
     """1x1 conv-BN-ReLU per kept scale: compresses the base channel count ``c_in -> c_out``."""
 
-    def __init__(self, c_in: int, c_out: int, scales: Sequence[int], gr_factor: Sequence[int]) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, scales: Sequence[int], gr_factor: Sequence[int]
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
             conv_bn_relu(c_in * gr_factor[s], c_out * gr_factor[s], kernel=1) for s in scales
@@ -241,7 +245,9 @@ class FirstLayer(nn.Module):
     a 7x7 stride-2 conv and a 3x3 stride-2 max-pool (a quarter of the input side).
     """
 
-    def __init__(self, in_channels: int, n_channels: int, gr_factor: Sequence[int], stem: str) -> None:
+    def __init__(
+        self, in_channels: int, n_channels: int, gr_factor: Sequence[int], stem: str
+    ) -> None:
         super().__init__()
         c0 = n_channels * gr_factor[0]
         if stem == "cifar":
@@ -255,7 +261,9 @@ class FirstLayer(nn.Module):
             )
         convs = [first]
         for s in range(1, len(gr_factor)):
-            convs.append(conv_bn_relu(n_channels * gr_factor[s - 1], n_channels * gr_factor[s], stride=2))
+            convs.append(
+                conv_bn_relu(n_channels * gr_factor[s - 1], n_channels * gr_factor[s], stride=2)
+            )
         self.convs = nn.ModuleList(convs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -298,61 +306,132 @@ class MSDNetHead(nn.Module):
         return self.fc(self.features(as_tuple(state)[-1]))
 
 
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class MSDNetConfig:
+    """The knobs of an MSDNet (the names of the paper's code, in snake case).
+
+    ``gr_factor`` / ``bn_factor``: per-scale multipliers of the growth rate and
+    of the bottleneck width; ``head_channels`` is the width of the classifiers'
+    two convolutions, 128 in the CIFAR models, ``None`` for the width of the
+    features they read (the ImageNet models).
+    """
+
+    n_blocks: int
+    step: int
+    step_mode: str
+    base: int
+    n_channels: int
+    growth_rate: int
+    gr_factor: Sequence[int]
+    bn_factor: Sequence[int]
+    n_scales: int
+    prune: str = "max"
+    reduction: float = 0.5
+    bottleneck: bool = True
+    stem: str = "cifar"
+    head_channels: int | None = 128
+
+    @property
+    def steps(self) -> list[int]:
+        return block_steps(self.n_blocks, self.step, self.step_mode, self.base)
+
+    def plan(self) -> list[LayerSpec]:
+        return layer_plan(
+            self.steps, self.n_scales, self.prune, self.n_channels, self.growth_rate, self.reduction
+        )
+
+    def validate(self, model: str) -> None:
+        """Raise ModelConfigError naming the first field that cannot build a network."""
+        check_positive(
+            model,
+            n_blocks=self.n_blocks,
+            step=self.step,
+            base=self.base,
+            n_channels=self.n_channels,
+            growth_rate=self.growth_rate,
+            n_scales=self.n_scales,
+            gr_factor=list(self.gr_factor),
+            bn_factor=list(self.bn_factor),
+        )
+        for name, allowed in (("step_mode", STEP_MODES), ("prune", PRUNE_MODES), ("stem", STEMS)):
+            if getattr(self, name) not in allowed:
+                raise ModelConfigError(model, name, f"one of {list(allowed)}", getattr(self, name))
+        for name in ("gr_factor", "bn_factor"):
+            factors = list(getattr(self, name))
+            if len(factors) != self.n_scales:
+                raise ModelConfigError(
+                    model,
+                    name,
+                    f"one factor per scale ({self.n_scales} for n_scales={self.n_scales})",
+                    factors,
+                )
+        new = [self.growth_rate * f for f in self.gr_factor]
+        odd = [s for s in range(1, self.n_scales) if new[s] % 2]
+        if odd:
+            raise ModelConfigError(
+                model,
+                "growth_rate",
+                "growth_rate * gr_factor[s] even for every scale s >= 1 (it is split between the "
+                f"strided and the regular conv); scale {odd[0]} gets {new[odd[0]]}",
+                self.growth_rate,
+            )
+        if self.prune == "min" and sum(self.steps) < self.n_scales - 1:
+            raise ModelConfigError(
+                model,
+                "prune",
+                f"'max', or at least n_scales - 1 = {self.n_scales - 1} layers in all for 'min' (it "
+                f"drops one scale per layer over the last layers only; this config has {sum(self.steps)})",
+                self.prune,
+            )
+        r = self.reduction
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+            raise ModelConfigError(model, "reduction", "a number in [0, 1] (0: no transitions)", r)
+        if r > 0 and math.floor(r * (self.n_channels + self.growth_rate)) < 1:
+            raise ModelConfigError(
+                model, "reduction", "a ratio that keeps at least one channel after a transition", r
+            )
+        if not isinstance(self.bottleneck, bool):
+            raise ModelConfigError(model, "bottleneck", "true or false", self.bottleneck)
+        if self.head_channels is not None:
+            check_positive(model, head_channels=self.head_channels)
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(MSDNetConfig))
+
+
 # --------------------------------------------------------------------------- model
 class MSDNet(MultiExitModel):
-    """MSDNet with ``n_blocks`` exits; see the module docstring for the knobs.
-
-    ``head_channels`` is the width of the classifiers' two convolutions: 128 in
-    the CIFAR models; ``None`` keeps the width of the features they read (the
-    ImageNet models).
-    """
+    """MSDNet with one exit per block; see the module docstring and :class:`MSDNetConfig`."""
 
     family = "msdnet"
 
-    def __init__(
-        self,
-        num_classes: int,
-        input_shape: Sequence[int],
-        n_blocks: int,
-        step: int,
-        step_mode: str,
-        base: int,
-        n_channels: int,
-        growth_rate: int,
-        gr_factor: Sequence[int],
-        bn_factor: Sequence[int],
-        n_scales: int,
-        prune: str = "max",
-        reduction: float = 0.5,
-        bottleneck: bool = True,
-        stem: str = "cifar",
-        head_channels: int | None = 128,
-    ) -> None:
+    def __init__(self, num_classes: int, input_shape: Sequence[int], config: MSDNetConfig) -> None:
         super().__init__(num_classes, input_shape)
         name = type(self).__name__
-        gr_factor, bn_factor = list(gr_factor), list(bn_factor)
-        _validate(name, n_blocks, step, step_mode, base, n_channels, growth_rate, gr_factor,
-                  bn_factor, n_scales, prune, reduction, bottleneck, stem, head_channels)
-        c = self.input_shape[0]
-        _check_input(name, self.input_shape, n_scales, stem)
-
-        self.steps = block_steps(n_blocks, step, step_mode, base)
-        self.plan = layer_plan(self.steps, n_scales, prune, n_channels, growth_rate, reduction)
-        self.n_scales = n_scales
-        for block in range(n_blocks):
-            first = FirstLayer(c, n_channels, gr_factor, stem) if block == 0 else None
+        config.validate(name)
+        _check_input(name, self.input_shape, config.n_scales, config.stem)
+        self.config = config
+        self.steps = config.steps
+        self.plan = config.plan()
+        self.n_scales = n = config.n_scales
+        gr, g = list(config.gr_factor), config.growth_rate
+        for block in range(config.n_blocks):
+            first = None
+            if block == 0:
+                first = FirstLayer(self.input_shape[0], config.n_channels, gr, config.stem)
+            specs = [p for p in self.plan if p.block == block]
             layers: list[nn.Module] = []
-            for spec in (p for p in self.plan if p.block == block):
-                layers.append(MSDNLayer(spec, n_scales, growth_rate, gr_factor, bn_factor, bottleneck))
-                grown = spec.in_channels + growth_rate
+            for spec in specs:
+                layers.append(MSDNLayer(spec, n, g, gr, config.bn_factor, config.bottleneck))
                 if spec.transition_to is not None:
-                    kept = range(n_scales - spec.out_scales, n_scales)
-                    layers.append(Transition(grown, spec.transition_to, kept, gr_factor))
+                    kept = range(n - spec.out_scales, n)
+                    layers.append(Transition(spec.in_channels + g, spec.transition_to, kept, gr))
             self.stages.append(MSDNetStage(first, layers))
-            last = [p for p in self.plan if p.block == block][-1]
-            c_out = last.in_channels + growth_rate if last.transition_to is None else last.transition_to
-            features = c_out * gr_factor[-1]
-            self.exits.append(MSDNetHead(features, head_channels or features, num_classes))
+            last = specs[-1]
+            base_out = last.in_channels + g if last.transition_to is None else last.transition_to
+            features = base_out * gr[-1]
+            self.exits.append(MSDNetHead(features, config.head_channels or features, num_classes))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -369,68 +448,13 @@ class MSDNet(MultiExitModel):
     @property
     def scales_per_stage(self) -> list[int]:
         """How many scales the state holds after each stage (it shrinks where scales are pruned)."""
-        return [[p for p in self.plan if p.block == b][-1].out_scales for b in range(len(self.steps))]
+        last = {p.block: p.out_scales for p in self.plan}
+        return [last[b] for b in range(len(self.steps))]
 
     def _exit_positions(self) -> list[float]:
         """Cumulative MSDNet layers up to each exit over all layers (the paper's depth measure)."""
         total = sum(self.steps)
         return [sum(self.steps[: i + 1]) / total for i in range(len(self.steps))]
-
-
-def _validate(
-    name: str,
-    n_blocks: int,
-    step: int,
-    step_mode: str,
-    base: int,
-    n_channels: int,
-    growth_rate: int,
-    gr_factor: list[int],
-    bn_factor: list[int],
-    n_scales: int,
-    prune: str,
-    reduction: float,
-    bottleneck: bool,
-    stem: str,
-    head_channels: int | None,
-) -> None:
-    check_positive(name, n_blocks=n_blocks, step=step, base=base, n_channels=n_channels,
-                   growth_rate=growth_rate, n_scales=n_scales, gr_factor=gr_factor, bn_factor=bn_factor)
-    for field_name, value, allowed in (("step_mode", step_mode, STEP_MODES), ("prune", prune, PRUNE_MODES),
-                                        ("stem", stem, STEMS)):
-        if value not in allowed:
-            raise ModelConfigError(name, field_name, f"one of {list(allowed)}", value)
-    for field_name, factors in (("gr_factor", gr_factor), ("bn_factor", bn_factor)):
-        if len(factors) != n_scales:
-            raise ModelConfigError(
-                name, field_name, f"one factor per scale ({n_scales} for n_scales={n_scales})", factors
-            )
-    odd = [s for s in range(1, n_scales) if growth_rate * gr_factor[s] % 2]
-    if odd:
-        raise ModelConfigError(
-            name, "growth_rate",
-            f"growth_rate * gr_factor[s] even for every scale s >= 1 (it is split between the "
-            f"strided and the regular conv); scale {odd[0]} gets {growth_rate * gr_factor[odd[0]]}",
-            growth_rate,
-        )
-    total = sum(block_steps(n_blocks, step, step_mode, base))
-    if prune == "min" and total < n_scales - 1:
-        raise ModelConfigError(
-            name, "prune",
-            f"'max', or at least n_scales - 1 = {n_scales - 1} layers in all for 'min' (it drops one "
-            f"scale per layer over the last layers only; this config has {total})",
-            prune,
-        )
-    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not 0 <= reduction <= 1:
-        raise ModelConfigError(name, "reduction", "a number in [0, 1] (0 disables transitions)", reduction)
-    if 0 < reduction and math.floor(reduction * (n_channels + growth_rate)) < 1:
-        raise ModelConfigError(
-            name, "reduction", "a ratio that keeps at least one channel after a transition", reduction
-        )
-    if not isinstance(bottleneck, bool):
-        raise ModelConfigError(name, "bottleneck", "true or false", bottleneck)
-    if head_channels is not None:
-        check_positive(name, head_channels=head_channels)
 
 
 def _check_input(name: str, input_shape: tuple[int, ...], n_scales: int, stem: str) -> None:
@@ -457,12 +481,6 @@ def min_input_side(n_scales: int, stem: str) -> int:
 
 
 # --------------------------------------------------------------------------- entry points
-_PARAM_NAMES = (
-    "n_blocks", "step", "step_mode", "base", "n_channels", "growth_rate", "gr_factor", "bn_factor",
-    "n_scales", "prune", "reduction", "bottleneck", "stem", "head_channels",
-)
-
-
 def _create_msdnet(
     preset: str,
     num_classes: int,
@@ -474,25 +492,53 @@ def _create_msdnet(
     import difflib
 
     for key in overrides:
-        if key not in _PARAM_NAMES:
-            close = difflib.get_close_matches(key, _PARAM_NAMES, n=1)
+        if key not in CONFIG_FIELDS:
+            close = difflib.get_close_matches(key, CONFIG_FIELDS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ModelConfigError(preset, key, f"one of {list(_PARAM_NAMES)}{hint}", overrides[key])
-    return MSDNet(num_classes, input_shape, **{**args, **overrides})
+            raise ModelConfigError(
+                preset, key, f"one of {list(CONFIG_FIELDS)}{hint}", overrides[key]
+            )
+    return MSDNet(num_classes, input_shape, MSDNetConfig(**{**args, **overrides}))
 
 
 MSDNET_CIFAR_ANYTIME: dict[str, Any] = dict(
-    n_blocks=7, step=2, step_mode="even", base=4, n_channels=16, growth_rate=6, gr_factor=(1, 2, 4),
-    bn_factor=(1, 2, 4), n_scales=3, prune="max", reduction=0.5, bottleneck=True, stem="cifar",
+    n_blocks=7,
+    step=2,
+    step_mode="even",
+    base=4,
+    n_channels=16,
+    growth_rate=6,
+    gr_factor=(1, 2, 4),
+    bn_factor=(1, 2, 4),
+    n_scales=3,
+    prune="max",
+    reduction=0.5,
+    bottleneck=True,
+    stem="cifar",
     head_channels=128,
 )
 MSDNET_CIFAR_BUDGETED: dict[str, Any] = {
-    **MSDNET_CIFAR_ANYTIME, "n_blocks": 5, "step": 1, "step_mode": "lin_grow", "base": 1,
+    **MSDNET_CIFAR_ANYTIME,
+    "n_blocks": 5,
+    "step": 1,
+    "step_mode": "lin_grow",
+    "base": 1,
 }
 MSDNET_IMAGENET: dict[str, Any] = dict(
-    n_blocks=5, step=4, step_mode="even", base=4, n_channels=32, growth_rate=16,
-    gr_factor=(1, 2, 4, 4), bn_factor=(1, 2, 4, 4), n_scales=4, prune="max", reduction=0.5,
-    bottleneck=True, stem="imagenet", head_channels=None,
+    n_blocks=5,
+    step=4,
+    step_mode="even",
+    base=4,
+    n_channels=32,
+    growth_rate=16,
+    gr_factor=(1, 2, 4, 4),
+    bn_factor=(1, 2, 4, 4),
+    n_scales=4,
+    prune="max",
+    reduction=0.5,
+    bottleneck=True,
+    stem="imagenet",
+    head_channels=None,
 )
 
 
@@ -524,14 +570,23 @@ def msdnet(
         n_scales = len(gr_factor) if gr_factor is not None else _fitting_scales(input_shape, stem)
     check_positive("msdnet", n_scales=n_scales)
     default = [min(2**s, 4) for s in range(n_scales)]
-    return MSDNet(
-        num_classes, input_shape, n_blocks=n_blocks, step=step, step_mode=step_mode, base=base,
-        n_channels=n_channels, growth_rate=growth_rate,
-        gr_factor=default if gr_factor is None else gr_factor,
-        bn_factor=default if bn_factor is None else bn_factor,
-        n_scales=n_scales, prune=prune, reduction=reduction, bottleneck=bottleneck, stem=stem,
+    config = MSDNetConfig(
+        n_blocks=n_blocks,
+        step=step,
+        step_mode=step_mode,
+        base=base,
+        n_channels=n_channels,
+        growth_rate=growth_rate,
+        gr_factor=tuple(default if gr_factor is None else gr_factor),
+        bn_factor=tuple(default if bn_factor is None else bn_factor),
+        n_scales=n_scales,
+        prune=prune,
+        reduction=reduction,
+        bottleneck=bottleneck,
+        stem=stem,
         head_channels=head_channels,
     )
+    return MSDNet(num_classes, input_shape, config)
 
 
 def _fitting_scales(input_shape: Sequence[int], stem: str, most: int = 3) -> int:
@@ -548,13 +603,17 @@ def _fitting_scales(input_shape: Sequence[int], stem: str, most: int = 3) -> int
 @register_model("msdnet-cifar-anytime")
 def msdnet_cifar_anytime(num_classes: int, input_shape: Sequence[int], **overrides: Any) -> MSDNet:
     """The paper's CIFAR anytime-prediction MSDNet: 7 exits, every 2 layers after the first 4."""
-    return _create_msdnet("msdnet-cifar-anytime", num_classes, input_shape, MSDNET_CIFAR_ANYTIME, overrides)
+    return _create_msdnet(
+        "msdnet-cifar-anytime", num_classes, input_shape, MSDNET_CIFAR_ANYTIME, overrides
+    )
 
 
 @register_model("msdnet-cifar-budgeted")
 def msdnet_cifar_budgeted(num_classes: int, input_shape: Sequence[int], **overrides: Any) -> MSDNet:
     """The paper's CIFAR budgeted-batch MSDNet: exit k after layer 1 + 2 + ... + k (5 exits)."""
-    return _create_msdnet("msdnet-cifar-budgeted", num_classes, input_shape, MSDNET_CIFAR_BUDGETED, overrides)
+    return _create_msdnet(
+        "msdnet-cifar-budgeted", num_classes, input_shape, MSDNET_CIFAR_BUDGETED, overrides
+    )
 
 
 @register_model("msdnet-imagenet")

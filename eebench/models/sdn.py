@@ -178,8 +178,11 @@ class MobileNetBackbone:
         units: list[nn.Module] = [
             conv_bn_relu(input_shape[0], c, stride=stem_stride(min(input_shape[1:])))
         ]
+        side = -(-min(input_shape[1:]) // stem_stride(min(input_shape[1:])))
         for w, stride in MOBILENET_BLOCKS:
+            stride = stride if side >= 4 else 1  # stop halving at 2x2, the CIFAR version's last map
             units.append(DepthwiseSeparable(c, scale_width(w, m), stride))
+            side = -(-side // stride)
             c = scale_width(w, m)
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
         return Backbone(units, head)

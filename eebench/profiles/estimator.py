@@ -12,9 +12,11 @@ order of preference:
 * **achievable compute**: the profile's measured micro-benchmarks of the same
   engine and precision. Each benchmark gives a net throughput
   ``MACs / (time - per-op overhead)`` (the overhead is added back per layer).
-  A layer takes the throughput of the measured layers of its kind -- GEMM-like
-  (linear, matmul), convolution or depthwise convolution -- nearest to it in
-  (log weight reuse, log weight count), see :class:`ScatterRate`. Without
+  A layer takes the throughput of the measured layers of its family -- GEMM-like
+  (linear, matmul), convolution, strided convolution, 1x1 convolution or
+  depthwise convolution -- nearest to it in (log weight reuse, log weight
+  count), see :class:`ScatterTime`, and never less time than the fastest
+  measured layer of the family. Without
   micro-benchmarks: the datasheet peak times :data:`DEFAULT_EFFICIENCY` of its
   engine.
 * **bandwidth**: for memory-bound operators (pooling, normalisation,
@@ -78,7 +80,15 @@ _ENGINE_ORDER = {
     "int8": ("tensor_cores", "dla", "cuda_cores", "cpu"),
 }
 _GEMM_OPS = {"linear", "matmul"}
-_CONV_OPS = {"conv", "depthwise_conv"}
+# layer families with their own micro-benchmarks, and where a family without any borrows from
+_COMPUTE_KINDS = ("gemm", "conv", "strided", "pointwise", "depthwise")
+_FALLBACKS = {
+    "gemm": ("pointwise", "conv"),
+    "conv": ("strided", "pointwise", "gemm"),
+    "strided": ("conv", "pointwise", "gemm"),
+    "pointwise": ("gemm", "conv"),
+    "depthwise": ("conv", "strided"),
+}
 # a benchmark's net time is never taken below this fraction of its measured time
 _MIN_NET_FRACTION = 0.25
 
@@ -110,32 +120,48 @@ class ThroughputCurve:
         return math.exp(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 
 
-class ScatterRate:
-    """Net MAC/s of a GEMM-like or convolution layer from measured layers of the same kind.
+class ScatterTime:
+    """Net seconds of a GEMM-like or convolution layer from measured layers of the same family.
 
     A layer is placed by two numbers: how many weights it has (``W``) and how
     often each weight is reused (``P = MACs / W``: output positions of a
     convolution, rows of a GEMM). Small ``P`` makes a layer stream its weights
-    (memory-bound); small ``W`` makes it overhead-bound. The rate is the
-    inverse-distance-weighted mean of log rates of the ``k`` nearest measured
-    layers in (log P, log W); a measured shape gets its own rate back exactly.
+    (memory-bound); small ``W`` makes it overhead-bound. The estimate is the
+    inverse-distance-weighted mean, over the ``k`` nearest measured layers in
+    (log P, log W), of their log times, each scaled to the layer's MACs with
+    the family's exponent ``beta`` (time ~ MACs^beta, the least-squares slope of
+    log time on log MACs over the family's measurements, within [0, 1]): beta
+    near 1 for compute-bound families, near 0 for ones whose time hardly
+    depends on size (a depthwise convolution on a CPU). A measured shape gets
+    its own time back exactly.
     """
 
     def __init__(self, points: Sequence[tuple[float, float, float]], k: int = 4) -> None:
         if not points:
-            raise ValueError("a rate model needs at least one point")
+            raise ValueError("a layer-time model needs at least one point")
         self._pts = [
-            (math.log(max(p, 1.0)), math.log(max(w, 1.0)), math.log(r)) for p, w, r in points
+            (math.log(max(p, 1.0)), math.log(max(w, 1.0)), math.log(t)) for p, w, t in points
         ]
         self._k = k
+        xs = [px + pw for px, pw, _ in self._pts]
+        ys = [lt for _, _, lt in self._pts]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var > 0 else 1.0
+        self.beta = min(max(slope, 0.0), 1.0)
 
     def __call__(self, reuse: float, weights: float) -> float:
         x, y = math.log(max(reuse, 1.0)), math.log(max(weights, 1.0))
-        dists = sorted(((px - x) ** 2 + (py - y) ** 2, lr) for px, py, lr in self._pts)[: self._k]
-        if dists[0][0] < 1e-12:
-            return math.exp(dists[0][1])
-        weights_ = [1.0 / d for d, _ in dists]
-        return math.exp(sum(w * lr for w, (_, lr) in zip(weights_, dists)) / sum(weights_))
+        near = sorted(((px - x) ** 2 + (py - y) ** 2, px + py, lt) for px, py, lt in self._pts)[
+            : self._k
+        ]
+        if near[0][0] < 1e-12:
+            return math.exp(near[0][2])
+        num = den = 0.0
+        for d, lm, lt in near:
+            num += (lt + self.beta * (x + y - lm)) / d
+            den += 1.0 / d
+        return math.exp(num / den)
 
 
 @dataclass(frozen=True)
@@ -177,9 +203,17 @@ class Estimator:
         self.label = f"estimated:{self.profile.name}"
         self._bytes_per_element = BYTES_PER_ELEMENT[self.precision]
         self._measured_curves()
-        self._flat_rate = None if self._rates else self._peak_rate()
+        self._flat_rate = None if self._times else self._peak_rate()
         self._bandwidth = self._choose_bandwidth()
         self._overhead = self._choose_overhead()
+        m = self.profile.measured
+        # calls that do no work (containers, views) cost a module call where one was measured;
+        # compiled runtimes (TensorRT, ONNX Runtime) have no such calls
+        self._module_overhead = (
+            m.module_overhead.base
+            if self._uses_measured() and m is not None and m.module_overhead is not None
+            else 0.0
+        )
         self._note_energy()
 
     # ------------------------------------------------------------ choices
@@ -216,7 +250,8 @@ class Estimator:
 
     def _measured_curves(self) -> None:
         """Rate models from the micro-benchmarks (net of the per-op overhead)."""
-        self._rates: dict[str, ScatterRate] = {}
+        self._times: dict[str, ScatterTime] = {}
+        self._floor: dict[str, float] = {}
         self._op_bandwidth: dict[str, ThroughputCurve] = {}
         m = self.profile.measured
         if m is None or not self._uses_measured():
@@ -226,29 +261,23 @@ class Estimator:
         def net(seconds: float) -> float:
             return max(seconds - overhead, seconds * _MIN_NET_FRACTION)
 
-        groups = {
-            "gemm": [(p.m, p.weights, p.macs / net(p.time.base)) for p in m.gemm],
-            "conv": [
-                (p.macs / p.weights, p.weights, p.macs / net(p.time.base))
-                for p in m.conv
-                if not p.depthwise
-            ],
-            "depthwise": [
-                (p.macs / p.weights, p.weights, p.macs / net(p.time.base))
-                for p in m.conv
-                if p.depthwise
-            ],
-        }
+        groups: dict[str, list[tuple[float, float, float]]] = {k: [] for k in _COMPUTE_KINDS}
+        groups["gemm"] = [(p.m, p.weights, net(p.time.base)) for p in m.gemm]
+        for p in m.conv:
+            groups[p.kind].append((p.macs / p.weights, p.weights, net(p.time.base)))
         for kind, pts in groups.items():
             if pts:
-                self._rates[kind] = ScatterRate(pts)
-        if self._rates:
-            for kind, fallback in (("gemm", "conv"), ("conv", "gemm"), ("depthwise", "conv")):
-                if kind not in self._rates:
-                    self._rates[kind] = self._rates.get(fallback) or next(
-                        iter(self._rates.values())
-                    )
-                    self.assumptions.append(f"{kind} layers use the {fallback} micro-benchmarks")
+                self._times[kind] = ScatterTime(pts)
+                self._floor[kind] = min(t for _, _, t in pts)
+        if self._times:
+            for kind in _COMPUTE_KINDS:
+                if kind in self._times:
+                    continue
+                fallback = next((f for f in _FALLBACKS[kind] if f in self._times), None)
+                source = fallback or next(iter(self._times))
+                self._times[kind] = self._times[source]
+                self._floor[kind] = self._floor[source]
+                self.assumptions.append(f"{kind} layers use the {source} micro-benchmarks")
         for op in MEMORY_OPS:
             pts = [(p.bytes, p.bytes / net(p.time.base)) for p in m.ops if p.op == op]
             if pts:
@@ -305,17 +334,19 @@ class Estimator:
     # ------------------------------------------------------------ estimates
     def compute_rate(self, layer: LayerCost) -> float:
         """Achievable MAC/s for this layer."""
-        if self._flat_rate is not None:
-            return self._flat_rate
-        kind = (
-            "gemm"
-            if layer.op in _GEMM_OPS
-            else "depthwise"
-            if layer.op == "depthwise_conv"
-            else "conv"
-        )
-        weights = max(layer.weight_elements, 1)
-        return self._rates[kind](layer.macs / weights, weights)
+        if self._flat_rate is not None or not layer.macs:
+            return self._flat_rate or 0.0
+        return layer.macs / self.compute_time(layer)
+
+    @staticmethod
+    def _kind(layer: LayerCost) -> str:
+        if layer.op in _GEMM_OPS:
+            return "gemm"
+        if layer.op == "depthwise_conv":
+            return "depthwise"
+        if layer.kernel == 1:
+            return "pointwise"
+        return "strided" if layer.stride > 1 else "conv"
 
     def bandwidth(self, layer: LayerCost, nbytes: int) -> float:
         """Achievable bytes/s for this layer: its kind's micro-benchmarks, else DRAM bandwidth."""
@@ -324,13 +355,34 @@ class Estimator:
             return self._op_bandwidth[op](nbytes)
         return self._bandwidth
 
+    def compute_time(self, layer: LayerCost) -> float:
+        """Seconds of arithmetic, net of the per-op overhead.
+
+        From micro-benchmarks: :class:`ScatterTime` of the layer's family, never below
+        the fastest measured layer of that family (below the measured sizes setup and
+        loop costs remain). Otherwise MACs at the efficiency-scaled peak.
+        """
+        if not layer.macs:
+            return 0.0
+        if self._flat_rate is not None:
+            return layer.macs / self._flat_rate
+        kind = self._kind(layer)
+        weights = max(layer.weight_elements, 1)
+        return max(self._times[kind](layer.macs / weights, weights), self._floor[kind])
+
     def layer(self, layer: LayerCost) -> LayerEstimate:
-        if layer.is_view:
-            return LayerEstimate(layer, 0, 0.0, 0.0, 0.0, 0.0)
+        if layer.is_call_only:
+            t = self._module_overhead
+            return LayerEstimate(layer, 0, 0.0, 0.0, t, self._energy(layer, 0, t))
         nbytes = layer.bytes(self._bytes_per_element)
-        compute_s = layer.macs / self.compute_rate(layer) if layer.macs else 0.0
+        compute_s = self.compute_time(layer)
         memory_s = nbytes / self.bandwidth(layer, nbytes)
         time_s = max(compute_s, memory_s) + self._overhead
+        return LayerEstimate(
+            layer, nbytes, compute_s, memory_s, self._overhead, self._energy(layer, nbytes, time_s)
+        )
+
+    def _energy(self, layer: LayerCost, nbytes: int, time_s: float) -> float:
         pw = self.profile.power
         if pw.energy_per_mac is not None and pw.energy_per_byte is not None:
             energy = layer.macs * pw.energy_per_mac.base + nbytes * pw.energy_per_byte.base
@@ -340,7 +392,7 @@ class Estimator:
             energy = time_s * pw.active.base
         else:
             energy = math.nan
-        return LayerEstimate(layer, nbytes, compute_s, memory_s, self._overhead, energy)
+        return energy
 
     def layers_table(self, layers: Sequence[LayerCost]) -> pd.DataFrame:
         """One row per operator (views included, at zero cost)."""
@@ -370,7 +422,7 @@ class Estimator:
         per_layer = self.layers_table(layers)
         if per_layer.empty:
             return per_layer
-        real = per_layer[per_layer["op"] != "view"]
+        real = per_layer[~per_layer["op"].isin(["view", "container"])]
         grouped = per_layer.groupby(["part", "index"], sort=False)
         counts = real.groupby(["part", "index"], sort=False).size()
         out = (

@@ -15,7 +15,8 @@ Counting (1 MAC = one multiply-add; FLOPs = 2 x MACs):
 Elements moved are input + output + weights; multiplied by the precision's
 bytes per element they give the bytes of the memory term. Views (flatten,
 reshape, indexing) move nothing; dropout and identity in eval return their
-input.
+input. Calls of container modules (``nn.Sequential``, blocks) are recorded as
+``container`` rows: in eager frameworks each module call costs time of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _MAX_POOLS = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
 _AVG_POOLS = (nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
 _ACTIVATIONS = (
@@ -106,6 +107,9 @@ _ACTIVATION_FUNCTIONS = {
 _MATMUL_FUNCTIONS = {"matmul", "mm", "bmm", "addmm", "__matmul__", "einsum"}
 
 
+Row = tuple[str, str, int, int, int, int, int, int]
+
+
 @dataclass(frozen=True)
 class LayerCost:
     """One executed operator of one stage or exit head."""
@@ -113,13 +117,16 @@ class LayerCost:
     part: str  # "stage" or "exit"
     index: int
     name: str
-    # conv | depthwise_conv | linear | matmul | maxpool | avgpool | norm | activation |
-    # elementwise | view | other
+    # conv | depthwise_conv | linear | matmul | maxpool | avgpool | norm | lrn | activation |
+    # elementwise | other: operators; view: a module call that moves no data (flatten,
+    # identity, dropout in eval); container: the call of a module that only calls its children
     op: str
     macs: int
     input_elements: int
     output_elements: int
     weight_elements: int
+    kernel: int = 1  # kernel elements of a convolution (9 for 3x3), else 1
+    stride: int = 1  # product of a convolution's strides, else 1
 
     def bytes(self, bytes_per_element: int = 4) -> int:
         """Bytes moved: input + output + weights at the given element size."""
@@ -130,6 +137,11 @@ class LayerCost:
     @property
     def is_view(self) -> bool:
         return self.op == "view"
+
+    @property
+    def is_call_only(self) -> bool:
+        """A module call that does no arithmetic and moves no data (views and containers)."""
+        return self.op in ("view", "container")
 
 
 def _tensors(obj: object) -> list[Tensor]:
@@ -160,13 +172,15 @@ def _classify_module(module: nn.Module, inputs: tuple, output: object) -> tuple[
         return "linear", out_el * module.in1_features * module.in2_features
     if isinstance(module, _NORMS):
         return "norm", 0
+    if isinstance(module, nn.LocalResponseNorm):
+        return "lrn", 0
     if isinstance(module, _MAX_POOLS):
         return "maxpool", 0
     if isinstance(module, _AVG_POOLS):
         return "avgpool", 0
     if isinstance(module, _ACTIVATIONS):
         return "activation", 0
-    if isinstance(module, _NO_DATA):
+    if isinstance(module, _NO_DATA) or (isinstance(module, nn.Sequential) and len(module) == 0):
         return "view", 0
     return "other", 0
 
@@ -196,6 +210,8 @@ def _classify_function(
         return "maxpool", 0
     if "avg_pool" in bare or bare == "mean":
         return "avgpool", 0
+    if bare == "local_response_norm":
+        return "lrn", 0
     if bare.endswith("norm"):
         return "norm", 0
     if bare in _ACTIVATION_FUNCTIONS:
@@ -208,32 +224,43 @@ class _Recorder(TorchFunctionMode):
 
     def __init__(self, root: nn.Module) -> None:
         super().__init__()
-        self.rows: list[tuple[str, str, int, int, int, int]] = []
+        self.rows: list[Row] = []
         self._depth = 0
         self._handles: list = []
         for name, module in root.named_modules():
+            label = name or type(module).__name__
             if next(module.children(), None) is not None:
+                if module is not root:  # the caller's own call is not part of the model's cost
+                    self._handles.append(module.register_forward_hook(self._container(label)))
                 continue
             self._handles.append(module.register_forward_pre_hook(self._enter))
-            self._handles.append(
-                module.register_forward_hook(self._make_exit(name or type(module).__name__))
-            )
+            self._handles.append(module.register_forward_hook(self._make_exit(label)))
 
     def _enter(self, module: nn.Module, inputs: tuple) -> None:
         self._depth += 1
+
+    def _container(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            self.rows.append((name, "container", 0, 0, 0, 0, 1, 1))
+
+        return hook
 
     def _make_exit(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: object) -> None:
             self._depth -= 1
             op, macs = _classify_module(module, inputs, output)
             if op == "view":
-                self.rows.append((name, op, 0, 0, 0, 0))
+                self.rows.append((name, op, 0, 0, 0, 0, 1, 1))
                 return
             weights = sum(p.numel() for p in module.parameters(recurse=False))
             weights += sum(
                 b.numel() for b in module.buffers(recurse=False) if b.is_floating_point()
             )
-            self.rows.append((name, op, macs, _numel(inputs), _numel(output), weights))
+            kernel, stride = 1, 1
+            if isinstance(module, nn.modules.conv._ConvNd):
+                kernel, stride = math.prod(module.kernel_size), math.prod(module.stride)
+            row = (name, op, macs, _numel(inputs), _numel(output), weights, kernel, stride)
+            self.rows.append(row)
 
         return hook
 
@@ -246,12 +273,15 @@ class _Recorder(TorchFunctionMode):
             if found is not None:
                 op, macs = found
                 tensors = _tensors(args) + _tensors(kwargs)
+                kernel = 1
                 if op in ("conv", "linear") and tensors:
                     # F.conv2d(x, weight, bias) / F.linear(x, weight, bias): the rest are weights
                     n_in, n_w = tensors[0].numel(), sum(t.numel() for t in tensors[1:])
+                    if op == "conv" and len(tensors) > 1:
+                        kernel = math.prod(tensors[1].shape[2:])
                 else:
                     n_in, n_w = sum(t.numel() for t in tensors), 0
-                self.rows.append((f"fn:{name}", op, macs, n_in, _numel(out), n_w))
+                self.rows.append((f"fn:{name}", op, macs, n_in, _numel(out), n_w, kernel, 1))
         return out
 
     def remove(self) -> None:
@@ -260,10 +290,9 @@ class _Recorder(TorchFunctionMode):
 
 
 @torch.no_grad()
-def walk_module(
-    module: nn.Module, inputs: Sequence[Tensor]
-) -> list[tuple[str, str, int, int, int, int]]:
-    """Rows ``(name, op, macs, input_elements, output_elements, weight_elements)`` of one call."""
+def walk_module(module: nn.Module, inputs: Sequence[Tensor]) -> list[Row]:
+    """Rows ``(name, op, macs, input_elements, output_elements, weight_elements, kernel,
+    stride)`` of one call of ``module``: the fields of :class:`LayerCost` after part and index."""
     recorder = _Recorder(module)
     try:
         with recorder:
@@ -286,9 +315,8 @@ def model_layers(model: nn.Module, batch_size: int = 1) -> list[LayerCost]:
                 ("stage", model.stage_module(i), states[i]),
                 ("exit", model.exit_module(i), states[i + 1]),
             ):
-                for name, op, macs, n_in, n_out, n_w in walk_module(module, inputs):
-                    short = name.removeprefix("model.")
-                    out.append(LayerCost(part, i, short, op, macs, n_in, n_out, n_w))
+                for name, *rest in walk_module(module, inputs):
+                    out.append(LayerCost(part, i, name.removeprefix("model."), *rest))
         return out
     finally:
         model.train(was_training)

@@ -138,8 +138,9 @@ def build_profile(
         "method": f"{results.statistic} latency of nn.Module calls after warm-up (GEMM: nn.Linear, conv: nn.Conv2d "
         "without bias, batch 1 unless stated); bandwidth: copy of a 64 MiB float32 tensor "
         "(read + write bytes); memory-bound ops (nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), "
-        "nn.BatchNorm2d, nn.ReLU(inplace=True), torch.add): bytes = input + output + weights; "
-        "per-op overhead: nn.ReLU on a one-element tensor; clock: " + _CLOCK_TEXT[results.clock],
+        "nn.BatchNorm2d, nn.LocalResponseNorm(3), nn.ReLU(inplace=True), torch.add): bytes = input + output + weights; "
+        "per-op overhead: nn.ReLU on a one-element tensor; module overhead: an empty "
+        "nn.Sequential; clock: " + _CLOCK_TEXT[results.clock],
         "eebench_version": __version__,
         "backend": backend,
         "threads": results.threads,
@@ -208,6 +209,7 @@ def build_profile(
         "engine": engine,
         "precision": "fp32",
         "per_op_overhead": _q(results.per_op_overhead_s * 1e6, "us"),
+        "module_overhead": _q(results.module_overhead_s * 1e6, "us"),
         "bandwidth": _q(results.bandwidth_bytes_per_s / 1e9, "GB/s"),
         "gemm": gemm,
         "conv": conv,

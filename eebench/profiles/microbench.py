@@ -4,27 +4,29 @@ The shapes cover the layers of early-exit CNNs at small batch. Convolutions
 form a grid over the two things that set their speed: how often each weight is
 reused (output positions: 32x32 down to 2x2) and how many weights there are
 (3 -> 16 up to 512 -> 512 channels), with 1x1, strided and depthwise variants.
-Memory-bound operators (max/avg pooling, batch norm, ReLU, addition) are timed
+Memory-bound operators (max/avg pooling, batch norm, local response norm,
+ReLU, addition) are timed
 over tensor sizes from 1 K to 256 K elements, because their cost on a CPU is
 far from a DRAM-bandwidth roofline.
 
 Layers run as ``nn.Module`` calls, exactly as model stages run them, so the
 per-op overhead measured here (a module call on a one-element tensor) is the
-one a stage pays per layer.
+one a stage pays per layer; the module-call overhead (an empty
+``nn.Sequential``) is what each container module call adds.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from eebench.errors import BackendUnavailable
-from eebench.profiles.timing import clock_named, time_call
+from eebench.profiles.timing import Timing, clock_named, time_call
 
 # (m, k, n): a batch of m rows through a k -> n linear layer
 GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
@@ -67,46 +69,74 @@ CONV_SHAPES: tuple[ConvShape, ...] = (
     # 32x32 outputs
     _c(3, 16, 32),
     _c(3, 64, 32),
+    _c(4, 4, 32),
     _c(16, 16, 32),
     _c(16, 32, 32),
     _c(32, 32, 32),
     _c(64, 64, 32),
     # 16x16
+    _c(8, 8, 16),
+    _c(12, 6, 16),
     _c(16, 32, 16),
     _c(32, 64, 16),
     _c(64, 64, 16),
     _c(64, 128, 16),
     _c(128, 128, 16),
     # 8x8
+    _c(4, 4, 8),
+    _c(24, 12, 8),
     _c(64, 128, 8),
     _c(128, 128, 8),
     _c(128, 256, 8),
     _c(256, 256, 8),
     # 4x4
+    _c(16, 8, 4),
     _c(128, 256, 4),
     _c(256, 256, 4),
     _c(256, 512, 4),
     _c(512, 512, 4),
     # 2x2
+    _c(64, 64, 2),
     _c(256, 512, 2),
     _c(512, 512, 2),
-    # 1x1 and strided
+    # 1x1
+    _c(8, 4, 32, kernel=1),
+    _c(32, 8, 32, kernel=1),
+    _c(96, 24, 32, kernel=1),
+    _c(16, 8, 16, kernel=1),
+    _c(64, 32, 16, kernel=1),
     _c(64, 128, 16, kernel=1),
+    _c(32, 16, 8, kernel=1),
+    _c(112, 48, 8, kernel=1),
     _c(128, 256, 8, kernel=1),
     _c(256, 512, 4, kernel=1),
+    _c(512, 512, 2, kernel=1),
+    _c(1024, 1024, 2, kernel=1),
+    # 5x5
+    _c(3, 32, 32, kernel=5),
+    _c(32, 64, 16, kernel=5),
+    # strided
+    _c(4, 4, 32, stride=2),
+    _c(6, 6, 32, stride=2),
+    _c(16, 8, 32, stride=2),
     _c(16, 32, 32, stride=2),
+    _c(24, 12, 16, stride=2),
+    _c(32, 32, 16, stride=2),
     _c(64, 128, 16, stride=2),
+    _c(48, 32, 8, stride=2),
+    _c(128, 256, 8, stride=2),
     # depthwise
     _c(32, 32, 32, groups=32),
     _c(64, 64, 16, groups=64),
     _c(128, 128, 8, groups=128),
     _c(256, 256, 4, groups=256),
     _c(512, 512, 2, groups=512),
+    _c(1024, 1024, 2, groups=1024),
 )
 
 # (channels, side): 1 K .. 256 K elements
 OP_SHAPES: tuple[tuple[int, int], ...] = ((256, 2), (64, 8), (16, 32), (64, 32), (256, 32))
-OP_KINDS = ("maxpool", "avgpool", "norm", "activation", "elementwise")
+OP_KINDS = ("maxpool", "avgpool", "norm", "lrn", "activation", "elementwise")
 
 BANDWIDTH_BYTES = 64 * 2**20
 
@@ -144,6 +174,7 @@ class MicroBenchResults:
     ops: list[OpResult]
     bandwidth_bytes_per_s: float
     per_op_overhead_s: float
+    module_overhead_s: float
     clock: str = "wall"
     statistic: str = "median"
 
@@ -176,6 +207,9 @@ def _op_case(op: str, c: int, side: int, device: torch.device) -> tuple[Callable
     if op == "norm":
         mod = nn.BatchNorm2d(c).to(device).eval()
         return (lambda: mod(x)), 4 * (2 * n + 4 * c)
+    if op == "lrn":
+        mod = nn.LocalResponseNorm(3).to(device)
+        return (lambda: mod(x)), 4 * 2 * n
     if op == "activation":
         mod = nn.ReLU(inplace=True)
         return (lambda: mod(x)), 4 * 2 * n
@@ -183,21 +217,35 @@ def _op_case(op: str, c: int, side: int, device: torch.device) -> tuple[Callable
     return (lambda: torch.add(x, y)), 4 * 3 * n
 
 
-def _copy_bandwidth(
-    nbytes: int,
-    device: torch.device,
-    min_time_s: float,
-    sync: Callable[[], None] | None,
-    clock: Callable[[], int],
-    statistic: str = "median",
-) -> float:
-    """Bytes per second of a large tensor copy, counting the read and the write."""
-    src = torch.ones(nbytes // 4, device=device)
-    dst = torch.empty_like(src)
-    seconds = time_call(
-        lambda: dst.copy_(src), min_time_s=min_time_s, min_repeats=5, sync=sync, clock=clock
-    ).statistic_s(statistic)
-    return 2 * src.numel() * 4 / seconds
+@dataclass
+class _Case:
+    """One micro-benchmark: its label, the call to time and the samples gathered so far."""
+
+    label: str
+    fn: Callable[[], object]
+    min_repeats: int = 10
+    samples_ns: list[int] = field(default_factory=list)
+
+
+def _conv_layer(s: ConvShape, device: torch.device) -> Callable[[], object]:
+    layer = nn.Conv2d(
+        s.in_channels,
+        s.out_channels,
+        s.kernel,
+        s.stride,
+        s.kernel // 2,
+        groups=s.groups,
+        bias=False,
+    )
+    layer = layer.to(device).eval()
+    x = torch.randn(s.batch, s.in_channels, s.size, s.size, device=device)
+    return lambda: layer(x)
+
+
+def _linear_layer(m: int, k: int, n: int, device: torch.device) -> Callable[[], object]:
+    layer = nn.Linear(k, n).to(device).eval()
+    x = torch.randn(m, k, device=device)
+    return lambda: layer(x)
 
 
 def run_microbenchmarks(
@@ -211,10 +259,14 @@ def run_microbenchmarks(
     bandwidth_bytes: int = BANDWIDTH_BYTES,
     clock: str = "wall",
     statistic: str = "median",
+    rounds: int = 3,
 ) -> MicroBenchResults:
     """Time every benchmark at ``threads`` torch threads (restored afterwards).
 
-    ``statistic`` is what each benchmark reports: the ``median`` call, or the ``min`` (the
+    Each benchmark runs for ``min_time_s`` in total, split over ``rounds`` passes through
+    the whole list, so that a burst of other work on the machine disturbs a part of every
+    benchmark's samples rather than all samples of a few. ``statistic`` is what each
+    benchmark reports from its pooled samples: the ``median`` call, or the ``min`` (the
     call least disturbed by other work, for a machine shared with other jobs).
     """
     device = _device(backend)
@@ -222,68 +274,79 @@ def run_microbenchmarks(
     previous = torch.get_num_threads()
     threads = threads or previous
     tick = clock_named(clock, threads, device.type)
-    steps = len(gemm_shapes) + len(conv_shapes) + len(OP_KINDS) * len(op_shapes) + 2
-    bar = tqdm(
-        total=steps, desc="profile measure", unit="bench", file=sys.stderr, disable=not progress
-    )
-
-    def timed(fn: Callable[[], object], label: str, **kw: int) -> float:
-        bar.set_postfix_str(label)
-        t = time_call(fn, min_time_s=min_time_s, sync=sync, clock=tick, **kw).statistic_s(statistic)
-        bar.update()
-        return t
-
+    rounds = max(1, int(rounds))
     try:
         torch.set_num_threads(threads)
         with torch.inference_mode():
             tiny = torch.zeros(1, device=device)
-            relu = nn.ReLU()
-            overhead = timed(lambda: relu(tiny), "per-op overhead", min_repeats=50)
-            bar.set_postfix_str("bandwidth")
-            bandwidth = _copy_bandwidth(bandwidth_bytes, device, min_time_s, sync, tick, statistic)
-            bar.update()
-
-            gemm = []
-            for m, k, n in gemm_shapes:
-                layer = nn.Linear(k, n).to(device).eval()
-                x = torch.randn(m, k, device=device)
-                gemm.append(
-                    GemmResult(
-                        m, k, n, timed(lambda layer=layer, x=x: layer(x), f"gemm {m}x{k}x{n}")
-                    )
+            relu, empty = nn.ReLU(), nn.Sequential()
+            src = torch.ones(bandwidth_bytes // 4, device=device)
+            dst = torch.empty_like(src)
+            cases = [
+                _Case("per-op overhead", lambda: relu(tiny), 50),
+                _Case("module-call overhead", lambda: empty(tiny), 50),
+                _Case("bandwidth", lambda: dst.copy_(src), 3),
+            ]
+            cases += [
+                _Case(f"gemm {m}x{k}x{n}", _linear_layer(m, k, n, device))
+                for m, k, n in gemm_shapes
+            ]
+            cases += [
+                _Case(
+                    f"conv {s.in_channels}->{s.out_channels} {s.size}x{s.size} k{s.kernel} s{s.stride} "
+                    f"g{s.groups}",
+                    _conv_layer(s, device),
                 )
-
-            conv = []
-            for s in conv_shapes:
-                layer = (
-                    nn.Conv2d(
-                        s.in_channels,
-                        s.out_channels,
-                        s.kernel,
-                        s.stride,
-                        s.kernel // 2,
-                        groups=s.groups,
-                        bias=False,
-                    )
-                    .to(device)
-                    .eval()
-                )
-                x = torch.randn(s.batch, s.in_channels, s.size, s.size, device=device)
-                label = f"conv {s.in_channels}->{s.out_channels} {s.size}x{s.size} k{s.kernel}"
-                conv.append(ConvResult(s, timed(lambda layer=layer, x=x: layer(x), label)))
-
-            ops = []
+                for s in conv_shapes
+            ]
+            op_bytes = []
             for op in OP_KINDS:
                 for c, side in op_shapes:
                     fn, nbytes = _op_case(op, c, side, device)
-                    ops.append(
-                        OpResult(
-                            op, (1, c, side, side), nbytes, timed(fn, f"{op} {c}x{side}x{side}")
+                    cases.append(_Case(f"{op} {c}x{side}x{side}", fn))
+                    op_bytes.append((op, (1, c, side, side), nbytes))
+            bar = tqdm(
+                total=rounds * len(cases),
+                desc="profile measure",
+                unit="bench",
+                file=sys.stderr,
+                disable=not progress,
+            )
+            try:
+                for r in range(rounds):
+                    for case in cases:
+                        bar.set_postfix_str(f"round {r + 1}/{rounds}: {case.label}")
+                        run = time_call(
+                            case.fn,
+                            min_time_s=min_time_s / rounds,
+                            sync=sync,
+                            clock=tick,
+                            min_repeats=max(1, case.min_repeats // rounds),
+                            warmup=2,
                         )
-                    )
+                        case.samples_ns.extend(run.samples_ns)
+                        bar.update()
+            finally:
+                bar.close()
     finally:
         torch.set_num_threads(previous)
-        bar.close()
+
+    values = [Timing(c.samples_ns).statistic_s(statistic) for c in cases]
+    overhead, module_overhead, copy_s = values[:3]
+    it = iter(values[3:])
+    gemm = [GemmResult(m, k, n, next(it)) for m, k, n in gemm_shapes]
+    conv = [ConvResult(s, next(it)) for s in conv_shapes]
+    ops = [OpResult(op, shape, nbytes, next(it)) for op, shape, nbytes in op_bytes]
+    bandwidth = 2 * (bandwidth_bytes // 4) * 4 / copy_s  # read + write
     return MicroBenchResults(
-        str(device), threads, gemm, conv, ops, bandwidth, overhead, clock, statistic
+        str(device),
+        threads,
+        gemm,
+        conv,
+        ops,
+        bandwidth,
+        overhead,
+        module_overhead,
+        clock,
+        statistic,
     )

@@ -318,9 +318,18 @@ class ConvPoint(_Strict):
     def depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.in_channels
 
+    @property
+    def kind(self) -> str:
+        """The estimator's layer family: depthwise, pointwise (1x1), strided or conv."""
+        if self.depthwise:
+            return "depthwise"
+        if self.kernel == 1:
+            return "pointwise"
+        return "strided" if self.stride > 1 else "conv"
 
-MEMORY_OPS = ("maxpool", "avgpool", "norm", "activation", "elementwise")
-MemoryOp = Literal["maxpool", "avgpool", "norm", "activation", "elementwise"]
+
+MEMORY_OPS = ("maxpool", "avgpool", "norm", "lrn", "activation", "elementwise")
+MemoryOp = Literal["maxpool", "avgpool", "norm", "lrn", "activation", "elementwise"]
 
 
 class OpPoint(_Strict):
@@ -352,6 +361,9 @@ class MicroBenchmarks(_Strict):
     ops: list[OpPoint] = Field(default_factory=list)
     bandwidth: Bandwidth | None = None
     per_op_overhead: Time | None = None
+    module_overhead: Time | None = Field(
+        None, description="cost of a module call that does no work (an empty nn.Sequential)"
+    )
 
 
 class HardwareProfile(_Strict):

@@ -16,18 +16,21 @@ def _fmt(q: Quantity | None) -> str:
     return f"{q.value:g} {q.unit}{mark}"
 
 
-def _peak_text(q: Quantity) -> str:
+def _peak_text(q: Quantity, precision: str) -> str:
     macs = q.base
-    return f"{macs / 1e9:,.1f} GMAC/s = {2 * macs / 1e9:,.1f} GFLOP/s" + (
-        " (uncertain)" if q.uncertain else ""
-    )
+    ops = "GOP/s" if precision == "int8" else "GFLOP/s"
+    mark = " (uncertain)" if q.uncertain else ""
+    return f"{macs / 1e9:,.1f} GMAC/s = {2 * macs / 1e9:,.1f} {ops}{mark}"
 
 
 def profile_text(profile: HardwareProfile) -> str:
     """A multi-line description of a profile with every number's provenance."""
     p = profile
     ident = p.identity
-    lines = [f"{p.name}: {ident.vendor} {ident.device} — {ident.power_mode}"]
+    device = (
+        ident.device if ident.device.startswith(ident.vendor) else f"{ident.vendor} {ident.device}"
+    )
+    lines = [f"{p.name}: {device} — {ident.power_mode}"]
     if p.description:
         lines.append(f"  {p.description}")
     for label, value in (("SoC", ident.soc), ("CPU", ident.cpu), ("GPU", ident.gpu)):
@@ -35,12 +38,12 @@ def profile_text(profile: HardwareProfile) -> str:
             lines.append(f"  {label}: {value}")
     if ident.memory is not None:
         lines.append(f"  memory: {_fmt(ident.memory)}")
-    lines.append("peak compute (dense; 1 MAC = 2 FLOPs):")
+    lines.append("peak compute (dense; 1 MAC = 2 FLOPs or 2 integer ops):")
     for precision in PRECISIONS:
         for engine in p.engines(precision):
             q = p.peak(precision, engine)
             if q is not None:
-                lines.append(f"  {precision:5s} {engine:13s} {_peak_text(q)}")
+                lines.append(f"  {precision:5s} {engine:13s} {_peak_text(q, precision)}")
     lines.append(f"memory bandwidth: {_fmt(p.memory.bandwidth)}")
     lines.append(f"per-op overhead: {_fmt(p.overhead.per_op)}")
     pw = p.power
@@ -53,28 +56,47 @@ def profile_text(profile: HardwareProfile) -> str:
         )
     m = p.measured
     if m is not None:
+        lines.append(f"micro-benchmarks ({m.engine}, {m.precision}):")
+        lines.append(f"  {p.resolve(m.provenance).describe()}")
         lines.append(
-            f"micro-benchmarks ({m.engine}, {m.precision}; {p.resolve(m.provenance).describe()}):"
+            f"  per-op overhead {_fmt(m.per_op_overhead)}, module-call overhead "
+            f"{_fmt(m.module_overhead)}, copy bandwidth {_fmt(m.bandwidth)}"
         )
-        lines.append(f"  per-op overhead {_fmt(m.per_op_overhead)}, bandwidth {_fmt(m.bandwidth)}")
         for g in m.gemm:
+            shape = f"gemm {g.m}x{g.k}x{g.n}"
             lines.append(
-                f"  gemm {g.m}x{g.k}x{g.n:<6} {g.macs / 1e6:9.3f} MMAC  {_fmt(g.time):>14}  "
+                f"  {shape:38s} {g.macs / 1e6:9.3f} MMAC {_fmt(g.time):>14} "
                 f"{g.achieved.base / 1e9:8.2f} GMAC/s"
             )
         for c in m.conv:
-            dw = f" groups={c.groups}" if c.groups != 1 else ""
+            extra = (f" s{c.stride}" if c.stride != 1 else "") + (
+                f" g{c.groups}" if c.groups != 1 else ""
+            )
+            shape = (
+                f"conv {c.in_channels}->{c.out_channels} {c.height}x{c.width} k{c.kernel}{extra}"
+            )
             lines.append(
-                f"  conv {c.in_channels}->{c.out_channels} {c.height}x{c.width} k{c.kernel}{dw}"
-                f"  {c.macs / 1e6:9.3f} MMAC  {_fmt(c.time):>14}  {c.achieved.base / 1e9:8.2f} GMAC/s"
+                f"  {shape:38s} {c.macs / 1e6:9.3f} MMAC {_fmt(c.time):>14} "
+                f"{c.achieved.base / 1e9:8.2f} GMAC/s"
+            )
+        for o in m.ops:
+            shape = f"{o.op} {'x'.join(map(str, o.shape))}"
+            lines.append(
+                f"  {shape:38s} {o.bytes / 1e3:9.1f} kB   {_fmt(o.time):>14} "
+                f"{o.achieved.base / 1e9:8.2f} GB/s"
             )
     lines.append("provenance:")
     for path, q, prov in p.quantities():
         if path.startswith("measured."):
             continue
-        text = "MISSING" if prov is None else p.resolve(prov).describe()
+        if prov is None:
+            text = "MISSING"
+        elif prov.ref is not None:
+            text = f"{p.resolve(prov).kind} (source {prov.ref})"
+        else:
+            text = prov.describe()
         note = f" [uncertain: {q.note}]" if q.uncertain else ""
-        lines.append(f"  {path}: {text}{note}")
+        lines.append(f"  {path} = {q.value:g} {q.unit}: {text}{note}")
     if p.sources:
         lines.append("sources:")
         for sid, src in p.sources.items():
@@ -109,7 +131,9 @@ def profiles_table() -> pd.DataFrame:
             {
                 "name": p.name,
                 "origin": entry.origin,
-                "device": f"{p.identity.vendor} {p.identity.device}",
+                "device": p.identity.device
+                if p.identity.device.startswith(p.identity.vendor)
+                else f"{p.identity.vendor} {p.identity.device}",
                 "power mode": p.identity.power_mode,
                 "fp32 peak (GMAC/s)": f"{best / 1e9:,.1f}" if best else "-",
                 "bandwidth (GB/s)": f"{bw.base / 1e9:g}" if bw else "-",

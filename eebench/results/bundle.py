@@ -60,6 +60,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -319,8 +320,7 @@ def list_runs(root: Path | str) -> pd.DataFrame:
             "status": m.get("status"),
             "started": m.get("started"),
             "finished": m.get("finished"),
-            "commit": (m.get("environment", {}).get("git") or {}).get("commit", "")[:10]
-            if isinstance(m.get("environment", {}).get("git"), dict) else "",
+            "commit": (m.get("environment", {}).get("git_commit") or "")[:10],
             "steps": len(m.get("steps", {})),
             "reason": "; ".join(problems) if problems else m.get("reason", ""),
         })

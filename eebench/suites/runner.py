@@ -188,7 +188,8 @@ class SuiteRunner:
         else:
             cache = CheckpointCache(self.options.cache_root / "checkpoints")
             model, info = cache.get_or_train(mspec.name, dict(mspec.config), self.splits, tconf,
-                                             progress=self.options.progress)
+                                             progress=self.options.progress,
+                                             threads=self.spec.train_threads)
         model.eval()
         seconds = time.perf_counter() - t0
         info_d = info.to_dict() if hasattr(info, "to_dict") else dict(vars(info))

@@ -126,6 +126,8 @@ class SuiteSpec(_Strict):
     measurement: MeasurementSpec = Field(default_factory=MeasurementSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     record_batch_size: int = Field(256, ge=1)
+    # small models train fastest on one intra-op thread (more threads mostly wait on each other)
+    train_threads: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _unique_model_ids(self) -> SuiteSpec:

@@ -16,7 +16,12 @@ from typing import Any
 
 from eebench.data import DatasetSplits
 from eebench.models import MultiExitModel
-from eebench.training.checkpoint import CheckpointInfo, json_normal, load_checkpoint, read_checkpoint
+from eebench.training.checkpoint import (
+    CheckpointInfo,
+    json_normal,
+    load_checkpoint,
+    read_checkpoint,
+)
 from eebench.training.config import TrainConfig
 from eebench.training.trainer import create_seeded_model, train_model
 
@@ -53,16 +58,29 @@ class CheckpointCache:
         self.root = Path(root)
 
     def path_for(
-        self, model_name: str, model_config: dict[str, Any], splits: DatasetSplits, train_config: TrainConfig
+        self,
+        model_name: str,
+        model_config: dict[str, Any],
+        splits: DatasetSplits,
+        train_config: TrainConfig,
     ) -> Path:
         key = cache_key(
-            model_name, model_config, splits.num_classes, splits.input_shape, splits.fingerprint, train_config
+            model_name,
+            model_config,
+            splits.num_classes,
+            splits.input_shape,
+            splits.fingerprint,
+            train_config,
         )
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
         return self.root / f"{safe}-{key}.pt"
 
     def get(
-        self, model_name: str, model_config: dict[str, Any], splits: DatasetSplits, train_config: TrainConfig
+        self,
+        model_name: str,
+        model_config: dict[str, Any],
+        splits: DatasetSplits,
+        train_config: TrainConfig,
     ) -> tuple[MultiExitModel, CheckpointInfo] | None:
         """The cached model, or ``None`` when there is no complete entry for this key."""
         path = self.path_for(model_name, model_config, splits, train_config)
@@ -100,7 +118,9 @@ class CheckpointCache:
         model = create_seeded_model(
             model_name, model_config, splits.num_classes, splits.input_shape, train_config.seed
         )
-        train_model(model, splits, train_config, progress=progress, checkpoint_path=path, threads=threads)
+        train_model(
+            model, splits, train_config, progress=progress, checkpoint_path=path, threads=threads
+        )
         _, info = read_checkpoint(path)
         return model, info
 

@@ -40,7 +40,9 @@ def json_normal(value: Any, what: str) -> Any:
     try:
         return json.loads(json.dumps(value, sort_keys=True))
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"must hold JSON values only (numbers, strings, lists, mappings): {err}", field=what) from None
+        raise ConfigError(
+            f"must hold JSON values only (numbers, strings, lists, mappings): {err}", field=what
+        ) from None
 
 
 @dataclass
@@ -97,7 +99,9 @@ class CheckpointInfo:
         }
 
 
-def _meta(model: MultiExitModel, splits: DatasetSplits, config: TrainConfig, result: TrainResult) -> dict[str, Any]:
+def _meta(
+    model: MultiExitModel, splits: DatasetSplits, config: TrainConfig, result: TrainResult
+) -> dict[str, Any]:
     md = model.metadata
     return {
         "format": CHECKPOINT_FORMAT,
@@ -113,7 +117,9 @@ def _meta(model: MultiExitModel, splits: DatasetSplits, config: TrainConfig, res
             {
                 "name": splits.name,
                 "fingerprint": splits.fingerprint,
-                "split_fingerprints": {s: splits.split(s).fingerprint for s in ("train", "val", "test")},
+                "split_fingerprints": {
+                    s: splits.split(s).fingerprint for s in ("train", "val", "test")
+                },
                 "sizes": {s: len(splits.split(s)) for s in ("train", "val", "test")},
             },
             "dataset",
@@ -127,7 +133,11 @@ def _meta(model: MultiExitModel, splits: DatasetSplits, config: TrainConfig, res
 
 
 def save_checkpoint(
-    path: str | Path, model: MultiExitModel, splits: DatasetSplits, config: TrainConfig, result: TrainResult
+    path: str | Path,
+    model: MultiExitModel,
+    splits: DatasetSplits,
+    config: TrainConfig,
+    result: TrainResult,
 ) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, fsync, rename)."""
     payload = {"meta": _meta(model, splits, config, result), "state_dict": model.state_dict()}
@@ -142,7 +152,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     """The weights and the metadata of a checkpoint, without building the model."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at '{path}': train one first (eebench train MODEL --out DIR)")
+        raise CheckpointError(
+            f"no checkpoint at '{path}': train one first (eebench train MODEL --out DIR)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
@@ -185,7 +197,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
         info.dataset["fingerprint"]  # noqa: B018 - must exist
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, EEBenchError):
-            raise CheckpointError(f"checkpoint '{path}' holds an invalid training config: {err}; {_FIX}") from None
+            raise CheckpointError(
+                f"checkpoint '{path}' holds an invalid training config: {err}; {_FIX}"
+            ) from None
         raise _malformed(path, f"metadata field {err} is missing or of the wrong type") from None
     return state, info
 
@@ -194,7 +208,9 @@ def _differences(stored: Any, asked: Any, prefix: str) -> list[str]:
     """Dotted paths where two JSON values differ (first level of mappings)."""
     if isinstance(stored, dict) and isinstance(asked, dict):
         keys = sorted(set(stored) | set(asked))
-        return [f"{prefix}.{k}" for k in keys if stored.get(k, "<missing>") != asked.get(k, "<missing>")]
+        return [
+            f"{prefix}.{k}" for k in keys if stored.get(k, "<missing>") != asked.get(k, "<missing>")
+        ]
     return [prefix] if stored != asked else []
 
 
@@ -263,7 +279,10 @@ def load_checkpoint(
     )
     try:
         model = create_model(
-            info.model_name, num_classes=info.num_classes, input_shape=info.input_shape, **info.model_config
+            info.model_name,
+            num_classes=info.num_classes,
+            input_shape=info.input_shape,
+            **info.model_config,
         )
     except (UnknownNameError, EEBenchError, TypeError) as err:
         raise CheckpointError(

@@ -31,7 +31,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    step_size: int = Field(0, ge=0, description="epochs between lr drops (step schedule); 0 = a third of the phase")
+    step_size: int = Field(
+        0, ge=0, description="epochs between lr drops (step schedule); 0 = a third of the phase"
+    )
     gamma: float = Field(0.1, gt=0, le=1)
     seed: int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -109,7 +111,9 @@ def _config_error(err: ValidationError, source: str | None) -> ConfigError:
         close = difflib.get_close_matches(key, list(TrainConfig.model_fields), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return ConfigError(
-            f"unknown training option.{hint} Known: {', '.join(TrainConfig.model_fields)}", source, key
+            f"unknown training option.{hint} Known: {', '.join(TrainConfig.model_fields)}",
+            source,
+            key,
         )
     message = first["msg"].removeprefix("Value error, ")
     return ConfigError(f"{message} (got {first.get('input')!r})", source, loc)

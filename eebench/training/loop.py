@@ -75,7 +75,9 @@ def _unique_params(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
 
 def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -92,7 +94,9 @@ def lr_at(config: TrainConfig, epoch: int, step: int, total_steps: int, epochs: 
 
 
 @torch.no_grad()
-def exit_accuracy(model: MultiExitModel, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> list[float]:
+def exit_accuracy(
+    model: MultiExitModel, split: Split, batch_size: int = EVAL_BATCH_SIZE
+) -> list[float]:
     """Top-1 accuracy of every exit on ``split`` (eval mode; the model's mode is restored)."""
     was_training = model.training
     model.eval()
@@ -136,7 +140,15 @@ def run_phase(
     per_epoch = num_batches(len(splits.train), config.batch_size, drop_singleton=True)
     total = per_epoch * phase.epochs
     records: list[EpochRecord] = []
-    bar = tqdm(total=total, desc=phase.name, file=sys.stderr, disable=not progress, leave=True, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        desc=phase.name,
+        file=sys.stderr,
+        disable=not progress,
+        leave=True,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     step = 0
     try:
         for epoch in range(phase.epochs):
@@ -170,15 +182,23 @@ def run_phase(
                 for i, out in logits.items():
                     trained.add(i)
                     correct[i] += (out.detach().argmax(1) == y).sum()
-                train_acc = [float(correct[i]) / seen if i in trained else None for i in range(model.num_exits)]
-                bar.set_postfix_str(f"ep {epoch + 1}/{phase.epochs} loss {loss_sum / seen:.4f} acc {_fmt(train_acc)}")
+                train_acc = [
+                    float(correct[i]) / seen if i in trained else None
+                    for i in range(model.num_exits)
+                ]
+                bar.set_postfix_str(
+                    f"ep {epoch + 1}/{phase.epochs} loss {loss_sum / seen:.4f} acc {_fmt(train_acc)}"
+                )
                 bar.update(1)
             val = exit_accuracy(model, splits.val)
             record = EpochRecord(
                 phase=phase.name,
                 epoch=epoch + 1,
                 train_loss=loss_sum / max(seen, 1),
-                train_accuracy=[float(correct[i]) / seen if i in trained and seen else None for i in range(model.num_exits)],
+                train_accuracy=[
+                    float(correct[i]) / seen if i in trained and seen else None
+                    for i in range(model.num_exits)
+                ],
                 val_accuracy=val,
                 lr=lr,
                 seconds=time.perf_counter() - started,

@@ -23,7 +23,9 @@ def early_exit_weights(spec: str | Sequence[float], num_exits: int) -> list[floa
     if spec == "linear":
         return [(i + 1) / num_exits for i in range(early)]
     if isinstance(spec, str):
-        raise ConfigError(f"expected 'uniform', 'linear' or a list of numbers, got {spec!r}", field="exit_weights")
+        raise ConfigError(
+            f"expected 'uniform', 'linear' or a list of numbers, got {spec!r}", field="exit_weights"
+        )
     weights = [float(w) for w in spec]
     if len(weights) != early:
         raise ConfigError(
@@ -68,5 +70,7 @@ def distillation_loss(
     )
     loss = alpha * t * t * soft
     if alpha < 1.0:
-        loss = loss + (1.0 - alpha) * F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+        loss = loss + (1.0 - alpha) * F.cross_entropy(
+            student, labels, label_smoothing=label_smoothing
+        )
     return loss

@@ -51,14 +51,14 @@ class Scheme:
         name = model.metadata.name
         if self.cascades_only and not cascade:
             raise ConfigError(
-                f"scheme '{self.name}' trains the independent members of a cascade; model '{name}' "
+                f"'{self.name}' trains the independent members of a cascade; model '{name}' "
                 f"(family '{model.family}') shares a backbone between its exits: use scheme 'joint', "
                 "'layerwise' or 'distill'",
                 field="scheme",
             )
         if not self.cascades_only and cascade:
             raise ConfigError(
-                f"scheme '{self.name}' does not apply to cascade '{name}': its members share no "
+                f"'{self.name}' does not apply to cascade '{name}': its members share no "
                 "parameters, so there is no backbone to train jointly, layer by layer or as a teacher. "
                 "Use scheme 'cascade' (with cascade_distill=true to distil from the largest member)",
                 field="scheme",
@@ -120,7 +120,9 @@ class LayerwiseScheme(Scheme):
         phases = []
         for i in range(model.num_stages):
 
-            def loss(m: MultiExitModel, x: Tensor, y: Tensor, i: int = i) -> tuple[Tensor, dict[int, Tensor]]:
+            def loss(
+                m: MultiExitModel, x: Tensor, y: Tensor, i: int = i
+            ) -> tuple[Tensor, dict[int, Tensor]]:
                 with torch.no_grad():
                     state = x
                     for j in range(i):
@@ -129,7 +131,9 @@ class LayerwiseScheme(Scheme):
                 return _ce(out, y, config), {i: out}
 
             frozen = [mod for j in range(i) for mod in (*groups[j], model.exits[j])]
-            phases.append(Phase(f"stage{i}", config.epochs, [*groups[i], model.exits[i]], loss, frozen))
+            phases.append(
+                Phase(f"stage{i}", config.epochs, [*groups[i], model.exits[i]], loss, frozen)
+            )
         return phases
 
 
@@ -142,16 +146,32 @@ class DistillScheme(Scheme):
         backbone = [mod for group in stage_groups(model) for mod in group]
         students = [model.exits[i] for i in range(last)]
 
-        def teacher_loss(m: MultiExitModel, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
+        def teacher_loss(
+            m: MultiExitModel, x: Tensor, y: Tensor
+        ) -> tuple[Tensor, dict[int, Tensor]]:
             out = m.forward_until(x, last)
             return _ce(out, y, config), {last: out}
 
-        phases = [Phase("teacher", config.teacher_phase_epochs, [*backbone, model.exits[last]], teacher_loss, students)]
+        phases = [
+            Phase(
+                "teacher",
+                config.teacher_phase_epochs,
+                [*backbone, model.exits[last]],
+                teacher_loss,
+                students,
+            )
+        ]
         if not students:
             return phases
         if config.freeze_backbone:
             phases.append(
-                Phase("students", config.epochs, students, self._frozen_loss(config, last), [*backbone, model.exits[last]])
+                Phase(
+                    "students",
+                    config.epochs,
+                    students,
+                    self._frozen_loss(config, last),
+                    [*backbone, model.exits[last]],
+                )
             )
         else:
             holder: dict[str, MultiExitModel] = {}
@@ -163,7 +183,13 @@ class DistillScheme(Scheme):
                 holder["teacher"] = teacher
 
             phases.append(
-                Phase("students", config.epochs, [model], self._free_loss(config, last, holder), start=snapshot)
+                Phase(
+                    "students",
+                    config.epochs,
+                    [model],
+                    self._free_loss(config, last, holder),
+                    start=snapshot,
+                )
             )
         return phases
 
@@ -180,7 +206,9 @@ class DistillScheme(Scheme):
                 teacher = m.forward_exit(last, state)
             outs = {i: m.forward_exit(i, states[i]) for i in range(last)}
             total = sum(
-                distillation_loss(o, teacher, y, config.temperature, config.alpha, config.label_smoothing)
+                distillation_loss(
+                    o, teacher, y, config.temperature, config.alpha, config.label_smoothing
+                )
                 for o in outs.values()
             )
             return total, outs
@@ -219,7 +247,9 @@ class CascadeScheme(Scheme):
                     return _ce(out, y, config), {i: out}
                 with torch.no_grad():
                     teacher = m.forward_exit(teacher_index, m.forward_stage(teacher_index, x))
-                kd = distillation_loss(out, teacher, y, config.temperature, config.alpha, config.label_smoothing)
+                kd = distillation_loss(
+                    out, teacher, y, config.temperature, config.alpha, config.label_smoothing
+                )
                 return kd, {i: out}
 
             return loss
@@ -228,11 +258,19 @@ class CascadeScheme(Scheme):
             return [model.stages[i], model.exits[i]]
 
         if not config.cascade_distill or model.num_exits == 1:
-            return [Phase(f"member{i}", config.epochs, member(i), member_loss(i, None)) for i in range(model.num_exits)]
-        sizes = [sum(p.numel() for mod in member(i) for p in mod.parameters()) for i in range(model.num_exits)]
+            return [
+                Phase(f"member{i}", config.epochs, member(i), member_loss(i, None))
+                for i in range(model.num_exits)
+            ]
+        sizes = [
+            sum(p.numel() for mod in member(i) for p in mod.parameters())
+            for i in range(model.num_exits)
+        ]
         t = max(range(model.num_exits), key=lambda i: (sizes[i], i))
         phases = [Phase(f"member{t}", config.teacher_phase_epochs, member(t), member_loss(t, None))]
         for i in range(model.num_exits):
             if i != t:
-                phases.append(Phase(f"member{i}", config.epochs, member(i), member_loss(i, t), member(t)))
+                phases.append(
+                    Phase(f"member{i}", config.epochs, member(i), member_loss(i, t), member(t))
+                )
         return phases

@@ -154,7 +154,15 @@ def train_model(
     with seeded(config.seed), thread_count(threads):
         generator = torch.Generator().manual_seed(config.seed)
         for phase in phases:
-            run_phase(model, splits, config, phase, generator=generator, progress=progress, on_epoch_end=save)
+            run_phase(
+                model,
+                splits,
+                config,
+                phase,
+                generator=generator,
+                progress=progress,
+                on_epoch_end=save,
+            )
         result.val_accuracy = exit_accuracy(model, splits.val)
         result.test_accuracy = exit_accuracy(model, splits.test)
     result.complete = True

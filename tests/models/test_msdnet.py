@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from eebench.models import InputShapeError, ModelConfigError, MultiExitModel, as_tuple, create_model
@@ -25,8 +25,7 @@ from eebench.models.msdnet import MSDNet, block_steps, layer_plan, min_input_sid
 # op_counter.py accumulates them): parameters, and multiply-adds of every Conv2d and Linear.
 # Its op_counter.py prints slightly larger "FLOPs" for the same network because it also adds
 # ReLU elements, average-pooling and linear biases: 15.13M, 25.48M, 37.06M, 46.28M, 57.28M,
-# 66.89M, 75.86M for CIFAR anytime (about 0.76e8 at the last exit, as in the paper's CIFAR
-# anytime figure).
+# 66.89M, 75.86M for CIFAR anytime.
 REF_CIFAR_ANYTIME_MACS = [14955776, 25235968, 36745984, 45926400, 56876288, 66460160, 75407104]
 REF_CIFAR_ANYTIME_PARAMS = [422266, 853572, 1240122, 1649108, 2120302, 2533592, 2986690]
 REF_CIFAR_BUDGETED_PARAMS = [288094, 626520, 983478, 1445984, 2020874]
@@ -55,11 +54,18 @@ def cumulative_params(model: MultiExitModel) -> list[int]:
 
 def cumulative_conv_linear_macs(model: MultiExitModel) -> list[int]:
     """fvcore on each stage's and head's static path; conv and linear multiply-adds only."""
+    with warnings.catch_warnings():  # fvcore's import uses the deprecated torch.jit.script
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     states = model.example_states(1)
     out, acc = [], 0
     for i in range(model.num_exits):
-        for path, inputs in ((model.stage_module(i), states[i]), (model.exit_module(i), states[i + 1])):
+        for path, inputs in (
+            (model.stage_module(i), states[i]),
+            (model.exit_module(i), states[i + 1]),
+        ):
             fa = FlopCountAnalysis(path.eval(), inputs)
             fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             by_op = fa.by_operator()
@@ -129,19 +135,25 @@ def test_exit_info_matches_a_real_forward(anytime):
             assert e.features == coarsest.shape[1]
             assert anytime.exits[i].features[0][0].in_channels == e.features
     # cumulative layers over all 16 layers
-    assert [e.position for e in info] == pytest.approx([4 / 16, 6 / 16, 8 / 16, 10 / 16, 12 / 16, 14 / 16, 1.0])
+    assert [e.position for e in info] == pytest.approx(
+        [4 / 16, 6 / 16, 8 / 16, 10 / 16, 12 / 16, 14 / 16, 1.0]
+    )
 
 
 def test_layer_plan_matches_the_reference_rules():
     # lin_grow: exit k after layer 1 + 2 + ... + k (the paper's budgeted-batch layout)
     assert block_steps(5, 1, "lin_grow", 1) == [1, 2, 3, 4, 5]
-    plan = layer_plan([1, 2, 3, 4, 5], n_scales=3, prune="max", n_channels=16, growth_rate=6, reduction=0.5)
+    plan = layer_plan(
+        [1, 2, 3, 4, 5], n_scales=3, prune="max", n_channels=16, growth_rate=6, reduction=0.5
+    )
     # interval ceil(15 / 3) = 5: scales drop at layers 6 and 11, each followed by a transition
     assert [(p.in_scales, p.out_scales) for p in plan][4:7] == [(3, 3), (3, 2), (2, 2)]
     assert [i + 1 for i, p in enumerate(plan) if p.transition_to is not None] == [6, 11]
     assert plan[5].in_channels == 16 + 5 * 6 and plan[5].transition_to == (16 + 6 * 6) // 2
     # 'min' keeps every scale until the last n_scales - 1 layers; transitions at L/3 and 2L/3
-    plan = layer_plan([4, 2, 2, 2], n_scales=3, prune="min", n_channels=8, growth_rate=4, reduction=0.5)
+    plan = layer_plan(
+        [4, 2, 2, 2], n_scales=3, prune="min", n_channels=8, growth_rate=4, reduction=0.5
+    )
     assert [p.out_scales for p in plan] == [3] * 8 + [2, 1]
     assert [i + 1 for i, p in enumerate(plan) if p.transition_to is not None] == [3, 6]
 
@@ -171,7 +183,10 @@ def test_imagenet_params_and_macs_equal_the_reference(imagenet):
     [
         ({"growth_rate": 0}, "growth_rate"),
         ({"growth_rate": -4}, "growth_rate"),
-        ({"growth_rate": 3}, "growth_rate"),  # cannot be split between strided and regular conv
+        (
+            {"growth_rate": 3, "gr_factor": [1, 1, 2]},
+            "growth_rate",
+        ),  # cannot be split between strided and regular conv
         ({"n_blocks": 0}, "n_blocks"),
         ({"step": 0}, "step"),
         ({"n_channels": 2.5}, "n_channels"),
@@ -213,7 +228,9 @@ def test_preset_accepts_an_override():
     ],
 )
 def test_too_small_input_says_what_is_needed(name, shape, config, need):
-    with pytest.raises(InputShapeError, match=rf"'input_shape'.*height and width >= {need}\b") as err:
+    with pytest.raises(
+        InputShapeError, match=rf"'input_shape'.*height and width >= {need}\b"
+    ) as err:
         create_model(name, input_shape=shape, **config)
     assert err.value.field_name == "input_shape"
     assert create_model(name, input_shape=(shape[0], need, need), **config).num_exits >= 1
@@ -232,14 +249,14 @@ def test_small_default_trains_on_digits():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = torch.tensor(digits.images[:256], dtype=torch.float32).unsqueeze(1) / 16.0
+    x = torch.tensor(digits.images[:160], dtype=torch.float32).unsqueeze(1) / 16.0
     x = (x - x.mean()) / x.std()
-    y = torch.tensor(digits.target[:256])
+    y = torch.tensor(digits.target[:160])
     model = create_model("msdnet", num_classes=10, input_shape=(1, 8, 8))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     losses = []
-    for _ in range(12):
+    for _ in range(10):
         outs = model.forward_all(x)
         loss = sum(nn.functional.cross_entropy(o, y) for o in outs)
         opt.zero_grad()

@@ -1,0 +1,151 @@
+"""Calibrated operating points and true early-exit runs of the suite's models.
+
+* :class:`CalibratedOperatingPoints` tracks, for every model x thresholded
+  policy x calibration target of the suite, the test accuracy and the
+  expected MACs (analytic) of the thresholds chosen on val: the numbers a
+  regression in a model, a training recipe or a policy moves.
+* :class:`PolicySweep` times the vectorised evaluation of the suite's
+  threshold grid on the test record (eebench's own hot path).
+* :class:`EarlyExitSpeedup` and :class:`LatencyPrediction` run the headline
+  operating point (the suite's first thresholded policy at its first
+  calibration target) with the true early-exit executor on each measured
+  backend: the realised speedup over aggregation, and the measured /
+  predicted latency ratio, where the prediction is the sum of the separately
+  measured stages and heads each sample ran (as ``eebench run`` validates it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import (
+    SUITE,
+    PreparedSuite,
+    SuiteBenchmark,
+    calibrate,
+    calibration_targets,
+    measured_backends,
+    open_backend,
+    suite_policy,
+    threshold_policies,
+)
+
+MODELS = [m.label for m in SUITE.models]
+POLICIES = threshold_policies(SUITE)
+CALIBRATIONS = calibration_targets(SUITE)
+BACKENDS = measured_backends(SUITE)
+VALIDATION_BATCH_SIZES = list(SUITE.validation.batch_sizes)
+
+
+class CalibratedOperatingPoints(SuiteBenchmark):
+    """Test-split results of thresholds calibrated on val (deterministic for a checkpoint)."""
+
+    params = [MODELS, POLICIES, CALIBRATIONS]
+    param_names = ["model", "policy", "calibration"]
+
+    def setup(self, prepared: PreparedSuite, model: str, policy: str, calibration: str) -> None:
+        val, test = prepared.load_records(model)
+        entry = prepared.entry(model)
+        self.macs = entry.macs_vector()
+        self.calibration = calibrate(calibration, val, test, suite_policy(SUITE, policy, val), self.macs)
+
+    def track_accuracy(self, prepared, model, policy, calibration):
+        return 100.0 * float(self.calibration.test["accuracy"])
+
+    track_accuracy.unit = "% test accuracy"
+
+    def track_expected_macs(self, prepared, model, policy, calibration):
+        return float(self.calibration.test["expected_macs"])
+
+    track_expected_macs.unit = "MACs (analytic, expected per sample)"
+
+    def track_expected_macs_fraction(self, prepared, model, policy, calibration):
+        return 100.0 * float(self.calibration.test["expected_macs"]) / float(self.macs.values[-1])
+
+    track_expected_macs_fraction.unit = "% of final-exit MACs (analytic)"
+
+
+class PolicySweep(SuiteBenchmark):
+    """Vectorised evaluation of a policy over the suite's threshold grid on the test record."""
+
+    params = [MODELS, POLICIES]
+    param_names = ["model", "policy"]
+
+    def setup(self, prepared: PreparedSuite, model: str, policy: str) -> None:
+        val, self.test = prepared.load_records(model)
+        self.policy = suite_policy(SUITE, policy, val)
+        name = policy.split(":", 1)[0]
+        spec = next(p for p in SUITE.policies if p.name == name)
+        self.grid = np.asarray(spec.threshold_values(), dtype=float)
+        self.macs = prepared.entry(model).macs_vector()
+
+    def time_sweep(self, prepared, model, policy):
+        from eebench.evaluation import operating_points
+
+        operating_points(self.test, self.policy, self.grid, [self.macs])
+
+
+class _Executor(SuiteBenchmark):
+    """Prepares the headline operating point's decider and a backend for executor runs."""
+
+    def _prepare(self, prepared: PreparedSuite, model: str, backend: str, batch_size: int) -> None:
+        val, test = prepared.load_records(model)
+        policy = suite_policy(SUITE, POLICIES[0], val)
+        cal = calibrate(CALIBRATIONS[0], val, test, policy, prepared.entry(model).macs_vector())
+        self.decider = policy.decider(cal.thresholds, num_exits=test.num_exits)
+        self.batch_size = batch_size
+        self.runner = open_backend(prepared, model, backend, batch_size, SUITE.measurement.threads[0])
+        self.x = prepared.batch(min(SUITE.validation.samples, len(prepared.x_test)))
+        self.mode = "per-sample" if batch_size == 1 else "batched"
+        self._run(self.x[: min(5, len(self.x))], self.mode)  # warm the loop
+
+    def _run(self, x, mode: str):
+        from eebench.backends import EarlyExitExecutor
+
+        decider = None if mode == "aggregation" else self.decider
+        return EarlyExitExecutor(self.runner, decider).run(x, mode=mode, batch_size=self.batch_size)
+
+
+class EarlyExitSpeedup(_Executor):
+    """Realised speedup of the true early exit over aggregation (every exit run), measured by
+    the executor on the same backend, clock and samples."""
+
+    params = [MODELS, BACKENDS, VALIDATION_BATCH_SIZES]
+    param_names = ["model", "backend", "batch_size"]
+
+    def setup(self, prepared: PreparedSuite, model: str, backend: str, batch_size: int) -> None:
+        self._prepare(prepared, model, backend, batch_size)
+
+    def track_speedup_vs_aggregation(self, prepared, model, backend, batch_size):
+        early = self._run(self.x, self.mode)
+        aggregation = self._run(self.x, "aggregation")
+        return aggregation.mean_latency_ns / early.mean_latency_ns
+
+    track_speedup_vs_aggregation.unit = "x (measured mean latency, aggregation / early exit)"
+
+
+class LatencyPrediction(_Executor):
+    """Measured mean latency of the per-sample early-exit run over the prediction from the
+    separately timed stages and heads (batch 1, where the parts are timed)."""
+
+    params = [MODELS, BACKENDS]
+    param_names = ["model", "backend"]
+
+    def setup(self, prepared: PreparedSuite, model: str, backend: str) -> None:
+        self._prepare(prepared, model, backend, 1)
+
+    def track_latency_ratio(self, prepared, model, backend):
+        from eebench.measure.parts import measure_parts, predict_latency
+        from eebench.measure.timing import TimingConfig
+
+        m = SUITE.measurement
+        timing = TimingConfig(
+            warmup=m.warmup, min_runs=m.min_repeats, min_time_s=m.min_time_s,
+            max_time_s=m.max_time_s, noisy_cv=m.noisy_cv,
+        )
+        parts = measure_parts(self.runner, x=self.x[:1], batch_size=1, config=timing)
+        early = self._run(self.x, "per-sample")
+        predicted = predict_latency(early.exit_indices, parts.stage_ns(), parts.head_ns())
+        return early.mean_latency_ns / float(predicted.mean())
+
+    track_latency_ratio.unit = "measured / predicted mean latency"
