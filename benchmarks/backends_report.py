@@ -214,12 +214,18 @@ def table_row(r: dict, ort_ratio: float | None) -> tuple[str, ...]:
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
-    rows = [tuple(r) + ("",) * (len(HEADER) - len(r)) for r in rows]
-    widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    """Full rows aligned in columns; a short row (a model not runnable on an input) as one line."""
+    full = [r for r in rows if len(r) == len(HEADER)]
+    widths = [max(len(str(r[i])) for r in [HEADER, *full]) for i in range(len(HEADER))]
     print(" | ".join(h.ljust(w) for h, w in zip(HEADER, widths)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        if len(r) == len(HEADER):
+            print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        else:
+            print(
+                " | ".join(str(c).ljust(w) for c, w in zip(r[:2], widths)) + " | " + " ".join(r[2:])
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     model = create_model(name, num_classes=10, input_shape=shape)
                 except InputShapeError:
-                    rows.append((name, shape_name, "-", "not runnable: needs a larger input"))
+                    rows.append(
+                        (name, shape_name, "(not runnable: the architecture needs a larger input)")
+                    )
                     continue
                 data = digits_data(shape)
                 epochs, secs = train_briefly(model, data, args.train_seconds)

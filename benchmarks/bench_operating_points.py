@@ -47,7 +47,9 @@ class CalibratedOperatingPoints(SuiteBenchmark):
         val, test = prepared.load_records(model)
         entry = prepared.entry(model)
         self.macs = entry.macs_vector()
-        self.calibration = calibrate(calibration, val, test, suite_policy(SUITE, policy, val), self.macs)
+        self.calibration = calibrate(
+            calibration, val, test, suite_policy(SUITE, policy, val), self.macs
+        )
 
     def track_accuracy(self, prepared, model, policy, calibration):
         return 100.0 * float(self.calibration.test["accuracy"])
@@ -94,7 +96,9 @@ class _Executor(SuiteBenchmark):
         cal = calibrate(CALIBRATIONS[0], val, test, policy, prepared.entry(model).macs_vector())
         self.decider = policy.decider(cal.thresholds, num_exits=test.num_exits)
         self.batch_size = batch_size
-        self.runner = open_backend(prepared, model, backend, batch_size, SUITE.measurement.threads[0])
+        self.runner = open_backend(
+            prepared, model, backend, batch_size, SUITE.measurement.threads[0]
+        )
         self.x = prepared.batch(min(SUITE.validation.samples, len(prepared.x_test)))
         self.mode = "per-sample" if batch_size == 1 else "batched"
         self._run(self.x[: min(5, len(self.x))], self.mode)  # warm the loop
@@ -140,8 +144,11 @@ class LatencyPrediction(_Executor):
 
         m = SUITE.measurement
         timing = TimingConfig(
-            warmup=m.warmup, min_runs=m.min_repeats, min_time_s=m.min_time_s,
-            max_time_s=m.max_time_s, noisy_cv=m.noisy_cv,
+            warmup=m.warmup,
+            min_runs=m.min_repeats,
+            min_time_s=m.min_time_s,
+            max_time_s=m.max_time_s,
+            noisy_cv=m.noisy_cv,
         )
         parts = measure_parts(self.runner, x=self.x[:1], batch_size=1, config=timing)
         early = self._run(self.x, "per-sample")

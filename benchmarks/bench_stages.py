@@ -38,7 +38,13 @@ class StageLatency(SuiteBenchmark):
     param_names = ["model", "backend", "batch_size", "threads", "stage"]
 
     def setup(
-        self, prepared: PreparedSuite, model: str, backend: str, batch_size: int, threads: int, stage: int
+        self,
+        prepared: PreparedSuite,
+        model: str,
+        backend: str,
+        batch_size: int,
+        threads: int,
+        stage: int,
     ) -> None:
         if stage >= prepared.entry(model).num_exits:
             raise NotImplementedError(f"{model} has {prepared.entry(model).num_exits} stages")
@@ -69,7 +75,9 @@ class PeakMemory(SuiteBenchmark):
     params = [MODELS, BACKENDS, BATCH_SIZES, THREADS]
     param_names = ["model", "backend", "batch_size", "threads"]
 
-    def setup(self, prepared: PreparedSuite, model: str, backend: str, batch_size: int, threads: int) -> None:
+    def setup(
+        self, prepared: PreparedSuite, model: str, backend: str, batch_size: int, threads: int
+    ) -> None:
         from eebench.backends import get_backend
 
         ok, reason = get_backend(backend).available()

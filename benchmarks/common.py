@@ -62,18 +62,21 @@ def suite_path(ref: str | None = None) -> Path:
     """The suite file: ``ref``, else ``$EEBENCH_ASV_SUITE``, else ``quick``.
 
     A name is looked up in the repository's ``suites/`` (not in the installed
-    package: asv installs eebench as a wheel into its virtualenvs).
+    package: asv installs eebench as a wheel into its virtualenvs). A relative
+    path is taken from the repository root: asv imports the benchmarks from a
+    temporary working directory.
     """
     ref = ref or os.environ.get(SUITE_ENV) or DEFAULT_SUITE
     path = Path(ref)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
+    if path.suffix in (".yaml", ".yml") or "/" in ref:
+        full = path if path.is_absolute() else REPO_ROOT / path
+        if not full.is_file():
             raise ConfigError(
-                f"suite file not found: {path.resolve()} (set {SUITE_ENV} to a suite file or to "
-                "the name of a suite in suites/)",
+                f"suite file not found: {full} (set {SUITE_ENV} to a suite file, absolute or "
+                "relative to the repository root, or to the name of a suite in suites/)",
                 source=SUITE_ENV,
             )
-        return path
+        return full
     builtin = SUITES_DIR / f"{ref}.yaml"
     if not builtin.is_file():
         known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))) or "(none)"
@@ -266,7 +269,9 @@ def prepare_suite(suite: SuiteSpec, cache_root: Path = CACHE_ROOT) -> PreparedSu
     onnx = "onnxruntime" in measured_backends(suite) and get_backend("onnxruntime").available()[0]
     entries = {}
     for m in suite.models:
-        tconf = TrainConfig.from_dict(dict(m.training), source=f"suite {suite.name}: models[{m.label}].training")
+        tconf = TrainConfig.from_dict(
+            dict(m.training), source=f"suite {suite.name}: models[{m.label}].training"
+        )
         if m.checkpoint:
             path = Path(m.checkpoint)
             model, _ = load_checkpoint(
@@ -285,7 +290,10 @@ def prepare_suite(suite: SuiteSpec, cache_root: Path = CACHE_ROOT) -> PreparedSu
         records = {}
         for s in ("val", "test"):
             rec = load_or_record(
-                cache_root / "records", model, getattr(splits, s), model_key=key,
+                cache_root / "records",
+                model,
+                getattr(splits, s),
+                model_key=key,
                 batch_size=suite.record_batch_size,
             )
             records[s] = str(cache_root / "records" / _record_name(rec))

@@ -62,7 +62,9 @@ def test_every_registered_model_has_a_benchmark(benchmarks):
     covered = _values(benchmarks, "model_name")
     for kind in ("time", "track"):
         missing = sorted(set(list_models()) - covered[kind])
-        assert not missing, f"registered models without a {kind} benchmark in benchmarks/: {missing}"
+        assert not missing, (
+            f"registered models without a {kind} benchmark in benchmarks/: {missing}"
+        )
 
 
 def test_every_model_of_a_builtin_suite_has_a_benchmark(benchmarks):

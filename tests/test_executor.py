@@ -224,9 +224,14 @@ def test_batched_baselines_agree_with_batched_early_exit():
     x = torch.randn(N, *model.input_shape, generator=torch.Generator().manual_seed(5))
     logits, theta, want_preds, want_exits = reference(model, x)
     prepared = get_backend("torch-cpu").prepare(model, threads=1)
-    agg = EarlyExitExecutor(prepared, MaxSoftmaxDecider(theta)).run(x, mode="aggregation", batch_size=3)
+    agg = EarlyExitExecutor(prepared, MaxSoftmaxDecider(theta)).run(
+        x, mode="aggregation", batch_size=3
+    )
     assert agg.batch_size == 3
-    assert agg.predictions.tolist() == want_preds.tolist() and agg.exit_indices.tolist() == want_exits.tolist()
+    assert (
+        agg.predictions.tolist() == want_preds.tolist()
+        and agg.exit_indices.tolist() == want_exits.tolist()
+    )
     assert len(set(agg.latency_ns[:3].tolist())) == 1  # a batch finishes together
     bb = EarlyExitExecutor(prepared).run(x, mode="backbone", batch_size=4)
     assert bb.predictions.tolist() == logits[:, -1].argmax(axis=1).tolist()

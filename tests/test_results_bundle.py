@@ -8,11 +8,22 @@ from eebench.results import ChecksumError, Run, RunWriter, list_runs
 
 
 def _costs(model: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "model": [model], "part": ["stage"], "index": [0], "metric": ["macs"], "value": [123.0],
-        "unit": ["MAC"], "source_kind": ["analytic"], "source": ["analytic"], "backend": [""],
-        "device": [""], "threads": [0], "batch_size": [1],
-    })
+    return pd.DataFrame(
+        {
+            "model": [model],
+            "part": ["stage"],
+            "index": [0],
+            "metric": ["macs"],
+            "value": [123.0],
+            "unit": ["MAC"],
+            "source_kind": ["analytic"],
+            "source": ["analytic"],
+            "backend": [""],
+            "device": [""],
+            "threads": [0],
+            "batch_size": [1],
+        }
+    )
 
 
 def test_run_is_never_overwritten(tmp_path):

@@ -303,20 +303,42 @@ def walk_module(module: nn.Module, inputs: Sequence[Tensor]) -> list[Row]:
 
 
 @torch.no_grad()
+def _walk_parts(model: nn.Module, batch_size: int, device: str) -> list[LayerCost]:
+    """Walk stage by stage, feeding each stage the previous stage's output (and each head
+    the output of its stage), on ``device``."""
+    x = torch.zeros(batch_size, *model.input_shape, device=device)
+    state: tuple[Tensor, ...] = (x,)
+    out: list[LayerCost] = []
+    for i in range(model.num_stages):
+        stage = model.stage_module(i)
+        recorder = _Recorder(stage)
+        try:
+            with recorder:
+                next_state = stage(*state)
+        finally:
+            recorder.remove()
+        out += [
+            LayerCost("stage", i, name.removeprefix("model."), *rest)
+            for name, *rest in recorder.rows
+        ]
+        state = next_state if isinstance(next_state, tuple) else (next_state,)
+        for name, *rest in walk_module(model.exit_module(i), state):
+            out.append(LayerCost("exit", i, name.removeprefix("model."), *rest))
+    return out
+
+
 def model_layers(model: nn.Module, batch_size: int = 1) -> list[LayerCost]:
-    """Every operator of every stage and exit head of a MultiExitModel, on its own static path."""
+    """Every operator of every stage and exit head of a MultiExitModel, on its own static path.
+
+    The walk is one forward of a zero batch on the CPU with one torch thread (the values do
+    not matter, and one thread is the fastest way to run small layers on a busy machine).
+    """
     was_training = model.training
+    threads = torch.get_num_threads()
     model.eval()
     try:
-        states = model.example_states(batch_size)
-        out: list[LayerCost] = []
-        for i in range(model.num_stages):
-            for part, module, inputs in (
-                ("stage", model.stage_module(i), states[i]),
-                ("exit", model.exit_module(i), states[i + 1]),
-            ):
-                for name, *rest in walk_module(module, inputs):
-                    out.append(LayerCost(part, i, name.removeprefix("model."), *rest))
-        return out
+        torch.set_num_threads(1)
+        return _walk_parts(model, batch_size, "cpu")
     finally:
+        torch.set_num_threads(threads)
         model.train(was_training)

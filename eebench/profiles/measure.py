@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,8 @@ def measure_profile(
     power_seconds: float = 1.0,
     clock: str = "wall",
     statistic: str = "median",
+    rounds: int = 3,
+    between_rounds: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the micro-benchmarks and return the validated profile as YAML-ready data.
 
@@ -264,7 +267,14 @@ def measure_profile(
         raise ConfigError(f"profile name '{name}' has no letters or digits")
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     results = run_microbenchmarks(
-        backend, threads, min_time_s=min_time_s, progress=progress, clock=clock, statistic=statistic
+        backend,
+        threads,
+        min_time_s=min_time_s,
+        progress=progress,
+        clock=clock,
+        statistic=statistic,
+        rounds=rounds,
+        between_rounds=between_rounds,
     )
     power = (
         measure_power(date, power_seconds)

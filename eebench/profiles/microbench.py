@@ -260,6 +260,7 @@ def run_microbenchmarks(
     clock: str = "wall",
     statistic: str = "median",
     rounds: int = 3,
+    between_rounds: Callable[[int], None] | None = None,
 ) -> MicroBenchResults:
     """Time every benchmark at ``threads`` torch threads (restored afterwards).
 
@@ -268,6 +269,8 @@ def run_microbenchmarks(
     benchmark's samples rather than all samples of a few. ``statistic`` is what each
     benchmark reports from its pooled samples: the ``median`` call, or the ``min`` (the
     call least disturbed by other work, for a machine shared with other jobs).
+    ``between_rounds(r)`` runs after round ``r``: a validation can time its own work in
+    between, so that both see the same conditions on a shared machine.
     """
     device = _device(backend)
     sync: Callable[[], None] | None = torch.cuda.synchronize if device.type == "cuda" else None
@@ -326,6 +329,8 @@ def run_microbenchmarks(
                         )
                         case.samples_ns.extend(run.samples_ns)
                         bar.update()
+                    if between_rounds is not None:
+                        between_rounds(r)
             finally:
                 bar.close()
     finally:

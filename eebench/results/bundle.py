@@ -99,8 +99,14 @@ class RunWriter:
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, root: Path | str, suite_name: str, suite: dict[str, Any],
-               environment: dict[str, Any], run_id: str | None = None) -> RunWriter:
+    def create(
+        cls,
+        root: Path | str,
+        suite_name: str,
+        suite: dict[str, Any],
+        environment: dict[str, Any],
+        run_id: str | None = None,
+    ) -> RunWriter:
         """Start a new run; refuses to reuse an existing run folder."""
         run_id = run_id or new_run_id()
         path = Path(root) / safe_name(suite_name) / run_id
@@ -110,20 +116,23 @@ class RunWriter:
                 "continue it with --resume, or choose another --run-id"
             )
         path.mkdir(parents=True)
-        writer = cls(path, {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run_id,
-            "suite_name": suite_name,
-            "suite": suite,
-            "environment": environment,
-            "status": "partial",
-            "reason": "in progress",
-            "started": now_iso(),
-            "finished": None,
-            "resumed": [],
-            "steps": {},
-            "tables": {},
-        })
+        writer = cls(
+            path,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "run_id": run_id,
+                "suite_name": suite_name,
+                "suite": suite,
+                "environment": environment,
+                "status": "partial",
+                "reason": "in progress",
+                "started": now_iso(),
+                "finished": None,
+                "resumed": [],
+                "steps": {},
+                "tables": {},
+            },
+        )
         writer._write_manifest()
         return writer
 
@@ -160,8 +169,13 @@ class RunWriter:
     def step_info(self, key: str) -> dict[str, Any]:
         return dict(self.manifest["steps"].get(key, {}).get("info", {}))
 
-    def finish_step(self, key: str, tables: dict[str, pd.DataFrame] | None = None,
-                    info: dict[str, Any] | None = None, seconds: float | None = None) -> None:
+    def finish_step(
+        self,
+        key: str,
+        tables: dict[str, pd.DataFrame] | None = None,
+        info: dict[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> None:
         """Record a finished step: its table parts first, then the manifest entry."""
         parts, names = {}, {}
         for table, df in (tables or {}).items():
@@ -172,8 +186,12 @@ class RunWriter:
             parts[rel] = sha256_file(self.path / rel)
             names[table] = rel
         self.manifest["steps"][key] = {
-            "status": "done", "parts": parts, "tables": names, "info": info or {},
-            "seconds": seconds, "finished": now_iso(),
+            "status": "done",
+            "parts": parts,
+            "tables": names,
+            "info": info or {},
+            "seconds": seconds,
+            "finished": now_iso(),
         }
         self._write_manifest()
 
@@ -191,10 +209,18 @@ class RunWriter:
         out = {}
         for table in TABLES:
             parts = [f for f in frames.get(table, []) if len(f.columns)]
-            df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TABLES[table].required)
+            df = (
+                pd.concat(parts, ignore_index=True)
+                if parts
+                else pd.DataFrame(columns=TABLES[table].required)
+            )
             rel = f"{table}.csv"
             atomic_write_bytes(self.path / rel, _table_bytes(df))
-            self.manifest["tables"][table] = {"file": rel, "sha256": sha256_file(self.path / rel), "rows": len(df)}
+            self.manifest["tables"][table] = {
+                "file": rel,
+                "sha256": sha256_file(self.path / rel),
+                "rows": len(df),
+            }
             out[table] = df
         self._write_manifest()
         return out
@@ -229,15 +255,19 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     mf = path / MANIFEST
     if not mf.exists():
-        raise ResultsError(f"{path}: not a results bundle (no {MANIFEST}); "
-                           "pass a run folder such as results/quick/<run-id>")
+        raise ResultsError(
+            f"{path}: not a results bundle (no {MANIFEST}); "
+            "pass a run folder such as results/quick/<run-id>"
+        )
     try:
         manifest = json.loads(mf.read_text())
     except json.JSONDecodeError as err:
         raise ResultsError(f"{mf}: unreadable manifest ({err}); the run cannot be used") from err
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ResultsError(f"{mf}: schema version {manifest.get('schema_version')} is not "
-                           f"supported (this eebench reads version {SCHEMA_VERSION})")
+        raise ResultsError(
+            f"{mf}: schema version {manifest.get('schema_version')} is not "
+            f"supported (this eebench reads version {SCHEMA_VERSION})"
+        )
     return manifest
 
 
@@ -310,18 +340,22 @@ def list_runs(root: Path | str) -> pd.DataFrame:
         try:
             run = Run.open(path)
         except ResultsError as err:
-            rows.append({"run": str(path), "suite": "?", "status": "unreadable", "reason": str(err)})
+            rows.append(
+                {"run": str(path), "suite": "?", "status": "unreadable", "reason": str(err)}
+            )
             continue
         m = run.manifest
         problems = run.verify()
-        rows.append({
-            "run": str(path),
-            "suite": m.get("suite_name"),
-            "status": m.get("status"),
-            "started": m.get("started"),
-            "finished": m.get("finished"),
-            "commit": (m.get("environment", {}).get("git_commit") or "")[:10],
-            "steps": len(m.get("steps", {})),
-            "reason": "; ".join(problems) if problems else m.get("reason", ""),
-        })
+        rows.append(
+            {
+                "run": str(path),
+                "suite": m.get("suite_name"),
+                "status": m.get("status"),
+                "started": m.get("started"),
+                "finished": m.get("finished"),
+                "commit": (m.get("environment", {}).get("git_commit") or "")[:10],
+                "steps": len(m.get("steps", {})),
+                "reason": "; ".join(problems) if problems else m.get("reason", ""),
+            }
+        )
     return pd.DataFrame(rows)

@@ -29,15 +29,37 @@ TABLES: dict[str, TableSpec] = {
     for spec in (
         TableSpec(
             "exits",
-            ("model", "split", "sample_id", "label", "exit", "prediction", "correct",
-             "max_softmax", "score_margin", "entropy"),
+            (
+                "model",
+                "split",
+                "sample_id",
+                "label",
+                "exit",
+                "prediction",
+                "correct",
+                "max_softmax",
+                "score_margin",
+                "entropy",
+            ),
             "Per sample and exit: label, prediction and the confidence measures (entropy "
             "normalised by log C). Optional per-sample metadata columns (e.g. difficulty).",
         ),
         TableSpec(
             "stage_costs",
-            ("model", "part", "index", "metric", "value", "unit", "source_kind", "source",
-             "backend", "device", "threads", "batch_size"),
+            (
+                "model",
+                "part",
+                "index",
+                "metric",
+                "value",
+                "unit",
+                "source_kind",
+                "source",
+                "backend",
+                "device",
+                "threads",
+                "batch_size",
+            ),
             "Per model, stage or exit head (part = stage|exit), and source: one row per metric "
             "(macs, params, output_bytes, latency_median_ms, latency_p90_ms, latency_p99_ms, "
             "latency_iqr_ms, latency_cv, energy_mj, ...). source_kind is analytic, measured or "
@@ -45,22 +67,51 @@ TABLES: dict[str, TableSpec] = {
         ),
         TableSpec(
             "latency_samples",
-            ("model", "part", "index", "backend", "device", "threads", "batch_size", "sample", "ms"),
+            (
+                "model",
+                "part",
+                "index",
+                "backend",
+                "device",
+                "threads",
+                "batch_size",
+                "sample",
+                "ms",
+            ),
             "Raw latency samples behind every measured latency statistic (for significance tests).",
         ),
         TableSpec(
             "operating_points",
-            ("model", "family", "split", "policy", "confidence", "thresholds", "calibration",
-             "accuracy", "expected_macs"),
+            (
+                "model",
+                "family",
+                "split",
+                "policy",
+                "confidence",
+                "thresholds",
+                "calibration",
+                "accuracy",
+                "expected_macs",
+            ),
             "Per model, policy and thresholds: accuracy, exit fractions (exit_frac_<i>), expected "
             "MACs (analytic), expected latency/energy with their source columns, overthinking. "
             "calibration names the target that chose the point on val ('sweep' for plain grid points).",
         ),
         TableSpec(
             "validation",
-            ("model", "backend", "policy", "calibration", "batch_size", "threads",
-             "predicted_latency_ms", "measured_latency_ms", "ratio", "decision_overhead_us",
-             "agreement"),
+            (
+                "model",
+                "backend",
+                "policy",
+                "calibration",
+                "batch_size",
+                "threads",
+                "predicted_latency_ms",
+                "measured_latency_ms",
+                "ratio",
+                "decision_overhead_us",
+                "agreement",
+            ),
             "True early-exit runs of calibrated operating points: predicted (from measured stage "
             "costs) vs measured mean latency per sample, decision overhead, agreement of the "
             "executor's exits with the exit record, speedups vs aggregation and vs the backbone.",

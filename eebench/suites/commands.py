@@ -7,15 +7,27 @@ from pathlib import Path
 
 
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a benchmark suite (a YAML file or a built-in name such as 'quick')")
+    p = sub.add_parser(
+        "run", help="run a benchmark suite (a YAML file or a built-in name such as 'quick')"
+    )
     p.add_argument("suite", help="suite file or built-in suite name")
     p.add_argument("--out", default="results", help="results folder (default: results)")
-    p.add_argument("--resume", metavar="RUN", default=None,
-                   help="continue a partial run folder, redoing only what is missing")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        default=None,
+        help="continue a partial run folder, redoing only what is missing",
+    )
     p.add_argument("--run-id", default=None, help="name of the run folder (default: UTC timestamp)")
-    p.add_argument("--backend", action="append", default=None,
-                   help="run only these backends (repeatable), e.g. --backend torch-cpu")
-    p.add_argument("--cache", default=None, help="checkpoint/ONNX cache folder (default: <out>/cache)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        help="run only these backends (repeatable), e.g. --backend torch-cpu",
+    )
+    p.add_argument(
+        "--cache", default=None, help="checkpoint/ONNX cache folder (default: <out>/cache)"
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -49,7 +61,14 @@ def _list_suites(args: argparse.Namespace) -> int:
     rows = []
     for name, path in builtin_suites().items():
         spec = load_suite_file(path)
-        rows.append({"suite": name, "dataset": spec.dataset.name, "models": len(spec.models),
-                     "backends": ", ".join(spec.backends), "description": spec.description})
+        rows.append(
+            {
+                "suite": name,
+                "dataset": spec.dataset.name,
+                "models": len(spec.models),
+                "backends": ", ".join(spec.backends),
+                "description": spec.description,
+            }
+        )
     print(pd.DataFrame(rows).to_string(index=False) if rows else "no built-in suites found")
     return 0

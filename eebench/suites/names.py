@@ -19,8 +19,11 @@ def _check(name: str, known: Iterable[str], kind: str, source: str, field: str) 
         return
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown {kind} '{name}'{hint} (known: {', '.join(sorted(known))})",
-                      source=source, field=field)
+    raise ConfigError(
+        f"unknown {kind} '{name}'{hint} (known: {', '.join(sorted(known))})",
+        source=source,
+        field=field,
+    )
 
 
 def check_names(spec: SuiteSpec, source: str) -> None:
@@ -34,6 +37,10 @@ def check_names(spec: SuiteSpec, source: str) -> None:
     from eebench.training import TrainConfig
 
     _check(spec.dataset.name, list_datasets(), "dataset", source, "dataset.name")
+    if spec.dataset.fallback is not None:
+        _check(
+            spec.dataset.fallback.name, list_datasets(), "dataset", source, "dataset.fallback.name"
+        )
     for i, m in enumerate(spec.models):
         _check(m.name, list_models(), "model", source, f"models[{i}].name")
         try:
@@ -43,7 +50,13 @@ def check_names(spec: SuiteSpec, source: str) -> None:
     for i, p in enumerate(spec.policies):
         _check(p.name, list_policies(), "policy", source, f"policies[{i}].name")
         for j, c in enumerate(p.confidence):
-            _check(c, list_confidence_measures(), "confidence measure", source, f"policies[{i}].confidence[{j}]")
+            _check(
+                c,
+                list_confidence_measures(),
+                "confidence measure",
+                source,
+                f"policies[{i}].confidence[{j}]",
+            )
     for i, b in enumerate(spec.baselines):
         _check(b, list_policies(), "policy", source, f"baselines[{i}]")
     profiles = list_profiles()
@@ -51,4 +64,6 @@ def check_names(spec: SuiteSpec, source: str) -> None:
         if b.startswith("simulated:"):
             _check(b.split(":", 1)[1], profiles, "hardware profile", source, f"backends[{i}]")
         else:
-            _check(b, [n for n in list_backends() if ":" not in n], "backend", source, f"backends[{i}]")
+            _check(
+                b, [n for n in list_backends() if ":" not in n], "backend", source, f"backends[{i}]"
+            )

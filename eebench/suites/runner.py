@@ -62,7 +62,9 @@ class ModelContext:
     family: str
     records: dict[str, Any] = field(default_factory=dict)
     cost_table: Any = None
-    parts: dict[str, Any] = field(default_factory=dict)  # backend label -> PartMeasurements (batch 1)
+    parts: dict[str, Any] = field(
+        default_factory=dict
+    )  # backend label -> PartMeasurements (batch 1)
 
 
 def run_suite(suite_ref: str, options: RunOptions | None = None) -> Path:
@@ -93,10 +95,13 @@ class SuiteRunner:
         resolved["source"] = str(self.source)
         if self.options.resume:
             self.writer = RunWriter.resume(self.options.resume, env)
-            self.log(f"resuming {self.writer.path} ({len(self.writer.manifest['steps'])} steps done)")
+            self.log(
+                f"resuming {self.writer.path} ({len(self.writer.manifest['steps'])} steps done)"
+            )
         else:
-            self.writer = RunWriter.create(self.options.out_root, self.spec.name, resolved, env,
-                                           run_id=self.options.run_id)
+            self.writer = RunWriter.create(
+                self.options.out_root, self.spec.name, resolved, env, run_id=self.options.run_id
+            )
             self.log(f"run {self.writer.path}")
         started = time.perf_counter()
         try:
@@ -125,20 +130,38 @@ class SuiteRunner:
 
     def _run_steps(self) -> None:
         from eebench.data import get_splits
+        from eebench.errors import DataError
 
         ds = self.spec.dataset
         with self._timed("dataset"):
-            self.splits = get_splits(ds.name, seed=ds.seed, **ds.options)
-        self.log(f"dataset {ds.name}: train {len(self.splits.train.y)}, val {len(self.splits.val.y)}, "
-                 f"test {len(self.splits.test.y)} samples, input {self.splits.input_shape}, "
-                 f"fingerprint {self.splits.fingerprint[:12]}")
+            try:
+                self.splits = get_splits(ds.name, seed=ds.seed, **ds.options)
+            except DataError as err:
+                if ds.fallback is None:
+                    raise
+                self.log(
+                    f"dataset {ds.name} is not available ({err}); using the suite's fallback "
+                    f"'{ds.fallback.name}'"
+                )
+                self.splits = get_splits(ds.fallback.name, seed=ds.seed, **ds.fallback.options)
+                assert self.writer is not None
+                self.writer.manifest["dataset_fallback"] = {
+                    "wanted": ds.name,
+                    "used": ds.fallback.name,
+                    "reason": str(err),
+                }
+        self.log(
+            f"dataset {ds.name}: train {len(self.splits.train.y)}, val {len(self.splits.val.y)}, "
+            f"test {len(self.splits.test.y)} samples, input {self.splits.input_shape}, "
+            f"fingerprint {self.splits.fingerprint[:12]}"
+        )
         for mspec in self.spec.models:
             ctx = self._train(mspec)
             self._record(ctx)
             self._costs(ctx)
             for backend in self.spec.backends:
                 if backend.startswith(SIMULATED_PREFIX):
-                    self._estimate(ctx, backend[len(SIMULATED_PREFIX):])
+                    self._estimate(ctx, backend[len(SIMULATED_PREFIX) :])
                 else:
                     self._measure(ctx, backend)
             self._policies(ctx)
@@ -155,7 +178,9 @@ class SuiteRunner:
         assert self.writer is not None
         self.writer.record_timing(name, time.perf_counter() - t0)
 
-    def _step(self, key: str, fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]]) -> dict[str, Any]:
+    def _step(
+        self, key: str, fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]]
+    ) -> dict[str, Any]:
         """Run ``fn`` unless the step is already in the bundle; returns the step's info."""
         assert self.writer is not None
         if self.writer.has_step(key):
@@ -177,19 +202,29 @@ class SuiteRunner:
 
         label = mspec.label
         self.log(f"model {label} ({mspec.name})")
-        tconf = TrainConfig.from_dict(dict(mspec.training), source=f"{self.source}: models[{label}].training")
+        tconf = TrainConfig.from_dict(
+            dict(mspec.training), source=f"{self.source}: models[{label}].training"
+        )
         t0 = time.perf_counter()
         if mspec.checkpoint:
             model, info = load_checkpoint(
-                mspec.checkpoint, model_name=mspec.name, model_config=dict(mspec.config),
-                num_classes=self.splits.num_classes, input_shape=self.splits.input_shape,
+                mspec.checkpoint,
+                model_name=mspec.name,
+                model_config=dict(mspec.config),
+                num_classes=self.splits.num_classes,
+                input_shape=self.splits.input_shape,
                 dataset_fingerprint=self.splits.fingerprint,
             )
         else:
             cache = CheckpointCache(self.options.cache_root / "checkpoints")
-            model, info = cache.get_or_train(mspec.name, dict(mspec.config), self.splits, tconf,
-                                             progress=self.options.progress,
-                                             threads=self.spec.train_threads)
+            model, info = cache.get_or_train(
+                mspec.name,
+                dict(mspec.config),
+                self.splits,
+                tconf,
+                progress=self.options.progress,
+                threads=self.spec.train_threads,
+            )
         model.eval()
         seconds = time.perf_counter() - t0
         info_d = info.to_dict() if hasattr(info, "to_dict") else dict(vars(info))
@@ -207,21 +242,28 @@ class SuiteRunner:
         assert self.writer is not None
         label = ctx.spec.label
         key = model_key_of(ctx.model)
-        paths = {s: self.writer.path / "records" / f"{safe_name(label)}.{s}.npz" for s in ("val", "test")}
+        paths = {
+            s: self.writer.path / "records" / f"{safe_name(label)}.{s}.npz" for s in ("val", "test")
+        }
 
         def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
             frames = []
             for s in ("val", "test"):
                 split = getattr(self.splits, s)
-                rec = record_exits(ctx.model, split, batch_size=self.spec.record_batch_size, model_key=key)
+                rec = record_exits(
+                    ctx.model, split, batch_size=self.spec.record_batch_size, model_key=key
+                )
                 rec.save(paths[s])
                 frames.append(exits_rows(label, rec))
             return {"exits": pd.concat(frames, ignore_index=True)}, {"model_key": key}
 
         self._step(f"record:{label}", step)
         for s in ("val", "test"):
-            ctx.records[s] = ExitRecord.load(paths[s], expected_model_key=key,
-                                             expected_fingerprint=getattr(self.splits, s).fingerprint)
+            ctx.records[s] = ExitRecord.load(
+                paths[s],
+                expected_model_key=key,
+                expected_fingerprint=getattr(self.splits, s).fingerprint,
+            )
         acc = ctx.records["test"].exit_accuracy
         self.log(f"  test accuracy per exit: {' / '.join(f'{a:.3f}' for a in acc)}")
 
@@ -231,7 +273,9 @@ class SuiteRunner:
 
         ctx.cost_table = analyze_costs(ctx.model)
         label = ctx.spec.label
-        self._step(f"costs:{label}", lambda: ({"stage_costs": analytic_rows(label, ctx.cost_table)}, {}))
+        self._step(
+            f"costs:{label}", lambda: ({"stage_costs": analytic_rows(label, ctx.cost_table)}, {})
+        )
 
     # ------------------------------------------------------------------ measure
     def _measure(self, ctx: ModelContext, backend_name: str) -> None:
@@ -246,17 +290,30 @@ class SuiteRunner:
             self._skip(f"skip:{label}:{backend_name}", label, "measure", backend_name, reason)
             return
         m = self.spec.measurement
-        timing = TimingConfig(warmup=m.warmup, min_runs=m.min_repeats, min_time_s=m.min_time_s,
-                              max_time_s=m.max_time_s, noisy_cv=m.noisy_cv)
+        timing = TimingConfig(
+            warmup=m.warmup,
+            min_runs=m.min_repeats,
+            min_time_s=m.min_time_s,
+            max_time_s=m.max_time_s,
+            noisy_cv=m.noisy_cv,
+        )
         for threads in m.threads:
             for bs in m.batch_sizes:
                 key = f"measure:{label}:{backend_name}:b{bs}:t{threads}"
 
-                def step(bs: int = bs, threads: int = threads) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-                    prepared = backend.prepare(ctx.model, batch_size=bs, threads=threads,
-                                               cache_dir=self.options.cache_root / "onnx") \
-                        if backend_name == "onnxruntime" else \
-                        backend.prepare(ctx.model, batch_size=bs, threads=threads)
+                def step(
+                    bs: int = bs, threads: int = threads
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+                    prepared = (
+                        backend.prepare(
+                            ctx.model,
+                            batch_size=bs,
+                            threads=threads,
+                            cache_dir=self.options.cache_root / "onnx",
+                        )
+                        if backend_name == "onnxruntime"
+                        else backend.prepare(ctx.model, batch_size=bs, threads=threads)
+                    )
                     x = self.splits.test.x[:bs]
                     parts = measure_parts(prepared, x=x, batch_size=bs, config=timing)
                     costs, samples = measured_rows(label, parts.all)
@@ -284,19 +341,48 @@ class SuiteRunner:
             states = prepared.stage_inputs(prepared.to_input(x))
             for m in parts.all:
                 i = int(m.spec.index)
-                fn = ((lambda i=i: prepared.run_stage(i, states[i])) if m.spec.part == "stage"
-                      else (lambda i=i: prepared.run_exit(i, states[i + 1])))
-                e = measure_energy(meter, fn, inferences_per_call=int(m.spec.batch_size), min_time_s=0.3,
-                                   idle_s=0.5)
+                fn = (
+                    (lambda i=i: prepared.run_stage(i, states[i]))
+                    if m.spec.part == "stage"
+                    else (lambda i=i: prepared.run_exit(i, states[i + 1]))
+                )
+                e = measure_energy(
+                    meter,
+                    fn,
+                    inferences_per_call=int(m.spec.batch_size),
+                    min_time_s=0.3,
+                    idle_s=0.5,
+                )
                 if e.joules_per_inference is None:
                     continue
-                base = {"model": label, "part": m.spec.part, "index": i, "source_kind": "measured",
-                        "source": f"measured:{m.spec.backend}+{e.source}", "backend": m.spec.backend,
-                        "device": m.spec.device, "threads": m.spec.threads, "batch_size": m.spec.batch_size}
-                rows.append({**base, "metric": "energy_mj", "value": e.joules_per_inference * 1e3, "unit": "mJ"})
+                base = {
+                    "model": label,
+                    "part": m.spec.part,
+                    "index": i,
+                    "source_kind": "measured",
+                    "source": f"measured:{m.spec.backend}+{e.source}",
+                    "backend": m.spec.backend,
+                    "device": m.spec.device,
+                    "threads": m.spec.threads,
+                    "batch_size": m.spec.batch_size,
+                }
+                rows.append(
+                    {
+                        **base,
+                        "metric": "energy_mj",
+                        "value": e.joules_per_inference * 1e3,
+                        "unit": "mJ",
+                    }
+                )
                 if e.net_joules_per_inference is not None:
-                    rows.append({**base, "metric": "energy_net_mj", "value": e.net_joules_per_inference * 1e3,
-                                 "unit": "mJ"})
+                    rows.append(
+                        {
+                            **base,
+                            "metric": "energy_net_mj",
+                            "value": e.net_joules_per_inference * 1e3,
+                            "unit": "mJ",
+                        }
+                    )
                 if e.idle_watts is not None:
                     rows.append({**base, "metric": "idle_w", "value": e.idle_watts, "unit": "W"})
         return pd.DataFrame(rows) if rows else None
@@ -316,7 +402,9 @@ class SuiteRunner:
             self._step(key, step)
 
     # ------------------------------------------------------------------ policies
-    def _cost_vectors(self, ctx: ModelContext) -> tuple[list[Any], list[tuple[str, str, str | None]]]:
+    def _cost_vectors(
+        self, ctx: ModelContext
+    ) -> tuple[list[Any], list[tuple[str, str, str | None]]]:
         """Cumulative per-exit cost vectors: MACs (analytic), each measured backend's and each
         profile's latency (and energy) at batch 1; plus the (source, latency, energy) names."""
         from eebench.evaluation import CostVector
@@ -324,28 +412,45 @@ class SuiteRunner:
         assert self.writer is not None
         label = ctx.spec.label
         ct = ctx.cost_table
-        vectors = [CostVector(np.asarray(ct.cumulative_macs, dtype=float), unit="MAC", source="analytic",
-                              name="macs")]
+        vectors = [
+            CostVector(
+                np.asarray(ct.cumulative_macs, dtype=float),
+                unit="MAC",
+                source="analytic",
+                name="macs",
+            )
+        ]
         sources: list[tuple[str, str, str | None]] = []
         stage_costs = self._stage_costs_so_far(label)
         threads = self.spec.measurement.threads[0]
         for k, backend in enumerate(self.spec.backends):
             lat_name, en_name = f"latency_{k}", f"energy_{k}"
             if backend.startswith(SIMULATED_PREFIX):
-                profile = backend[len(SIMULATED_PREFIX):]
-                sel = stage_costs[(stage_costs["source"] == f"estimated:{profile}") & (stage_costs["batch_size"] == 1)]
+                profile = backend[len(SIMULATED_PREFIX) :]
+                sel = stage_costs[
+                    (stage_costs["source"] == f"estimated:{profile}")
+                    & (stage_costs["batch_size"] == 1)
+                ]
                 source = f"estimated:{profile}"
             else:
-                sel = stage_costs[(stage_costs["backend"] == backend) & (stage_costs["batch_size"] == 1)
-                                  & (stage_costs["threads"] == threads) & (stage_costs["source_kind"] == "measured")]
+                sel = stage_costs[
+                    (stage_costs["backend"] == backend)
+                    & (stage_costs["batch_size"] == 1)
+                    & (stage_costs["threads"] == threads)
+                    & (stage_costs["source_kind"] == "measured")
+                ]
                 source = f"measured:{backend},threads={threads},batch=1"
             lat = _per_part(sel, "latency_median_ms", ctx.model.num_exits)
             if lat is None:
                 continue
-            vectors.append(CostVector(np.cumsum(lat[0] + lat[1]), unit="ms", source=source, name=lat_name))
+            vectors.append(
+                CostVector(np.cumsum(lat[0] + lat[1]), unit="ms", source=source, name=lat_name)
+            )
             en = _per_part(sel, "energy_mj", ctx.model.num_exits)
             if en is not None:
-                vectors.append(CostVector(np.cumsum(en[0] + en[1]), unit="mJ", source=source, name=en_name))
+                vectors.append(
+                    CostVector(np.cumsum(en[0] + en[1]), unit="mJ", source=source, name=en_name)
+                )
             sources.append((source, lat_name, en_name if en is not None else None))
         return vectors, sources
 
@@ -353,12 +458,31 @@ class SuiteRunner:
         assert self.writer is not None
         frames = []
         for key in self.writer.manifest["steps"]:
-            if key.split(":")[1:2] == [label] and key.split(":")[0] in ("costs", "measure", "estimate"):
+            if key.split(":")[1:2] == [label] and key.split(":")[0] in (
+                "costs",
+                "measure",
+                "estimate",
+            ):
                 part = self.writer.step_part(key, "stage_costs")
                 if part is not None and len(part):
                     frames.append(part)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["source", "backend", "batch_size", "threads", "source_kind", "metric", "part", "index", "value"])
+        return (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(
+                columns=[
+                    "source",
+                    "backend",
+                    "batch_size",
+                    "threads",
+                    "source_kind",
+                    "metric",
+                    "part",
+                    "index",
+                    "value",
+                ]
+            )
+        )
 
     def _policies(self, ctx: ModelContext) -> None:
         label = ctx.spec.label
@@ -402,20 +526,47 @@ class SuiteRunner:
                 if not policy.uses_thresholds:
                     continue
                 for rec in (val, test):
-                    add(operating_points(rec, policy, grid, vectors, model=label).to_frame(), "sweep")
+                    add(
+                        operating_points(rec, policy, grid, vectors, model=label).to_frame(),
+                        "sweep",
+                    )
                 cals = []
                 for delta in cal.accuracy_within:
-                    cals.append(("accuracy-drop", lambda d=delta: calibrate_accuracy_drop(
-                        val, test, policy, d, vectors, model=label)))
+                    cals.append(
+                        (
+                            "accuracy-drop",
+                            lambda d=delta: calibrate_accuracy_drop(
+                                val, test, policy, d, vectors, model=label
+                            ),
+                        )
+                    )
                 for frac in cal.budget_fractions:
-                    cals.append(("budget", lambda f=frac: calibrate_budget(
-                        val, test, policy, f * final_macs, vectors, model=label)))
-                    cals.append(("budgeted-batch", lambda f=frac: calibrate_budgeted_batch(
-                        val, test, policy, f * final_macs, vectors, model=label)))
+                    cals.append(
+                        (
+                            "budget",
+                            lambda f=frac: calibrate_budget(
+                                val, test, policy, f * final_macs, vectors, model=label
+                            ),
+                        )
+                    )
+                    cals.append(
+                        (
+                            "budgeted-batch",
+                            lambda f=frac: calibrate_budgeted_batch(
+                                val, test, policy, f * final_macs, vectors, model=label
+                            ),
+                        )
+                    )
                 for dist in cal.exit_distributions:
                     if len(dist) == val.num_exits:
-                        cals.append(("exit-distribution", lambda d=dist: calibrate_exit_distribution(
-                            val, test, policy, d, vectors, model=label)))
+                        cals.append(
+                            (
+                                "exit-distribution",
+                                lambda d=dist: calibrate_exit_distribution(
+                                    val, test, policy, d, vectors, model=label
+                                ),
+                            )
+                        )
                 for method, fn in cals:
                     try:
                         c = fn()
@@ -426,13 +577,22 @@ class SuiteRunner:
                     df = c.to_frame()
                     df["calibration"] = name
                     add(df, name)
-                    calibrated.append({"policy": pspec.name, "confidence": measure, "options": pspec.options,
-                                       "calibration": name, "thresholds": [float(t) for t in c.thresholds],
-                                       "gate": _gate_state(policy)})
+                    calibrated.append(
+                        {
+                            "policy": pspec.name,
+                            "confidence": measure,
+                            "options": pspec.options,
+                            "calibration": name,
+                            "thresholds": [float(t) for t in c.thresholds],
+                            "gate": _gate_state(policy),
+                        }
+                    )
         for name in self.spec.baselines:
             policy = create_policy(name)
             for rec in (val, test):
-                add(operating_points(rec, policy, None, vectors, model=label).to_frame(), "baseline")
+                add(
+                    operating_points(rec, policy, None, vectors, model=label).to_frame(), "baseline"
+                )
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return frame, calibrated
 
@@ -458,9 +618,16 @@ class SuiteRunner:
             key = f"validate:{label}:{backend_name}:b{bs}"
 
             def step(bs: int = bs) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-                prepared = backend.prepare(ctx.model, batch_size=bs, threads=threads,
-                                           **({"cache_dir": self.options.cache_root / "onnx"}
-                                              if backend_name == "onnxruntime" else {}))
+                prepared = backend.prepare(
+                    ctx.model,
+                    batch_size=bs,
+                    threads=threads,
+                    **(
+                        {"cache_dir": self.options.cache_root / "onnx"}
+                        if backend_name == "onnxruntime"
+                        else {}
+                    ),
+                )
                 mode = "per-sample" if bs == 1 else "batched"
                 rows = []
                 agg = EarlyExitExecutor(prepared, None).run(x, mode="aggregation", batch_size=bs)
@@ -471,33 +638,54 @@ class SuiteRunner:
                         policy = policy.fit(ctx.records["val"])
                     th = np.asarray(c["thresholds"], dtype=float)
                     decider = policy.decider(th, num_exits=test.num_exits)
-                    runs = [EarlyExitExecutor(prepared, decider).run(x, mode=mode, batch_size=bs)
-                            for _ in range(v.repeats)]
+                    runs = [
+                        EarlyExitExecutor(prepared, decider).run(x, mode=mode, batch_size=bs)
+                        for _ in range(v.repeats)
+                    ]
                     res = min(runs, key=lambda r: r.mean_latency_ns)
                     expected = _record_exits(policy, test.subset(slice(0, n)), th)
                     measured_ms = res.mean_latency_ns / 1e6
                     # the parts were timed at batch 1, so a prediction exists for per-sample runs only
-                    predicted_ms = (float(predict_latency(res.exit_indices, parts.stage_ns(),
-                                                          parts.head_ns()).mean()) / 1e6
-                                    if bs == 1 else float("nan"))
+                    predicted_ms = (
+                        float(
+                            predict_latency(
+                                res.exit_indices, parts.stage_ns(), parts.head_ns()
+                            ).mean()
+                        )
+                        / 1e6
+                        if bs == 1
+                        else float("nan")
+                    )
                     overhead = res.decision_overhead_us
-                    rows.append({
-                        "model": label, "family": ctx.family, "backend": backend_name,
-                        "policy": c["policy"], "confidence": c["confidence"], "calibration": c["calibration"],
-                        "thresholds": "(" + ", ".join(f"{t:.6g}" for t in th) + ")",
-                        "batch_size": bs, "threads": threads, "mode": mode, "samples": n,
-                        "predicted_latency_ms": predicted_ms, "measured_latency_ms": measured_ms,
-                        "ratio": measured_ms / predicted_ms if predicted_ms > 0 else np.nan,
-                        "decision_overhead_us": float(np.nanmean(overhead)) if np.isfinite(overhead).any() else 0.0,
-                        "agreement": float((res.exit_indices == expected).mean()),
-                        "accuracy": res.accuracy(labels),
-                        "aggregation_latency_ms": agg.mean_latency_ns / 1e6,
-                        "backbone_latency_ms": bb.mean_latency_ns / 1e6,
-                        "speedup_vs_aggregation": agg.mean_latency_ns / res.mean_latency_ns,
-                        "speedup_vs_backbone": bb.mean_latency_ns / res.mean_latency_ns,
-                        "source": f"measured:{backend_name}",
-                        **{f"exit_frac_{i}": f for i, f in enumerate(res.exit_fractions)},
-                    })
+                    rows.append(
+                        {
+                            "model": label,
+                            "family": ctx.family,
+                            "backend": backend_name,
+                            "policy": c["policy"],
+                            "confidence": c["confidence"],
+                            "calibration": c["calibration"],
+                            "thresholds": "(" + ", ".join(f"{t:.6g}" for t in th) + ")",
+                            "batch_size": bs,
+                            "threads": threads,
+                            "mode": mode,
+                            "samples": n,
+                            "predicted_latency_ms": predicted_ms,
+                            "measured_latency_ms": measured_ms,
+                            "ratio": measured_ms / predicted_ms if predicted_ms > 0 else np.nan,
+                            "decision_overhead_us": float(np.nanmean(overhead))
+                            if np.isfinite(overhead).any()
+                            else 0.0,
+                            "agreement": float((res.exit_indices == expected).mean()),
+                            "accuracy": res.accuracy(labels),
+                            "aggregation_latency_ms": agg.mean_latency_ns / 1e6,
+                            "backbone_latency_ms": bb.mean_latency_ns / 1e6,
+                            "speedup_vs_aggregation": agg.mean_latency_ns / res.mean_latency_ns,
+                            "speedup_vs_backbone": bb.mean_latency_ns / res.mean_latency_ns,
+                            "source": f"measured:{backend_name}",
+                            **{f"exit_frac_{i}": f for i, f in enumerate(res.exit_fractions)},
+                        }
+                    )
                 return {"validation": pd.DataFrame(rows)}, {}
 
             self._step(key, step)
@@ -508,8 +696,10 @@ class SuiteRunner:
 
         table = summary_table(tables)
         if not table.empty:
-            print("\nBest calibrated operating point per model and cost source (test split; "
-                  "MACs analytic, latency measured or estimated as labelled):")
+            print(
+                "\nBest calibrated operating point per model and cost source (test split; "
+                "MACs analytic, latency measured or estimated as labelled):"
+            )
             print(table.to_string(index=False))
         assert self.writer is not None
         print(f"\nrun written to {self.writer.path}")
@@ -520,13 +710,14 @@ class SuiteRunner:
             from eebench.report import build_report
         except ImportError:
             return
-        out = self.writer.path / "report"
-        build_report([self.writer.path], out)
-        print(f"report: {out / 'index.html'} and {out / 'report.md'}")
+        files = build_report([self.writer.path], self.writer.path / "report")
+        print(f"report: {files.html} and {files.markdown}")
 
 
 # ---------------------------------------------------------------------- small pieces
-def _per_part(sel: pd.DataFrame, metric: str, num_exits: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _per_part(
+    sel: pd.DataFrame, metric: str, num_exits: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(stage vector, head vector) of ``metric`` from stage_costs rows, or None when incomplete."""
     rows = sel[sel["metric"] == metric]
     stages = rows[rows["part"] == "stage"].set_index("index")["value"]
@@ -536,7 +727,9 @@ def _per_part(sel: pd.DataFrame, metric: str, num_exits: int) -> tuple[np.ndarra
     return stages.sort_index().to_numpy(float), heads.sort_index().to_numpy(float)
 
 
-def _make_policy(create_policy: Callable[..., Any], name: str, measure: str, options: dict[str, Any]) -> Any:
+def _make_policy(
+    create_policy: Callable[..., Any], name: str, measure: str, options: dict[str, Any]
+) -> Any:
     """Build a policy; policies without a confidence measure ignore ``measure``."""
     import inspect
 

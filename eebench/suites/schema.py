@@ -11,6 +11,8 @@ names are checked against the registries in :mod:`eebench.suites.names`.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FallbackDatasetSpec(_Strict):
+    name: str = "digits"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class DatasetSpec(_Strict):
+    """The dataset and split seed. ``fallback`` is used (and recorded in the run) when the dataset
+    is not available here, e.g. CIFAR-10 without a local copy."""
+
     name: str = "digits"
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
+    fallback: FallbackDatasetSpec | None = None
 
 
 class ModelSpec(_Strict):
@@ -64,7 +75,9 @@ class PolicySpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
     def threshold_values(self) -> list[float]:
-        return self.thresholds.values() if isinstance(self.thresholds, Grid) else list(self.thresholds)
+        return (
+            self.thresholds.values() if isinstance(self.thresholds, Grid) else list(self.thresholds)
+        )
 
 
 class CalibrationSpec(_Strict):
@@ -134,7 +147,9 @@ class SuiteSpec(_Strict):
         seen: set[str] = set()
         for m in self.models:
             if m.label in seen:
-                raise ValueError(f"model id '{m.label}' appears twice; give each model a distinct 'id'")
+                raise ValueError(
+                    f"model id '{m.label}' appears twice; give each model a distinct 'id'"
+                )
             seen.add(m.label)
         if not self.models:
             raise ValueError("a suite needs at least one model")
@@ -189,7 +204,9 @@ def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 def format_validation_error(err: ValidationError, source: str) -> ConfigError:
     lines = []
     errors = err.errors()
-    unknown_paths = {_field_path(tuple(e["loc"])[:-1]) for e in errors if e["type"] == "extra_forbidden"}
+    unknown_paths = {
+        _field_path(tuple(e["loc"])[:-1]) for e in errors if e["type"] == "extra_forbidden"
+    }
     for e in errors:
         loc = tuple(e["loc"])
         path = _field_path(loc)
@@ -212,16 +229,38 @@ def format_validation_error(err: ValidationError, source: str) -> ConfigError:
 
 def parse_suite(data: Any, source: str = "<suite>") -> SuiteSpec:
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", source=source)
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(data).__name__}", source=source
+        )
     try:
         return SuiteSpec.model_validate(data)
     except ValidationError as err:
         raise format_validation_error(err, source) from None
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, source: str) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``: local data paths differ between machines."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
+            source=source,
+        )
+
+    return _ENV_REF.sub(sub, text)
+
+
 def load_suite_file(path: Path) -> SuiteSpec:
     try:
-        text = path.read_text()
+        text = expand_env(path.read_text(), str(path))
     except OSError as err:
         raise ConfigError(f"cannot read suite file: {err.strerror}", source=str(path)) from None
     try:
@@ -229,6 +268,7 @@ def load_suite_file(path: Path) -> SuiteSpec:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(err, 'problem', err)}", source=str(path)) from None
+        raise ConfigError(
+            f"not valid YAML{where}: {getattr(err, 'problem', err)}", source=str(path)
+        ) from None
     return parse_suite(data, source=str(path))
-

@@ -23,18 +23,22 @@ def summary_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         final_lat = float(final["expected_latency_ms"].iloc[0]) if len(final) else float("nan")
         ok = cal[cal["accuracy"] >= final_acc - 0.01] if len(final) else cal
         pool = ok if len(ok) else cal
-        key = "expected_latency_ms" if pool["expected_latency_ms"].notna().any() else "expected_macs"
+        key = (
+            "expected_latency_ms" if pool["expected_latency_ms"].notna().any() else "expected_macs"
+        )
         best = pool.sort_values([key, "accuracy"], ascending=[True, False]).iloc[0]
-        rows.append({
-            "model": model,
-            "family": best["family"],
-            "cost source": source,
-            "policy": f"{best['policy']}/{best['confidence']}",
-            "calibration": best["calibration"],
-            "accuracy": round(float(best["accuracy"]), 4),
-            "final-only acc": round(final_acc, 4),
-            "exp. MMACs (analytic)": round(float(best["expected_macs"]) / 1e6, 4),
-            "exp. latency ms": round(float(best["expected_latency_ms"]), 4),
-            "final-only ms": round(final_lat, 4),
-        })
+        rows.append(
+            {
+                "model": model,
+                "family": best["family"],
+                "cost source": source,
+                "policy": f"{best['policy']}/{best['confidence']}",
+                "calibration": best["calibration"],
+                "accuracy": round(float(best["accuracy"]), 4),
+                "final-only acc": round(final_acc, 4),
+                "exp. MMACs (analytic)": round(float(best["expected_macs"]) / 1e6, 4),
+                "exp. latency ms": round(float(best["expected_latency_ms"]), 4),
+                "final-only ms": round(final_lat, 4),
+            }
+        )
     return pd.DataFrame(rows)

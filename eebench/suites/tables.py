@@ -22,30 +22,81 @@ def analytic_rows(model_id: str, cost_table: Any) -> pd.DataFrame:
     t = cost_table.table
     rows = []
     for _, r in t.iterrows():
-        for metric, unit in (("macs", "MAC"), ("params", "count"), ("output_bytes", "B"), ("input_bytes", "B")):
+        for metric, unit in (
+            ("macs", "MAC"),
+            ("params", "count"),
+            ("output_bytes", "B"),
+            ("input_bytes", "B"),
+        ):
             if metric in t.columns:
-                rows.append(_cost_row(model_id, r["part"], int(r["index"]), metric, float(r[metric]), unit,
-                                      "analytic", "analytic", "", "", 0, 1))
+                rows.append(
+                    _cost_row(
+                        model_id,
+                        r["part"],
+                        int(r["index"]),
+                        metric,
+                        float(r[metric]),
+                        unit,
+                        "analytic",
+                        "analytic",
+                        "",
+                        "",
+                        0,
+                        1,
+                    )
+                )
         unsupported = r.get("unsupported_ops", "")
         if isinstance(unsupported, str) and unsupported:
             rows[-1]["note"] = f"unsupported ops: {unsupported}"
     return pd.DataFrame(rows)
 
 
-def _cost_row(model: str, part: str, index: int, metric: str, value: float, unit: str, kind: str,
-              source: str, backend: str, device: str, threads: int, batch_size: int) -> dict[str, Any]:
-    return {"model": model, "part": part, "index": index, "metric": metric, "value": value, "unit": unit,
-            "source_kind": kind, "source": source, "backend": backend, "device": device,
-            "threads": threads, "batch_size": batch_size}
+def _cost_row(
+    model: str,
+    part: str,
+    index: int,
+    metric: str,
+    value: float,
+    unit: str,
+    kind: str,
+    source: str,
+    backend: str,
+    device: str,
+    threads: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "part": part,
+        "index": index,
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "source_kind": kind,
+        "source": source,
+        "backend": backend,
+        "device": device,
+        "threads": threads,
+        "batch_size": batch_size,
+    }
 
 
-def measured_rows(model_id: str, measurements: Sequence[Measurement]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def measured_rows(
+    model_id: str, measurements: Sequence[Measurement]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """stage_costs rows (latency statistics) and latency_samples rows (raw ms) for measured parts."""
     rows, samples = [], []
     for m in measurements:
         spec, st = m.spec, m.stats
-        base = dict(model=model_id, part=spec.part, index=int(spec.index), backend=spec.backend,
-                    device=spec.device, threads=spec.threads, batch_size=spec.batch_size)
+        base = dict(
+            model=model_id,
+            part=spec.part,
+            index=int(spec.index),
+            backend=spec.backend,
+            device=spec.device,
+            threads=spec.threads,
+            batch_size=spec.batch_size,
+        )
         source = spec.source
         for metric, value, unit in (
             ("latency_median_ms", st.median / NS_PER_MS, "ms"),
@@ -57,12 +108,34 @@ def measured_rows(model_id: str, measurements: Sequence[Measurement]) -> tuple[p
             ("noisy", float(m.noisy), "flag"),
             ("repeats", float(len(m.samples_ns)), "count"),
         ):
-            rows.append({**_cost_row(model_id, spec.part, int(spec.index), metric, float(value), unit,
-                                     "measured", source, spec.backend, spec.device, spec.threads,
-                                     spec.batch_size)})
+            rows.append(
+                {
+                    **_cost_row(
+                        model_id,
+                        spec.part,
+                        int(spec.index),
+                        metric,
+                        float(value),
+                        unit,
+                        "measured",
+                        source,
+                        spec.backend,
+                        spec.device,
+                        spec.threads,
+                        spec.batch_size,
+                    )
+                }
+            )
         ms = np.asarray(m.samples_ns, dtype=np.float64) / NS_PER_MS
-        samples.append(pd.DataFrame({**{k: [v] * len(ms) for k, v in base.items()},
-                                     "sample": np.arange(len(ms)), "ms": ms}))
+        samples.append(
+            pd.DataFrame(
+                {
+                    **{k: [v] * len(ms) for k, v in base.items()},
+                    "sample": np.arange(len(ms)),
+                    "ms": ms,
+                }
+            )
+        )
     lat = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     return pd.DataFrame(rows), lat
 
@@ -73,22 +146,45 @@ def estimated_rows(model_id: str, estimate: pd.DataFrame, profile: str) -> pd.Da
     source = f"estimated:{profile}"
     for _, r in estimate.iterrows():
         bs = int(r.get("batch_size", 1))
-        for metric, col, unit in (("latency_median_ms", "latency_ms", "ms"), ("energy_mj", "energy_mj", "mJ")):
+        for metric, col, unit in (
+            ("latency_median_ms", "latency_ms", "ms"),
+            ("energy_mj", "energy_mj", "mJ"),
+        ):
             if col in estimate.columns and pd.notna(r[col]):
-                rows.append(_cost_row(model_id, r["part"], int(r["index"]), metric, float(r[col]), unit,
-                                      "estimated", source, f"simulated:{profile}", profile, 0, bs))
+                rows.append(
+                    _cost_row(
+                        model_id,
+                        r["part"],
+                        int(r["index"]),
+                        metric,
+                        float(r[col]),
+                        unit,
+                        "estimated",
+                        source,
+                        f"simulated:{profile}",
+                        profile,
+                        0,
+                        bs,
+                    )
+                )
     return pd.DataFrame(rows)
 
 
 def exits_rows(model_id: str, record: Any) -> pd.DataFrame:
     """The exits table of one record: per sample and exit, label, prediction and confidences."""
     df = record.to_frame()
+    df.insert(0, "split", record.split)
     df.insert(0, "model", model_id)
     return df
 
 
-def long_operating_points(frame: pd.DataFrame, model_id: str, family: str, calibration: str | None,
-                          cost_sources: Sequence[tuple[str, str, str | None]]) -> pd.DataFrame:
+def long_operating_points(
+    frame: pd.DataFrame,
+    model_id: str,
+    family: str,
+    calibration: str | None,
+    cost_sources: Sequence[tuple[str, str, str | None]],
+) -> pd.DataFrame:
     """One row per (operating point, cost source).
 
     ``frame`` is the evaluation package's wide table, with ``expected_<name>``
@@ -101,15 +197,30 @@ def long_operating_points(frame: pd.DataFrame, model_id: str, family: str, calib
     base["model"] = model_id
     base["family"] = family
     if "calibration" not in base.columns:
-        base["calibration"] = calibration or np.where(base["kind"] == "baseline", "baseline", "sweep")
+        base["calibration"] = calibration or np.where(
+            base["kind"] == "baseline", "baseline", "sweep"
+        )
     base["thresholds"] = base["thresholds"].map(_thresholds_text)
-    keep = [c for c in base.columns
-            if not any(c in (f"expected_{n}", f"{n}_unit", f"{n}_source", f"wasted_{n}")
-                       for _, lat, en in cost_sources for n in (lat, en) if n)]
+    keep = [
+        c
+        for c in base.columns
+        if not any(
+            c in (f"expected_{n}", f"{n}_unit", f"{n}_source", f"wasted_{n}")
+            for _, lat, en in cost_sources
+            for n in (lat, en)
+            if n
+        )
+    ]
     out = []
     if not cost_sources:
-        out.append(base[keep].assign(cost_source="analytic", expected_latency_ms=np.nan,
-                                     expected_energy_mj=np.nan, energy_source=""))
+        out.append(
+            base[keep].assign(
+                cost_source="analytic",
+                expected_latency_ms=np.nan,
+                expected_energy_mj=np.nan,
+                energy_source="",
+            )
+        )
     for label, lat, en in cost_sources:
         part = base[keep].copy()
         part["cost_source"] = label

@@ -63,7 +63,11 @@ def trained(pytestconfig: pytest.Config) -> Trained:
     splits = get_splits(ds.name, seed=ds.seed, **ds.options)
     cache = CheckpointCache(Path(pytestconfig.rootpath) / "results" / "cache" / "checkpoints")
     model, _ = cache.get_or_train(
-        spec.name, dict(spec.config), splits, TrainConfig.from_dict(dict(spec.training)), progress=False
+        spec.name,
+        dict(spec.config),
+        splits,
+        TrainConfig.from_dict(dict(spec.training)),
+        progress=False,
     )
     model.eval()
     return Trained(

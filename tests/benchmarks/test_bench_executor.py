@@ -77,7 +77,9 @@ def test_bench_executor_per_sample(benchmark, trained, calibrated):
     # the executor leaves where the vectorised evaluation of the same thresholds says
     from eebench.evaluation import exit_indices
 
-    expected = np.asarray(exit_indices(policy.scores(test.subset(slice(0, SAMPLES))), cal.thresholds[None, :]))[0]
+    expected = np.asarray(
+        exit_indices(policy.scores(test.subset(slice(0, SAMPLES))), cal.thresholds[None, :])
+    )[0]
     np.testing.assert_array_equal(result.exit_indices, expected)
     macs = trained.cumulative_macs
     rates = result.exit_fractions

@@ -23,8 +23,12 @@ def test_bench_record_exits(benchmark, trained, calibrated, batch_size):
     torch.set_num_threads(1)
     try:
         record = benchmark.pedantic(
-            record_exits, args=(trained.model, split), kwargs={"batch_size": batch_size},
-            rounds=3, iterations=1, warmup_rounds=1,
+            record_exits,
+            args=(trained.model, split),
+            kwargs={"batch_size": batch_size},
+            rounds=3,
+            iterations=1,
+            warmup_rounds=1,
         )
     finally:
         torch.set_num_threads(threads)
