@@ -535,7 +535,7 @@ class SuiteRunner:
                     cals.append(
                         (
                             "accuracy-drop",
-                            lambda d=delta: calibrate_accuracy_drop(
+                            lambda d=delta, policy=policy: calibrate_accuracy_drop(
                                 val, test, policy, d, vectors, model=label
                             ),
                         )
@@ -544,7 +544,7 @@ class SuiteRunner:
                     cals.append(
                         (
                             "budget",
-                            lambda f=frac: calibrate_budget(
+                            lambda f=frac, policy=policy: calibrate_budget(
                                 val, test, policy, f * final_macs, vectors, model=label
                             ),
                         )
@@ -552,7 +552,7 @@ class SuiteRunner:
                     cals.append(
                         (
                             "budgeted-batch",
-                            lambda f=frac: calibrate_budgeted_batch(
+                            lambda f=frac, policy=policy: calibrate_budgeted_batch(
                                 val, test, policy, f * final_macs, vectors, model=label
                             ),
                         )
@@ -562,7 +562,7 @@ class SuiteRunner:
                         cals.append(
                             (
                                 "exit-distribution",
-                                lambda d=dist: calibrate_exit_distribution(
+                                lambda d=dist, policy=policy: calibrate_exit_distribution(
                                     val, test, policy, d, vectors, model=label
                                 ),
                             )
