@@ -238,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-samples", type=int, default=120)
     parser.add_argument("--json", default=None, help="write every number here")
-    parser.add_argument("--cache-dir", default=None, help="ONNX export cache (default: eebench's)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="ONNX export cache (default: a temporary folder, removed at the end: the briefly trained "
+        "weights are never seen again)",
+    )
     parser.add_argument(
         "--clock",
         choices=("auto", "wall", "thread-cpu"),
@@ -293,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         "latencies of the stages and heads it ran\n"
     )
 
+    import tempfile
+
+    scratch = (
+        tempfile.TemporaryDirectory(prefix="eebench-onnx-") if args.cache_dir is None else None
+    )
+    cache_dir = args.cache_dir or scratch.name  # type: ignore[union-attr]
     rows: list[tuple[str, ...]] = []
     results: list[dict] = []
     threads_before = torch.get_num_threads()
@@ -313,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_backend = {}
                 for backend in ("torch-cpu", "onnxruntime"):
                     r = run_backend(backend, model, data, theta, args.threads, args.budget_seconds,
-                                    args.max_samples, args.cache_dir, clock, args.context)  # fmt: skip
+                                    args.max_samples, cache_dir, clock, args.context)  # fmt: skip
                     r.update(model=name, input=shape_name, theta=theta, threshold_basis=basis,
                              train_epochs=epochs, train_seconds=secs, clock=clock_choice)  # fmt: skip
                     per_backend[backend] = r
@@ -330,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         torch.set_num_threads(threads_before)
+        if scratch is not None:
+            scratch.cleanup()
 
     print_table(rows)
     if results:
