@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.3,
         help="seconds of timing per micro-benchmark and per stage, over all rounds (default 0.3)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of measurement (default 3)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of measurement (default 6)")
     parser.add_argument("--stages", action="store_true", help="also print the per-stage table")
     args = parser.parse_args(argv)
 

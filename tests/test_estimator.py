@@ -31,15 +31,17 @@ BENCH = {"kind": "measured", "date": "2026-01-01", "tool": "test", "method": "by
 
 def made_up_profile(**power) -> HardwareProfile:
     """Peak 10 GMAC/s on the CPU, 10 GB/s, 5 us per operator, 2 W active (unless overridden)."""
-    return HardwareProfile.model_validate({
-        "name": "made-up",
-        "identity": {"vendor": "Acme", "device": "Board", "power_mode": "default"},
-        "compute": {"fp32": {"cpu": {"value": 10, "unit": "gmacs_per_s", "provenance": "s"}}},
-        "memory": {"bandwidth": {"value": 10, "unit": "GB/s", "provenance": "s"}},
-        "overhead": {"per_op": {"value": 5, "unit": "us", "provenance": "s"}},
-        "power": power or {"active": {"value": 2, "unit": "W", "provenance": "s"}},
-        "sources": {"s": SHEET},
-    })
+    return HardwareProfile.model_validate(
+        {
+            "name": "made-up",
+            "identity": {"vendor": "Acme", "device": "Board", "power_mode": "default"},
+            "compute": {"fp32": {"cpu": {"value": 10, "unit": "gmacs_per_s", "provenance": "s"}}},
+            "memory": {"bandwidth": {"value": 10, "unit": "GB/s", "provenance": "s"}},
+            "overhead": {"per_op": {"value": 5, "unit": "us", "provenance": "s"}},
+            "power": power or {"active": {"value": 2, "unit": "W", "provenance": "s"}},
+            "sources": {"s": SHEET},
+        }
+    )
 
 
 class TinyNet(MultiExitModel):
@@ -66,7 +68,13 @@ def test_layer_walk_counts_macs_and_bytes() -> None:
     layers = model_layers(TinyNet())
     conv = next(lc for lc in layers if lc.op == "conv")
     lin = next(lc for lc in layers if lc.op == "linear")
-    assert (conv.part, conv.index, conv.macs, conv.bytes(), conv.kernel) == ("stage", 0, CONV_MACS, CONV_BYTES, 9)
+    assert (conv.part, conv.index, conv.macs, conv.bytes(), conv.kernel) == (
+        "stage",
+        0,
+        CONV_MACS,
+        CONV_BYTES,
+        9,
+    )
     assert (lin.part, lin.index, lin.macs, lin.bytes()) == ("exit", 0, LIN_MACS, LIN_BYTES)
     assert {lc.op for lc in layers} == {"conv", "linear", "view", "container"}
 
@@ -89,7 +97,12 @@ def test_hand_computed_conv_and_linear() -> None:
     assert lin_s == pytest.approx(6.46743e-6, rel=1e-5)
     assert head["latency_ms"] == pytest.approx(lin_s * 1e3, rel=1e-12)
     assert head["energy_mj"] == pytest.approx(lin_s * 2.0 * 1e3, rel=1e-12)
-    assert (stage["macs"], head["macs"], stage["layers"], head["layers"]) == (CONV_MACS, LIN_MACS, 1, 1)
+    assert (stage["macs"], head["macs"], stage["layers"], head["layers"]) == (
+        CONV_MACS,
+        LIN_MACS,
+        1,
+        1,
+    )
     assert set(table["source"]) == {"estimated:made-up"}
 
 
@@ -118,9 +131,17 @@ def test_a_measured_shape_is_reproduced_exactly() -> None:
         "engine": "cpu",
         "precision": "fp32",
         "per_op_overhead": {"value": 4, "unit": "us"},
-        "conv": [{"in_channels": 3, "out_channels": 8, "height": 8, "width": 8, "kernel": 3,
-                  "time": {"value": 20, "unit": "us"},
-                  "achieved": {"value": CONV_MACS / 20e-6 / 1e9, "unit": "gmacs_per_s"}}],
+        "conv": [
+            {
+                "in_channels": 3,
+                "out_channels": 8,
+                "height": 8,
+                "width": 8,
+                "kernel": 3,
+                "time": {"value": 20, "unit": "us"},
+                "achieved": {"value": CONV_MACS / 20e-6 / 1e9, "unit": "gmacs_per_s"},
+            }
+        ],
         "bandwidth": {"value": 9, "unit": "GB/s"},
     }
     data["sources"]["b"] = BENCH
@@ -202,8 +223,14 @@ def test_layer_macs_agree_with_the_cost_analysis() -> None:
         layers = model_layers(model)
         table = costs.analyze_costs(model)
         for i in range(model.num_stages):
-            assert sum(lc.macs for lc in layers if lc.part == "stage" and lc.index == i) == table.stage_macs[i]
-            assert sum(lc.macs for lc in layers if lc.part == "exit" and lc.index == i) == table.head_macs[i]
+            assert (
+                sum(lc.macs for lc in layers if lc.part == "stage" and lc.index == i)
+                == table.stage_macs[i]
+            )
+            assert (
+                sum(lc.macs for lc in layers if lc.part == "exit" and lc.index == i)
+                == table.head_macs[i]
+            )
 
 
 def test_functional_ops_outside_modules_are_counted() -> None:
@@ -218,7 +245,11 @@ def test_functional_ops_outside_modules_are_counted() -> None:
     from eebench.profiles.layers import walk_module
 
     rows = walk_module(Residual(), (torch.zeros(1, 4, 8, 8),))
-    assert [(r[0], r[1]) for r in rows] == [("conv", "conv"), ("fn:add", "elementwise"), ("fn:relu", "activation")]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("conv", "conv"),
+        ("fn:add", "elementwise"),
+        ("fn:relu", "activation"),
+    ]
 
 
 def test_simulated_backend_times_with_the_estimate() -> None:

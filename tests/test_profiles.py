@@ -32,7 +32,9 @@ from eebench.profiles.rapl import average_power_w, rapl_unavailable_reason
 from eebench.profiles.timing import clock_named, time_call
 from eebench.profiles.validate import parse_profile
 
-SHIPPED = sorted(builtin_profiles_dir().glob("*.yaml")) + sorted(community_profiles_dir().glob("*.yaml"))
+SHIPPED = sorted(builtin_profiles_dir().glob("*.yaml")) + sorted(
+    community_profiles_dir().glob("*.yaml")
+)
 BUILTIN_JETSONS = [
     "jetson-nano-5w",
     "jetson-nano-10w",
@@ -66,14 +68,27 @@ def good_profile() -> dict:
             "per_op_overhead": {"value": 5, "unit": "us"},
             # 1 x 1000 x 1000 = 1e6 MACs in 100 us = 10 GMAC/s
             "gemm": [
-                {"m": 1, "n": 1000, "k": 1000, "time": {"value": 100, "unit": "us"},
-                 "achieved": {"value": 10, "unit": "gmacs_per_s"}},
+                {
+                    "m": 1,
+                    "n": 1000,
+                    "k": 1000,
+                    "time": {"value": 100, "unit": "us"},
+                    "achieved": {"value": 10, "unit": "gmacs_per_s"},
+                },
             ],
         },
         "sources": {
-            "sheet": {"kind": "datasheet", "document": "Test board data sheet", "document_number": "DS-1"},
-            "bench": {"kind": "measured", "date": "2026-01-01", "tool": "eebench profile measure",
-                      "method": "median of module calls"},
+            "sheet": {
+                "kind": "datasheet",
+                "document": "Test board data sheet",
+                "document_number": "DS-1",
+            },
+            "bench": {
+                "kind": "measured",
+                "date": "2026-01-01",
+                "tool": "eebench profile measure",
+                "method": "median of module calls",
+            },
         },
     }
 
@@ -145,7 +160,9 @@ def test_unknown_unit_is_refused_with_suggestion(tmp_path: Path) -> None:
     data = good_profile()
     data["memory"]["bandwidth"]["unit"] = "GB/sec"
     (out,) = problems(tmp_path, data)
-    assert "memory.bandwidth.unit: unknown unit 'GB/sec' for a bandwidth (did you mean 'GB/s'?)" in out
+    assert (
+        "memory.bandwidth.unit: unknown unit 'GB/sec' for a bandwidth (did you mean 'GB/s'?)" in out
+    )
 
 
 def test_unit_of_the_wrong_dimension_is_refused(tmp_path: Path) -> None:
@@ -167,14 +184,19 @@ def test_achieved_above_peak_is_refused(tmp_path: Path) -> None:
     data = good_profile()
     data["compute"]["fp32"]["cpu"]["value"] = 5  # below the 10 GMAC/s achieved by the GEMM
     (out,) = problems(tmp_path, data)
-    assert "measured.gemm[0].achieved: achieved 10 GMAC/s is above the peak compute.fp32.cpu = 5" in out
+    assert (
+        "measured.gemm[0].achieved: achieved 10 GMAC/s is above the peak compute.fp32.cpu = 5"
+        in out
+    )
 
 
 def test_measured_bandwidth_above_peak_is_refused(tmp_path: Path) -> None:
     data = good_profile()
     data["measured"]["bandwidth"]["value"] = 30
     (out,) = problems(tmp_path, data)
-    assert "measured.bandwidth: achieved 30 GB/s is above the peak memory.bandwidth = 25.6 GB/s" in out
+    assert (
+        "measured.bandwidth: achieved 30 GB/s is above the peak memory.bandwidth = 25.6 GB/s" in out
+    )
 
 
 def test_achieved_inconsistent_with_macs_and_time_is_refused(tmp_path: Path) -> None:
@@ -259,7 +281,10 @@ def test_load_profile_file_raises_with_every_issue(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_name_suggests_the_nearest() -> None:
-    with pytest.raises(ConfigError, match=r"unknown hardware profile 'jetson-nano-10'.*Did you mean 'jetson-nano-10w'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown hardware profile 'jetson-nano-10'.*Did you mean 'jetson-nano-10w'",
+    ):
         load_profile("jetson-nano-10")
 
 
@@ -310,7 +335,10 @@ def test_submit_normalises_name_writes_checksum_and_refuses_overwrite(tmp_path: 
     assert sub.checksum_file.read_text() == f"{digest}  my-test-board-lab-3.yaml\n"
     assert validate_file(sub.path) == []
     text = sub.pull_request_text(repo_root=tmp_path)
-    assert "git add community/my-test-board-lab-3.yaml community/my-test-board-lab-3.yaml.sha256" in text
+    assert (
+        "git add community/my-test-board-lab-3.yaml community/my-test-board-lab-3.yaml.sha256"
+        in text
+    )
     assert digest in text
 
     with pytest.raises(ConfigError, match="already exists.*refusing to overwrite"):
@@ -352,7 +380,9 @@ def test_edited_submission_fails_its_checksum(tmp_path: Path) -> None:
         ("NVIDIA Jetson TX2 Developer Kit", None),
     ],
 )
-def test_detect_jetson_from_the_device_tree(tmp_path: Path, model: str, expected: str | None) -> None:
+def test_detect_jetson_from_the_device_tree(
+    tmp_path: Path, model: str, expected: str | None
+) -> None:
     (tmp_path / "proc/device-tree").mkdir(parents=True)
     (tmp_path / "proc/device-tree/model").write_bytes(model.encode() + b"\x00")
     assert detect_jetson(tmp_path) == expected
@@ -378,7 +408,9 @@ def test_not_a_jetson(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ measuring
 def test_fake_clock_timing_is_deterministic() -> None:
     ticks = iter(range(0, 10**9, 250))
-    timing = time_call(lambda: None, warmup=1, min_repeats=7, min_time_s=0, clock=lambda: next(ticks))
+    timing = time_call(
+        lambda: None, warmup=1, min_repeats=7, min_time_s=0, clock=lambda: next(ticks)
+    )
     assert timing.repeats == 7
     assert timing.median_s == pytest.approx(250e-9)
     assert timing.statistic_s("min") == pytest.approx(250e-9)
@@ -401,12 +433,23 @@ def test_measured_profile_validates_and_is_labelled(tmp_path: Path) -> None:
         bandwidth_bytes=2**20,
         rounds=2,
     )
-    data = build_profile("unit-host", results, "torch-cpu", "eebench profile measure --name unit-host",
-                         "2026-01-01T00:00:00+00:00", {"unavailable": "no meter in tests"})
+    data = build_profile(
+        "unit-host",
+        results,
+        "torch-cpu",
+        "eebench profile measure --name unit-host",
+        "2026-01-01T00:00:00+00:00",
+        {"unavailable": "no meter in tests"},
+    )
     profile, issues = parse_profile(copy.deepcopy(data), "<test>")
     assert issues == [] and profile is not None
     src = profile.resolve(profile.measured.provenance)
-    assert (src.kind, src.backend, src.threads, src.tool) == ("measured", "torch-cpu", 1, "eebench profile measure")
+    assert (src.kind, src.backend, src.threads, src.tool) == (
+        "measured",
+        "torch-cpu",
+        1,
+        "eebench profile measure",
+    )
     assert len(profile.measured.conv) == 2 and len(profile.measured.ops) == 6
     assert profile.power.unavailable == "no meter in tests"
     best = max(p.achieved.base for p in [*profile.measured.gemm, *profile.measured.conv])

@@ -39,6 +39,12 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     m.add_argument(
         "--min-time", type=float, default=0.3, help="seconds per micro-benchmark (default 0.3)"
     )
+    m.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="passes through the benchmark list, each taking its share of --min-time (default 3)",
+    )
     m.set_defaults(func=_measure)
 
     v = psub.add_parser("validate", help="check profile files (schema, units, provenance, peaks)")
@@ -91,6 +97,7 @@ def _measure(args: argparse.Namespace) -> int:
         min_time_s=args.min_time,
         clock=args.clock,
         statistic=args.statistic,
+        rounds=args.rounds,
     )
     out = write_profile(data, args.out or f"{data['name']}.yaml", overwrite=args.overwrite)
     print(

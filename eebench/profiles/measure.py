@@ -286,13 +286,34 @@ def measure_profile(
     command = (
         command
         or f"eebench profile measure --name {slug} --backend {backend} --threads {results.threads} "
-        f"--clock {clock} --statistic {statistic}"
+        f"--clock {clock} --statistic {statistic} --rounds {rounds}"
     )
     data = build_profile(slug, results, backend, command, date, power)
     _, issues = parse_profile(data, f"<measured profile {slug}>")
     if issues:
         raise ProfileError(issues)
     return data
+
+
+class _ProfileDumper(yaml.SafeDumper):
+    """Block style, except quantities (``{value: 25.6, unit: GB/s}``) and lists of numbers
+    on one line each: a profile is read by people."""
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict) -> yaml.Node:
+    flow = (
+        "value" in data and "unit" in data and all(not isinstance(v, dict) for v in data.values())
+    )
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(isinstance(v, int | float) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_ProfileDumper.add_representer(dict, _represent_dict)
+_ProfileDumper.add_representer(list, _represent_list)
 
 
 def write_profile(data: dict[str, Any], path: str | Path, overwrite: bool = False) -> Path:
@@ -306,6 +327,6 @@ def write_profile(data: dict[str, Any], path: str | Path, overwrite: bool = Fals
         + p.name
         + "\n"
     )
-    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    text += yaml.dump(data, Dumper=_ProfileDumper, sort_keys=False, allow_unicode=True, width=100)
     p.write_text(text, encoding="utf-8")
     return p

@@ -1,0 +1,259 @@
+"""Every policy's decider drives the true early-exit executor to exactly the decisions the
+vectorised evaluation predicts from the exit record: on every registered model, per sample and
+with batch shrinking on torch-cpu, and with batch shrinking on onnxruntime.
+
+Models are untrained (seeded). Untrained networks map unit-variance inputs to nearly uniform
+softmax outputs, so the inputs are scaled by factors from 1 to ~30 to spread the confidences
+across samples. The record's labels are the final exit's predictions, so the learned gate sees
+both "right" and "wrong" at the early exits and the oracle has something to find.
+
+Thresholds sit at midpoints between distinct scores of an exit, farther from every score than
+backend rounding can move one (batch 1 vs batch 12, torch vs ONNX Runtime), so a decision can
+only differ if the executor or a decider takes a different path from the vectorised evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from eebench.backends import EarlyExitExecutor, ExecutionResult, get_backend
+from eebench.evaluation import ExitRecord, exit_indices, operating_points, record_exits
+from eebench.models import InputShapeError, create_model, list_models
+from eebench.policies import LearnedGatePolicy, Policy, create_policy, list_policies
+
+SHAPES = [(1, 8, 8), (3, 32, 32), (3, 48, 48)]
+N = 12
+BATCH = 4
+# backends and batch sizes change logits by up to ~1.5e-6 x the largest |logit| (measured on this
+# registry: torch batch 1 vs 12, onnxruntime vs torch); the tolerance keeps a ~6x safety factor
+LOGIT_REL_TOL = 1e-5
+LOGIT_ABS_TOL = 1e-7
+MODELS = list_models()
+
+
+# ----------------------------------------------------------------- policies under test
+
+
+def logit_tolerance(record: ExitRecord) -> np.ndarray:
+    """``(N, E)``: how far backend rounding may move the logits of each sample at each exit."""
+    return LOGIT_REL_TOL * np.abs(record.logits).max(axis=-1) + LOGIT_ABS_TOL
+
+
+def score_tolerance(policy: Policy, record: ExitRecord) -> np.ndarray:
+    """``(N, E)``: how far backend rounding may move each score. Confidence measures change by
+    at most ~2x the largest logit change (4x kept); the gate's sigmoid of standardised features
+    multiplies that by 0.25 * sum_k |coef_k| / scale_k of the exit."""
+    tol = 4.0 * logit_tolerance(record)
+    if isinstance(policy, LearnedGatePolicy):
+        state = policy.state_dict()
+        tol = tol * 0.25 * (np.abs(state["coef"]) / state["scale"]).sum(axis=1)
+    return tol
+
+
+def untied_thresholds(scores: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+    """One threshold per exit: the midpoint between two distinct scores of that exit nearest its
+    median that is farther from every sample's score than that score's tolerance; ``inf``
+    (nobody leaves there) when there is none. The final exit's entry is ignored."""
+    th = np.zeros(scores.shape[1])
+    for i in range(scores.shape[1] - 1):
+        values = np.unique(scores[:, i])
+        mids = (values[1:] + values[:-1]) / 2
+        clear = (np.abs(scores[:, i, None] - mids[None, :]) > tolerance[:, i, None]).all(axis=0)
+        ok = np.flatnonzero(clear)
+        if ok.size == 0:
+            th[i] = np.inf
+            continue
+        th[i] = mids[ok[np.argmin(np.abs(ok + 0.5 - (values.size - 1) / 2))]]
+    return th
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyCase:
+    """A registered policy with options, and the thresholds it runs at."""
+
+    name: str
+    policy: str
+    options: dict = dataclasses.field(default_factory=dict)
+    patience: float | None = None  # shared patience k; None: per-exit untied thresholds
+    whole_batch_only: bool = False  # decider labels are per row of one batch (oracle)
+
+    def build(self, record: ExitRecord) -> Policy:
+        policy = create_policy(self.policy, **self.options)
+        return policy.fit(record)  # learned gate: fitted on the record it is checked on
+
+    def thresholds(self, policy: Policy, record: ExitRecord) -> np.ndarray | float | None:
+        if not policy.uses_thresholds:
+            return None
+        if self.patience is not None:
+            return self.patience
+        return untied_thresholds(policy.scores(record), score_tolerance(policy, record))
+
+
+POLICY_CASES = [
+    PolicyCase("threshold-max_softmax", "threshold", {"confidence": "max_softmax"}),
+    PolicyCase("threshold-score_margin", "threshold", {"confidence": "score_margin"}),
+    PolicyCase("threshold-entropy", "threshold", {"confidence": "entropy"}),
+    PolicyCase("idk-cascade", "idk-cascade"),
+    PolicyCase("patience-1", "patience", patience=1.0),
+    PolicyCase("patience-2", "patience", patience=2.0),
+    PolicyCase("learned-gate", "learned-gate"),
+    PolicyCase("final-only", "final-only"),
+    PolicyCase("oracle", "oracle", whole_batch_only=True),
+]
+CASES = {c.name: c for c in POLICY_CASES}
+BATCH_CASES = [c.name for c in POLICY_CASES if not c.whole_batch_only]
+# aggregation predicts from the summed softmax of every exit, which the early-exit executor's
+# per-exit argmax does not reproduce: its counterpart is the executor's own aggregation mode
+NOT_EARLY_EXIT = {"aggregation"}
+
+
+# ----------------------------------------------------------------- one model, prepared once
+
+
+@dataclasses.dataclass
+class ModelCase:
+    model: torch.nn.Module
+    x: torch.Tensor
+    record: ExitRecord
+    torch_cpu: object
+
+
+def smallest_model(name: str) -> torch.nn.Module:
+    for shape in SHAPES:
+        try:
+            torch.manual_seed(0)
+            return create_model(name, num_classes=10, input_shape=shape).eval()
+        except InputShapeError:
+            continue
+    pytest.fail(f"model '{name}' builds at none of the input shapes {SHAPES}")
+
+
+def split_for(model: torch.nn.Module, seed: int) -> types.SimpleNamespace:
+    """A split-like object of N random inputs (what record_exits reads of eebench.data.Split)."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.logspace(0.0, 1.5, N)[torch.randperm(N, generator=g)]
+    return types.SimpleNamespace(
+        name="val",
+        x=torch.randn(N, *model.input_shape, generator=g) * scale.view(N, 1, 1, 1),
+        y=torch.randint(0, 10, (N,), generator=g),
+        ids=np.array([f"s{i}" for i in range(N)]),
+        meta={"difficulty": np.linspace(0.0, 1.0, N)},
+        fingerprint=f"random-{seed}",
+    )
+
+
+@pytest.fixture(scope="module")
+def model_cases():
+    cache: dict[str, ModelCase] = {}
+
+    def get(name: str) -> ModelCase:
+        if name not in cache:
+            torch.set_num_threads(1)
+            model = smallest_model(name)
+            split = split_for(model, seed=MODELS.index(name))
+            record = record_exits(model, split)
+            # labels = the final exit's answers: the early exits are right for some samples only
+            record = dataclasses.replace(record, labels=record.predictions[:, -1])
+            top2 = np.sort(record.logits, axis=-1)[..., -2:]
+            assert (top2[..., 1] - top2[..., 0] > 2 * logit_tolerance(record)).all(), (
+                f"{name}: near-tied logits; choose another input seed"
+            )
+            prepared = get_backend("torch-cpu").prepare(model, batch_size=BATCH, threads=1)
+            cache[name] = ModelCase(model, split.x, record, prepared)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # restored by conftest
+
+
+# ----------------------------------------------------------------- the check
+
+
+def expected_decisions(
+    policy: Policy, record: ExitRecord, thresholds: np.ndarray | float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exit index and prediction of every sample, from the vectorised evaluation."""
+    th = policy.fixed_thresholds() if thresholds is None else np.asarray(thresholds)[None, ...]
+    exits = exit_indices(policy.scores(record), th)[0]
+    preds = policy.predictions(record)[np.arange(record.num_samples), exits]
+    return exits, preds
+
+
+def assert_same_decisions(
+    got: ExecutionResult,
+    want_exits: np.ndarray,
+    want_preds: np.ndarray,
+    policy: Policy,
+    record: ExitRecord,
+    thresholds: np.ndarray | float | None,
+    where: str,
+) -> None:
+    for n in range(record.num_samples):
+        assert (int(got.exit_indices[n]), int(got.predictions[n])) == (
+            int(want_exits[n]),
+            int(want_preds[n]),
+        ), f"{where}: sample {n} (exit, prediction) differs from the vectorised evaluation"
+    # the operating point of the same thresholds says the same thing in aggregate
+    # (a 1-D array there is T shared thresholds: one per-exit setting is a (1, E) row)
+    setting = None if thresholds is None else np.asarray(thresholds)[None, ...]
+    point = operating_points(record, policy, setting)
+    np.testing.assert_array_equal(got.exit_fractions, point.exit_fractions[0], err_msg=where)
+    assert got.accuracy(record.labels) == point.accuracy[0], where
+
+
+def run_case(case: ModelCase, policy_name: str, prepared, runs) -> None:
+    pc = CASES[policy_name]
+    record = case.record
+    policy = pc.build(record)
+    thresholds = pc.thresholds(policy, record)
+    want_exits, want_preds = expected_decisions(policy, record, thresholds)
+    decider = policy.decider(thresholds, num_exits=record.num_exits, labels=record.labels)
+    executor = EarlyExitExecutor(prepared, decider)
+    for mode, bs in runs:
+        got = executor.run(case.x, mode=mode, batch_size=bs)
+        where = f"{prepared.backend} {mode} batch={got.batch_size} {policy_name}"
+        assert_same_decisions(got, want_exits, want_preds, policy, record, thresholds, where)
+    if isinstance(thresholds, np.ndarray) and np.isfinite(thresholds[:-1]).any():
+        # a midpoint near an exit's median: the thresholds really split the samples between exits
+        assert len(set(want_exits.tolist())) > 1, "thresholds should send samples to 2+ exits"
+
+
+@pytest.mark.parametrize("policy_name", [c.name for c in POLICY_CASES])
+@pytest.mark.parametrize("model_name", MODELS)
+def test_torch_executor_takes_the_vectorised_decisions(model_cases, model_name, policy_name):
+    case = model_cases(model_name)
+    if CASES[policy_name].whole_batch_only:
+        runs = [("batched", N)]  # labels are given per row of the one batch
+    else:
+        runs = [("per-sample", None), ("batched", BATCH)]
+    run_case(case, policy_name, case.torch_cpu, runs)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "policy_name"),
+    [(m, BATCH_CASES[i % len(BATCH_CASES)]) for i, m in enumerate(MODELS)],
+)
+def test_onnxruntime_executor_takes_the_vectorised_decisions(
+    model_cases, model_name, policy_name, tmp_path_factory
+):
+    case = model_cases(model_name)
+    cache_dir = tmp_path_factory.mktemp("onnx-cache")
+    prepared = get_backend("onnxruntime").prepare(
+        case.model, batch_size=BATCH, threads=1, cache_dir=cache_dir
+    )
+    run_case(case, policy_name, prepared, [("batched", BATCH)])
+
+
+def test_every_registered_policy_is_run_through_the_executor():
+    covered = {c.policy for c in POLICY_CASES}
+    missing = set(list_policies()) - covered - NOT_EARLY_EXIT
+    assert not missing, f"policies without an executor test here: {sorted(missing)}"
