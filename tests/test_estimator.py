@@ -154,6 +154,10 @@ def test_a_measured_shape_is_reproduced_exactly() -> None:
     lin = next(lc for lc in model_layers(TinyNet()) if lc.op == "linear")
     assert est.compute_time(lin) >= 16e-6 * (1 - 1e-12)
     assert any("gemm layers use the" in a for a in est.assumptions)
+    # a measured in-sequence slowdown scales every layer of the profile
+    data["measured"]["sequence_slowdown"] = {"value": 1.5, "unit": "ratio"}
+    slowed = Estimator(HardwareProfile.model_validate(data))
+    assert slowed.layer(conv).time_s == pytest.approx(1.5 * 20e-6, rel=1e-12)
 
 
 def test_throughput_curve_interpolates_in_log_space_and_clamps() -> None:

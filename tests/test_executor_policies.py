@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from eebench.backends import EarlyExitExecutor, ExecutionResult, get_backend
+from eebench.backends import EarlyExitExecutor, ExecutionResult, PreparedModel, get_backend
 from eebench.evaluation import ExitRecord, exit_indices, operating_points, record_exits
 from eebench.models import InputShapeError, create_model, list_models
 from eebench.policies import LearnedGatePolicy, Policy, create_policy, list_policies
@@ -106,7 +107,6 @@ POLICY_CASES = [
     PolicyCase("oracle", "oracle", whole_batch_only=True),
 ]
 CASES = {c.name: c for c in POLICY_CASES}
-BATCH_CASES = [c.name for c in POLICY_CASES if not c.whole_batch_only]
 # aggregation predicts from the summed softmax of every exit, which the early-exit executor's
 # per-exit argmax does not reproduce: its counterpart is the executor's own aggregation mode
 NOT_EARLY_EXIT = {"aggregation"}
@@ -117,10 +117,21 @@ NOT_EARLY_EXIT = {"aggregation"}
 
 @dataclasses.dataclass
 class ModelCase:
+    """One model with its inputs, its record, and its prepared backends (prepared once)."""
+
     model: torch.nn.Module
     x: torch.Tensor
     record: ExitRecord
-    torch_cpu: object
+    onnx_cache: Path
+    prepared: dict[str, PreparedModel] = dataclasses.field(default_factory=dict)
+
+    def on(self, backend: str) -> PreparedModel:
+        if backend not in self.prepared:
+            options = {"cache_dir": self.onnx_cache} if backend == "onnxruntime" else {}
+            self.prepared[backend] = get_backend(backend).prepare(
+                self.model, batch_size=BATCH, threads=1, **options
+            )
+        return self.prepared[backend]
 
 
 def smallest_model(name: str) -> torch.nn.Module:
@@ -148,7 +159,8 @@ def split_for(model: torch.nn.Module, seed: int) -> types.SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def model_cases():
+def model_cases(tmp_path_factory):
+    onnx_cache = tmp_path_factory.mktemp("onnx-cache")
     cache: dict[str, ModelCase] = {}
 
     def get(name: str) -> ModelCase:
@@ -163,8 +175,7 @@ def model_cases():
             assert (top2[..., 1] - top2[..., 0] > 2 * logit_tolerance(record)).all(), (
                 f"{name}: near-tied logits; choose another input seed"
             )
-            prepared = get_backend("torch-cpu").prepare(model, batch_size=BATCH, threads=1)
-            cache[name] = ModelCase(model, split.x, record, prepared)
+            cache[name] = ModelCase(model, split.x, record, onnx_cache)
         return cache[name]
 
     return get
@@ -210,7 +221,9 @@ def assert_same_decisions(
     assert got.accuracy(record.labels) == point.accuracy[0], where
 
 
-def run_case(case: ModelCase, policy_name: str, prepared, runs) -> None:
+def run_case(
+    case: ModelCase, policy_name: str, prepared: PreparedModel, runs: list[tuple[str, int | None]]
+) -> None:
     pc = CASES[policy_name]
     record = case.record
     policy = pc.build(record)
@@ -229,28 +242,18 @@ def run_case(case: ModelCase, policy_name: str, prepared, runs) -> None:
 
 @pytest.mark.parametrize("policy_name", [c.name for c in POLICY_CASES])
 @pytest.mark.parametrize("model_name", MODELS)
-def test_torch_executor_takes_the_vectorised_decisions(model_cases, model_name, policy_name):
+@pytest.mark.parametrize("backend", ["torch-cpu", "onnxruntime"])
+def test_executor_takes_the_vectorised_decisions(model_cases, backend, model_name, policy_name):
+    """Per sample (torch-cpu) and batch shrinking with batches of 4 (both backends); the oracle's
+    labels are given per row of one batch, so it runs as one batch of all N samples."""
     case = model_cases(model_name)
     if CASES[policy_name].whole_batch_only:
-        runs = [("batched", N)]  # labels are given per row of the one batch
-    else:
+        runs = [("batched", N)]
+    elif backend == "torch-cpu":
         runs = [("per-sample", None), ("batched", BATCH)]
-    run_case(case, policy_name, case.torch_cpu, runs)
-
-
-@pytest.mark.parametrize(
-    ("model_name", "policy_name"),
-    [(m, BATCH_CASES[i % len(BATCH_CASES)]) for i, m in enumerate(MODELS)],
-)
-def test_onnxruntime_executor_takes_the_vectorised_decisions(
-    model_cases, model_name, policy_name, tmp_path_factory
-):
-    case = model_cases(model_name)
-    cache_dir = tmp_path_factory.mktemp("onnx-cache")
-    prepared = get_backend("onnxruntime").prepare(
-        case.model, batch_size=BATCH, threads=1, cache_dir=cache_dir
-    )
-    run_case(case, policy_name, prepared, [("batched", BATCH)])
+    else:
+        runs = [("batched", BATCH)]
+    run_case(case, policy_name, case.on(backend), runs)
 
 
 def test_every_registered_policy_is_run_through_the_executor():

@@ -452,6 +452,7 @@ def test_measured_profile_validates_and_is_labelled(tmp_path: Path) -> None:
     )
     assert len(profile.measured.conv) == 2 and len(profile.measured.ops) == 6
     assert profile.power.unavailable == "no meter in tests"
+    assert profile.measured.sequence_slowdown.base > 0 and profile.measured.module_overhead.base > 0
     best = max(p.achieved.base for p in [*profile.measured.gemm, *profile.measured.conv])
     assert profile.peak("fp32", "cpu").base == pytest.approx(best, rel=1e-3)
     out = write_profile(data, tmp_path / "unit-host.yaml")

@@ -17,7 +17,13 @@ from eebench.models.base import (
     as_tuple,
     from_tuple,
 )
-from eebench.models.registry import MODELS, UnknownNameError, create_model, list_models, register_model
+from eebench.models.registry import (
+    MODELS,
+    UnknownNameError,
+    create_model,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "MODELS",

@@ -25,7 +25,13 @@ order of preference:
   the others, and without such benchmarks, the measured copy bandwidth; else
   the datasheet peak times :data:`DEFAULT_BANDWIDTH_EFFICIENCY`.
 * **per-op overhead**: measured, else the profile's ``overhead.per_op``, else
-  :data:`DEFAULT_OVERHEAD_S` of the engine.
+  :data:`DEFAULT_OVERHEAD_S` of the engine; calls that do no work (container
+  modules, flatten) cost the measured module-call overhead, else nothing.
+* **in-sequence slowdown**: micro-benchmarks repeat one layer in a loop, which
+  keeps its weights, its input and the dispatcher's caches warm; in a network
+  they are not. A measured profile carries the slowdown of a small network
+  timed whole against its layers timed alone, and every layer time of that
+  profile is multiplied by it.
 
 Every fallback used is listed in the ``assumptions`` column, and every number
 is labelled ``estimated:<profile>``: an estimate is never a measurement.
@@ -214,6 +220,13 @@ class Estimator:
             if self._uses_measured() and m is not None and m.module_overhead is not None
             else 0.0
         )
+        # layers timed alone in a loop keep caches and predictors warm; inside a network
+        # they do not: the measured slowdown of a chain scales every layer of a measured profile
+        self._slowdown = (
+            m.sequence_slowdown.base
+            if self._uses_measured() and m is not None and m.sequence_slowdown is not None
+            else 1.0
+        )
         self._note_energy()
 
     # ------------------------------------------------------------ choices
@@ -371,15 +384,17 @@ class Estimator:
         return max(self._times[kind](layer.macs / weights, weights), self._floor[kind])
 
     def layer(self, layer: LayerCost) -> LayerEstimate:
+        k = self._slowdown
         if layer.is_call_only:
-            t = self._module_overhead
+            t = self._module_overhead * k
             return LayerEstimate(layer, 0, 0.0, 0.0, t, self._energy(layer, 0, t))
         nbytes = layer.bytes(self._bytes_per_element)
-        compute_s = self.compute_time(layer)
-        memory_s = nbytes / self.bandwidth(layer, nbytes)
-        time_s = max(compute_s, memory_s) + self._overhead
+        compute_s = self.compute_time(layer) * k
+        memory_s = nbytes / self.bandwidth(layer, nbytes) * k
+        overhead_s = self._overhead * k
+        time_s = max(compute_s, memory_s) + overhead_s
         return LayerEstimate(
-            layer, nbytes, compute_s, memory_s, self._overhead, self._energy(layer, nbytes, time_s)
+            layer, nbytes, compute_s, memory_s, overhead_s, self._energy(layer, nbytes, time_s)
         )
 
     def _energy(self, layer: LayerCost, nbytes: int, time_s: float) -> float:

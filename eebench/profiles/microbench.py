@@ -141,6 +141,49 @@ OP_KINDS = ("maxpool", "avgpool", "norm", "lrn", "activation", "elementwise")
 BANDWIDTH_BYTES = 64 * 2**20
 
 
+def sequence_chain() -> nn.Sequential:
+    """A small CIFAR-scale network (conv/BN/ReLU blocks, pooling, a 1x1 and a strided conv,
+    a linear head) for the in-sequence slowdown: the chain timed as one network against
+    the sum of its layers each timed alone."""
+
+    def block(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+
+    return nn.Sequential(
+        *block(3, 16),
+        *block(16, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        *block(64, 64, k=1),
+        *block(64, 128, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, 10),
+    ).eval()
+
+
+def _chain_cases(device: torch.device) -> list[tuple[str, Callable[[], object]]]:
+    """The chain as a whole, then each of its layers alone on the input it gets in the chain."""
+    chain = sequence_chain().to(device)
+    x = torch.randn(1, 3, 32, 32, device=device)
+    inputs: list[torch.Tensor] = []
+    h = x
+    for layer in chain:
+        inputs.append(h.clone())
+        h = layer(h)
+    cases: list[tuple[str, Callable[[], object]]] = [("sequence: whole chain", lambda: chain(x))]
+    for i, (layer, inp) in enumerate(zip(chain, inputs)):
+        if isinstance(layer, nn.ReLU):  # in place: give it a fresh copy's worth of work each time
+            layer = nn.ReLU()
+        cases.append((f"sequence: layer {i} alone", lambda layer=layer, inp=inp: layer(inp)))
+    return cases
+
+
 @dataclass(frozen=True)
 class GemmResult:
     m: int
@@ -175,6 +218,7 @@ class MicroBenchResults:
     bandwidth_bytes_per_s: float
     per_op_overhead_s: float
     module_overhead_s: float
+    sequence_slowdown: float = 1.0
     clock: str = "wall"
     statistic: str = "median"
 
@@ -302,6 +346,8 @@ def run_microbenchmarks(
                 )
                 for s in conv_shapes
             ]
+            chain_cases = _chain_cases(device)
+            cases += [_Case(label, fn) for label, fn in chain_cases]
             op_bytes = []
             for op in OP_KINDS:
                 for c, side in op_shapes:
@@ -341,7 +387,11 @@ def run_microbenchmarks(
     it = iter(values[3:])
     gemm = [GemmResult(m, k, n, next(it)) for m, k, n in gemm_shapes]
     conv = [ConvResult(s, next(it)) for s in conv_shapes]
+    chain_s = next(it)
+    alone_s = sum(next(it) for _ in range(len(chain_cases) - 1))
     ops = [OpResult(op, shape, nbytes, next(it)) for op, shape, nbytes in op_bytes]
+    # the chain's own container call is not one of the layers timed alone
+    slowdown = max(chain_s - module_overhead, 1e-12) / alone_s
     bandwidth = 2 * (bandwidth_bytes // 4) * 4 / copy_s  # read + write
     return MicroBenchResults(
         str(device),
@@ -352,6 +402,7 @@ def run_microbenchmarks(
         bandwidth,
         overhead,
         module_overhead,
+        slowdown,
         clock,
         statistic,
     )

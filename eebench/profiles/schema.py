@@ -195,6 +195,10 @@ class Count(Quantity):
     dimension: ClassVar[Dimension] = units.COUNT
 
 
+class Ratio(Quantity):
+    dimension: ClassVar[Dimension] = units.RATIO
+
+
 # ------------------------------------------------------------------ sections
 class Clocks(_Strict):
     """Maximum clocks the power mode allows."""
@@ -363,6 +367,12 @@ class MicroBenchmarks(_Strict):
     per_op_overhead: Time | None = None
     module_overhead: Time | None = Field(
         None, description="cost of a module call that does no work (an empty nn.Sequential)"
+    )
+    sequence_slowdown: Ratio | None = Field(
+        None,
+        description="time of a chain of layers run as one network over the sum of the same "
+        "layers each timed alone: the cost of caches and predictors that a layer repeated "
+        "in a loop keeps warm and a real network does not",
     )
 
 

@@ -60,7 +60,8 @@ def profile_text(profile: HardwareProfile) -> str:
         lines.append(f"  {p.resolve(m.provenance).describe()}")
         lines.append(
             f"  per-op overhead {_fmt(m.per_op_overhead)}, module-call overhead "
-            f"{_fmt(m.module_overhead)}, copy bandwidth {_fmt(m.bandwidth)}"
+            f"{_fmt(m.module_overhead)}, copy bandwidth {_fmt(m.bandwidth)}, in-sequence "
+            f"slowdown {_fmt(m.sequence_slowdown)}"
         )
         for g in m.gemm:
             shape = f"gemm {g.m}x{g.k}x{g.n}"

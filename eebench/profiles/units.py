@@ -10,7 +10,7 @@ common mistake in roofline estimates. The convention here:
   both are halved on conversion;
 * bandwidth in bytes/s (decimal prefixes: 1 GB/s = 1e9 B/s, as datasheets use);
 * time in seconds, power in watts, energy in joules, sizes in bytes,
-  frequencies in hertz, counts as plain numbers.
+  frequencies in hertz, counts and ratios as plain numbers.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ ENERGY = Dimension("energy", "J", {"pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6, "mJ": 1e
 SIZE = Dimension("memory size", "B", {"MB": 1e6, "GB": 1e9, "MiB": 2.0**20, "GiB": 2.0**30})
 FREQUENCY = Dimension("frequency", "Hz", {"kHz": 1e3, "MHz": 1e6, "GHz": 1e9})
 COUNT = Dimension("count", "count", {"count": 1.0})
+RATIO = Dimension("ratio", "ratio", {"ratio": 1.0})
 
 DIMENSIONS: dict[str, Dimension] = {
-    d.name: d for d in (COMPUTE, BANDWIDTH, TIME, POWER, ENERGY, SIZE, FREQUENCY, COUNT)
+    d.name: d for d in (COMPUTE, BANDWIDTH, TIME, POWER, ENERGY, SIZE, FREQUENCY, COUNT, RATIO)
 }

@@ -112,9 +112,11 @@ TABLES: dict[str, TableSpec] = {
                 "decision_overhead_us",
                 "agreement",
             ),
-            "True early-exit runs of calibrated operating points: predicted (from measured stage "
-            "costs) vs measured mean latency per sample, decision overhead, agreement of the "
-            "executor's exits with the exit record, speedups vs aggregation and vs the backbone.",
+            "True early-exit runs of calibrated operating points: predicted (sum of the measured "
+            "median latencies of the stages and heads each sample ran) vs measured per-sample "
+            "latency, both as medians over the samples (means in measured_mean_latency_ms); ratio "
+            "= median per-sample measured/predicted; decision overhead; agreement of the executor's "
+            "exits with the exit record; speedups vs aggregation and vs the backbone (medians).",
         ),
         TableSpec(
             "skipped",

@@ -114,6 +114,23 @@ def test_no_ics_is_the_plain_backbone():
     assert model.num_exits == 1 and model.exit_info[0].position == 1.0
 
 
+def test_mobilenet_adapts_strides_to_the_input_and_can_drop_the_depthwise_relu():
+    final = {
+        shape: create_model("sdn-mobilenet", input_shape=shape, width_mult=0.125).exit_info[-1]
+        for shape in SHAPES
+    }
+    # CIFAR: 32 -> 2 (four halvings); ImageNet: stride-2 stem and 224 -> 7; digits stop at 2x2
+    assert [final[s].feature_shape[1:] for s in SHAPES] == [(2, 2), (2, 2), (7, 7)]
+    relus = [
+        sum(
+            isinstance(m, torch.nn.ReLU)
+            for m in create_model("sdn-mobilenet", width_mult=0.125, dw_relu=flag).modules()
+        )
+        for flag in (True, False)
+    ]
+    assert relus[0] - relus[1] == 13  # one per depthwise-separable block
+
+
 def test_internal_classifier_reduces_to_about_four_by_four():
     ic = InternalClassifier((16, 32, 32), num_classes=10)
     assert ic.linear.in_features == 16 * 4 * 4
@@ -147,6 +164,7 @@ def test_internal_classifier_reduces_to_about_four_by_four():
         ("sdn-vgg", {"width_mult": 0}, r"'width_mult': expected a positive number.*got 0"),
         ("sdn-mobilenet", {"width_mult": "half"}, r"'width_mult'.*got 'half'"),
         ("sdn-mobilenet", {"position_basis": "params"}, r"'position_basis'.*got 'params'"),
+        ("sdn-mobilenet", {"dw_relu": "no"}, r"'dw_relu': expected true or false, got 'no'"),
     ],
 )
 def test_invalid_config_names_field_expectation_and_value(name, config, pattern):
