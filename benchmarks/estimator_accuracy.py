@@ -89,8 +89,9 @@ def build_models(names: list[str] | None):
     return models, skipped
 
 
-def profile_interleaved(timer: StageTimer, min_time_s: float):
-    """Profile this machine with the stage measurements interleaved between its rounds."""
+def profile_interleaved(timer: StageTimer, min_time_s: float, save: str | None = None):
+    """Profile this machine with the stage measurements interleaved between its rounds;
+    ``save`` keeps the profile file (validate and submit it like any other)."""
     from eebench.profiles import load_profile_file
     from eebench.profiles.measure import default_name, measure_profile, write_profile
 
@@ -104,10 +105,12 @@ def profile_interleaved(timer: StageTimer, min_time_s: float):
         between_rounds=timer.round,
         command="python benchmarks/estimator_accuracy.py (interleaved with the stage measurements)",
     )
-    path = Path(tempfile.mkdtemp(prefix="eebench-profile-")) / f"{data['name']}.yaml"
-    write_profile(data, path)
-    print(f"profiled this machine: {path}", file=sys.stderr)
-    return load_profile_file(path)
+    if save is not None:
+        path = write_profile(data, save)
+        print(f"profile of this machine written to {path}", file=sys.stderr)
+        return load_profile_file(path)
+    with tempfile.TemporaryDirectory(prefix="eebench-profile-") as tmp:
+        return load_profile_file(write_profile(data, Path(tmp) / f"{data['name']}.yaml"))
 
 
 def accuracy_tables(profile, timer: StageTimer, skipped: dict):
@@ -160,7 +163,8 @@ def evaluate(
     clock: str | None = None,
     statistic: str | None = None,
     min_time_s: float = 0.3,
-    rounds: int = 3,
+    rounds: int = 6,
+    save: str | None = None,
 ):
     """(profile, per-model table, per-stage table); profiles the machine when ``profile_ref`` is None."""
     from eebench.profiles import load_profile
@@ -170,7 +174,7 @@ def evaluate(
         clock = clock or ("thread" if threads == 1 else "wall")
         statistic = statistic or ("min" if clock == "thread" else "median")
         timer = StageTimer(built, threads, clock, statistic, min_time_s, rounds)
-        profile = profile_interleaved(timer, min_time_s)
+        profile = profile_interleaved(timer, min_time_s, save)
     else:
         profile = load_profile(profile_ref)
         if profile.measured is None:
@@ -223,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=6, help="rounds of measurement (default 6)")
     parser.add_argument("--stages", action="store_true", help="also print the per-stage table")
+    parser.add_argument(
+        "--save-profile",
+        default=None,
+        metavar="FILE",
+        help="when profiling here, keep the profile in FILE",
+    )
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -235,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         args.statistic,
         args.min_time,
         args.rounds,
+        args.save_profile,
     )
     src = profile.resolve(profile.measured.provenance)
     how = (

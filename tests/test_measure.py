@@ -221,10 +221,15 @@ def test_thread_count_is_applied_during_measurement_and_restored():
 
 
 def test_track_memory_sees_a_large_allocation():
+    import mmap
+
     with track_memory() as tracker:
-        block = np.ones(40_000_000 // 8)  # 40 MB
-        block[::4096] = 2.0
-        del block
+        # a fresh anonymous mapping, every page touched: new resident memory whatever the
+        # allocator already holds (a numpy block may reuse pages freed by earlier tests)
+        block = mmap.mmap(-1, 64 * 1024 * 1024)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        block.close()
     usage = tracker.usage
     assert usage is not None
     if usage.peak_rss_scope == "region":  # the high-water mark was reset at the start

@@ -20,6 +20,7 @@ scalar (one shared threshold) or a vector of one threshold per exit (length
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,10 @@ import numpy as np
 
 from eebench.errors import EEBenchError
 from eebench.policies.confidence import check_finite, log_softmax64, predictions
+
+
+_FEW_ROWS = 32
+"""Up to this many active rows, Python's min/max over a list beats two numpy reductions."""
 
 
 class PolicyError(EEBenchError, ValueError):
@@ -111,10 +116,13 @@ class ExitDecider(ABC):
 
     def decide(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Boolean mask over the active rows: True = leave at ``exit_index``."""
+        exit_index = int(exit_index)
         logits, active = self._check(exit_index, logits, active)
-        fire = np.asarray(self._fire(int(exit_index), logits, active), dtype=bool)
+        fire = self._fire(exit_index, logits, active)
         if self.num_exits is not None and exit_index == self.num_exits - 1:
-            return np.ones(len(active), dtype=bool)
+            return np.ones(active.shape[0], dtype=bool)
+        if type(fire) is not np.ndarray or fire.dtype != np.bool_:
+            fire = np.asarray(fire, dtype=bool)
         return fire
 
     def predict(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -128,8 +136,13 @@ class ExitDecider(ABC):
     def _check(
         self, exit_index: int, logits: np.ndarray, active: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        logits = np.asarray(logits)
-        active = np.asarray(active, dtype=np.int64)
+        """Validate one call. The executor calls this once per exit evaluated, at batch 1 in
+        per-sample mode, so it avoids conversions of arrays that are already right and numpy
+        reductions over a handful of elements (each costs more than the arithmetic)."""
+        if type(logits) is not np.ndarray:
+            logits = np.asarray(logits)
+        if type(active) is not np.ndarray or active.dtype != np.int64:
+            active = np.asarray(active, dtype=np.int64)
         if logits.ndim != 2:
             raise PolicyError(
                 f"decide: logits must be (active rows, classes), got shape {logits.shape}"
@@ -143,12 +156,22 @@ class ExitDecider(ABC):
             raise PolicyError(
                 f"decide: exit_index {exit_index} out of range for {self.num_exits} exits"
             )
-        if active.size and (active.min() < 0 or active.max() >= self.batch_size):
-            raise PolicyError(
-                f"decide: active row indices must lie in [0, {self.batch_size}) of the batch "
-                "given to reset(); call reset(batch_size) first"
-            )
-        check_finite(logits, rows=active, exit_index=exit_index)
+        rows = active.shape[0]
+        if rows:
+            if rows <= _FEW_ROWS:
+                listed = active.tolist()
+                lo, hi = min(listed), max(listed)
+            else:
+                lo, hi = int(active.min()), int(active.max())
+            if lo < 0 or hi >= self.batch_size:
+                raise PolicyError(
+                    f"decide: active row indices must lie in [0, {self.batch_size}) of the batch "
+                    "given to reset(); call reset(batch_size) first"
+                )
+        # NaN and +-inf propagate through a sum: one reduction screens every logit, and only a
+        # non-finite sum (a non-finite logit, or finite ones overflowing) pays for the full check
+        if not math.isfinite(logits.sum()):
+            check_finite(logits, rows=active, exit_index=exit_index)
         return logits, active
 
 
@@ -270,8 +293,16 @@ def decider_thresholds(
     return th, th.shape[0]
 
 
-def threshold_at(thresholds: np.ndarray | float, exit_index: int) -> float:
-    """The threshold of one exit from a shared scalar or a per-exit vector."""
+def threshold_table(thresholds: np.ndarray | float) -> tuple[float, ...] | float:
+    """Decider thresholds (from :func:`decider_thresholds`) as plain floats, converted once so
+    that each decision looks its threshold up without touching numpy."""
+    if isinstance(thresholds, float):
+        return thresholds
+    return tuple(float(v) for v in np.asarray(thresholds, dtype=np.float64).reshape(-1))
+
+
+def threshold_at(thresholds: np.ndarray | tuple[float, ...] | float, exit_index: int) -> float:
+    """The threshold of one exit from a shared scalar or a per-exit vector (array or tuple)."""
     if isinstance(thresholds, float):
         return thresholds
     return float(thresholds[exit_index])

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from eebench.policies.base import ExitDecider, ExitView, Policy, decider_thresholds, threshold_at
+from eebench.policies.base import (
+    ExitDecider,
+    ExitView,
+    Policy,
+    decider_thresholds,
+    threshold_at,
+    threshold_table,
+)
 from eebench.policies.confidence import predictions
 from eebench.policies.registry import register_policy
 
@@ -32,6 +39,7 @@ class PatienceDecider(ExitDecider):
     def __init__(self, thresholds: np.ndarray | float, num_exits: int | None) -> None:
         super().__init__(num_exits)
         self.thresholds = thresholds
+        self._theta = threshold_table(thresholds)
         self._prev = np.zeros(0, dtype=np.int64)
         self._count = np.zeros(0, dtype=np.float64)
 
@@ -47,7 +55,7 @@ class PatienceDecider(ExitDecider):
             count = np.where(pred == self._prev[active], self._count[active] + 1.0, 0.0)
         self._prev[active] = pred
         self._count[active] = count
-        return count >= threshold_at(self.thresholds, exit_index)
+        return count >= threshold_at(self._theta, exit_index)
 
 
 @register_policy("patience")

@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from eebench.policies.base import ExitDecider, ExitView, Policy, decider_thresholds, threshold_at
+from eebench.policies.base import (
+    ExitDecider,
+    ExitView,
+    Policy,
+    decider_thresholds,
+    threshold_at,
+    threshold_table,
+)
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
 from eebench.policies.registry import register_policy
 
@@ -23,10 +30,11 @@ class ConfidenceDecider(ExitDecider):
         super().__init__(num_exits)
         self.measure = CONFIDENCE.get(measure)
         self.thresholds = thresholds
+        self._theta = threshold_table(thresholds)
 
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         conf = self.measure(log_softmax64(logits))
-        return conf >= threshold_at(self.thresholds, exit_index)
+        return conf >= threshold_at(self._theta, exit_index)
 
 
 @register_policy("threshold")
