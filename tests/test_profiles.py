@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from eebench.profiles import (
 from eebench.profiles.locate import load_named_file, profile_entries
 from eebench.profiles.measure import build_profile, write_profile
 from eebench.profiles.microbench import ConvShape, run_microbenchmarks
-from eebench.profiles.rapl import average_power_w, rapl_unavailable_reason
 from eebench.profiles.timing import clock_named, time_call
 from eebench.profiles.validate import parse_profile
 
@@ -461,10 +459,17 @@ def test_measured_profile_validates_and_is_labelled(tmp_path: Path) -> None:
         write_profile(data, out)
 
 
-def test_rapl_reason_and_reading(tmp_path: Path) -> None:
-    assert "no RAPL energy counter" in rapl_unavailable_reason(tmp_path)
-    (tmp_path / "energy_uj").write_text("1000\n")
-    (tmp_path / "max_energy_range_uj").write_text("262143328850\n")
-    assert rapl_unavailable_reason(tmp_path) is None
-    power = average_power_w(None, 0.01, base=tmp_path)
-    assert power == 0.0 and not math.isnan(power)
+def test_profile_power_comes_from_the_rapl_meter_or_says_why(tmp_path: Path) -> None:
+    from eebench.measure.energy import RaplMeter
+    from eebench.profiles.measure import measure_power
+
+    missing = measure_power("2026-01-01", seconds=0.01, meter=RaplMeter(root=tmp_path / "none"))
+    assert "unavailable" in missing and missing["unavailable"]
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    power = measure_power("2026-01-01", seconds=0.01, meter=RaplMeter(root=tmp_path))
+    # a counter that does not move reads as zero watts, never NaN
+    assert power["idle"]["value"] == 0.0 and power["active"]["value"] == 0.0

@@ -237,7 +237,14 @@ class MeasurementSpec:
 
     def __post_init__(self) -> None:
         if not self.source:
-            object.__setattr__(self, "source", f"measured:{self.backend}")
+            # a simulated backend's "timings" are a hardware profile's estimate, never a measurement
+            prefix = "simulated:"
+            label = (
+                f"estimated:{self.backend[len(prefix) :]}"
+                if self.backend.startswith(prefix)
+                else f"measured:{self.backend}"
+            )
+            object.__setattr__(self, "source", label)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -31,7 +31,6 @@ import numpy as np
 from eebench.errors import EEBenchError
 from eebench.policies.confidence import check_finite, log_softmax64, predictions
 
-
 _FEW_ROWS = 32
 """Up to this many active rows, Python's min/max over a list beats two numpy reductions."""
 

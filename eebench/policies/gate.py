@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from eebench.policies.base import (
     PolicyError,
     decider_thresholds,
     threshold_at,
+    threshold_table,
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
 from eebench.policies.registry import register_policy
@@ -42,13 +44,19 @@ def gate_features(log_probs: np.ndarray, features: tuple[str, ...] = GATE_FEATUR
 
 
 def _gate_logit(
-    feats: np.ndarray, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray
+    feats: Sequence[np.ndarray],
+    intercept: np.ndarray | float,
+    coef: Sequence[np.ndarray | float],
+    mean: Sequence[np.ndarray | float],
+    scale: Sequence[np.ndarray | float],
 ) -> np.ndarray:
-    """``b + sum_k w_k (f_k - mu_k) / s_k``, feature by feature (elementwise, so every batch shape
-    rounds the same way); ``feats`` is ``(..., K)`` and the parameters broadcast against ``(...,)``."""
-    z = np.broadcast_to(intercept, feats.shape[:-1]).astype(np.float64)
-    for k in range(feats.shape[-1]):
-        z = z + coef[..., k] * ((feats[..., k] - mean[..., k]) / scale[..., k])
+    """``b + sum_k w_k (f_k - mu_k) / s_k``, feature by feature: elementwise, so every batch
+    shape rounds the same way. ``feats[k]`` is feature ``k`` over ``(...,)``; ``coef[k]``,
+    ``mean[k]`` and ``scale[k]`` are its parameters (per-exit arrays that broadcast against
+    ``(...,)`` for a record, plain floats for one exit in the decider: the same float64 values)."""
+    z = np.asarray(intercept, dtype=np.float64)
+    for f, w, mu, s in zip(feats, coef, mean, scale, strict=True):
+        z = z + w * ((f - mu) / s)
     return z
 
 
@@ -57,7 +65,11 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class GateDecider(ExitDecider):
-    """Leave when exit ``i``'s gate gives a probability of being correct >= ``theta_i``."""
+    """Leave when exit ``i``'s gate gives a probability of being correct >= ``theta_i``.
+
+    The parameters are read once, as plain floats per exit, when the decider is made: refitting
+    the policy afterwards does not change a decider already handed out.
+    """
 
     def __init__(
         self, policy: LearnedGatePolicy, thresholds: np.ndarray | float, num_exits: int | None
@@ -65,10 +77,36 @@ class GateDecider(ExitDecider):
         super().__init__(num_exits)
         self.policy = policy
         self.thresholds = thresholds
+        self._theta = threshold_table(thresholds)
+        self._measures = tuple(CONFIDENCE.get(f) for f in policy.features)
+        self._params = _exit_parameters(policy._require_state())
 
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
-        p = self.policy.gate_probability(exit_index, logits)
-        return p >= threshold_at(self.thresholds, exit_index)
+        log_probs = log_softmax64(logits)
+        feats = [measure(log_probs) for measure in self._measures]
+        p = _sigmoid(_gate_logit(feats, *self._params[exit_index]))
+        return p >= threshold_at(self._theta, exit_index)
+
+
+def _exit_parameters(
+    state: dict[str, np.ndarray],
+) -> list[tuple[float, tuple[float, ...], tuple[float, ...], tuple[float, ...]]]:
+    """Per exit ``(intercept, coef, mean, scale)`` as Python floats (exact copies of the float64
+    parameters), so one decision indexes no arrays."""
+    return [
+        (
+            float(state["intercept"][e]),
+            tuple(float(v) for v in state["coef"][e]),
+            tuple(float(v) for v in state["mean"][e]),
+            tuple(float(v) for v in state["scale"][e]),
+        )
+        for e in range(state["intercept"].shape[0])
+    ]
+
+
+def _columns(a: np.ndarray) -> list[np.ndarray]:
+    """``(E, K)`` parameters as K per-exit vectors ``(E,)``."""
+    return [a[:, k] for k in range(a.shape[1])]
 
 
 @register_policy("learned-gate")
@@ -218,21 +256,18 @@ class LearnedGatePolicy(Policy):
     # ----------------------------------------------------------------- vectorised and online
     def gate_probability(self, exit_index: int, logits: np.ndarray) -> np.ndarray:
         """Probability that exit ``exit_index`` is correct, for a ``(B, C)`` batch of its logits."""
-        s = self._require_state()
-        feats = gate_features(log_softmax64(logits), self.features)
-        z = _gate_logit(
-            feats,
-            s["coef"][exit_index],
-            s["intercept"][exit_index],
-            s["mean"][exit_index],
-            s["scale"][exit_index],
-        )
-        return _sigmoid(z)
+        intercept, coef, mean, scale = _exit_parameters(self._require_state())[exit_index]
+        log_probs = log_softmax64(logits)
+        feats = [CONFIDENCE.get(f)(log_probs) for f in self.features]
+        return _sigmoid(_gate_logit(feats, intercept, coef, mean, scale))
 
     def scores(self, record: ExitView) -> np.ndarray:
         s = self._require_state(record.logits.shape[1])
-        feats = gate_features(record.log_probs, self.features)  # (N, E, K)
-        return _sigmoid(_gate_logit(feats, s["coef"], s["intercept"], s["mean"], s["scale"]))
+        feats = [CONFIDENCE.get(f)(record.log_probs) for f in self.features]  # K x (N, E)
+        z = _gate_logit(
+            feats, s["intercept"], _columns(s["coef"]), _columns(s["mean"]), _columns(s["scale"])
+        )
+        return _sigmoid(z)
 
     def check_record(self, record: ExitView) -> None:
         self._require_state(record.logits.shape[1])

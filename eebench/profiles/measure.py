@@ -23,7 +23,6 @@ import yaml
 
 from eebench import __version__
 from eebench.errors import ConfigError
-from eebench.profiles import rapl
 from eebench.profiles.microbench import MicroBenchResults, run_microbenchmarks
 from eebench.profiles.submit import slugify
 from eebench.profiles.validate import ProfileError, parse_profile
@@ -222,23 +221,28 @@ def build_profile(
     return profile
 
 
-def measure_power(date: str, seconds: float = 1.0) -> dict[str, Any]:
-    """Idle and active package power through RAPL, or the reason there is none."""
-    reason = rapl.rapl_unavailable_reason()
-    if reason is not None:
+def measure_power(date: str, seconds: float = 1.0, meter: Any | None = None) -> dict[str, Any]:
+    """Idle and active power from the measure package's RAPL meter, or the reason there is none."""
+    from eebench.measure.energy import RaplMeter, measure_energy
+
+    meter = meter or RaplMeter()
+    ok, reason = meter.available()
+    if not ok:
         return {"unavailable": reason}
     import torch
 
     a = torch.randn(512, 512)
-    idle = rapl.average_power_w(None, seconds)
-    active = rapl.average_power_w(lambda: a @ a, seconds)
+    result = measure_energy(meter, lambda: a @ a, min_calls=1, min_time_s=seconds, idle_s=seconds)
+    if result.busy_watts is None or result.idle_watts is None:
+        return {"unavailable": f"{meter.name} has no total-device domain to read power from"}
     src = {
         "kind": "measured",
         "date": date,
         "tool": "eebench profile measure",
-        "method": f"RAPL package energy counter ({rapl.RAPL_DIR}) over {seconds:g} s idle and "
+        "method": f"{result.source} energy counter over {seconds:g} s idle and "
         f"{seconds:g} s of 512x512 matrix products",
     }
+    idle, active = result.idle_watts, result.busy_watts
     return {"idle": _q(idle, "W", src), "active": _q(max(active, idle), "W", src)}
 
 
