@@ -30,4 +30,6 @@ def _list_models(args: argparse.Namespace) -> int:
     print(f"Models on input {','.join(map(str, args.input_shape))}, {args.num_classes} classes. "
           "MACs are analytic (fvcore; 1 MAC = 1 multiply-add, FLOPs = 2 x MACs).")
     print(table.to_string(index=False))
+    if table.attrs.get("note"):
+        print(table.attrs["note"])
     return 0

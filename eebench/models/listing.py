@@ -10,12 +10,12 @@ from eebench.models.base import InputShapeError
 from eebench.models.registry import create_model, list_models
 
 CUM_MACS_COLUMN = "cum MACs per exit (M)"
-FINAL_MACS_COLUMN = "final-exit MACs (M)"
+FINAL_MACS_COLUMN = "backbone-only MACs (M)"
 
 TABLE_NOTE = (
     "MACs are analytic (fvcore; 1 MAC = 1 multiply-add of conv/linear/matmul, FLOPs = 2 x MACs), "
     "per sample. cum MACs per exit = all stages and heads up to that exit; "
-    "final-exit MACs = all stages + the final head only (no early heads)."
+    "backbone-only MACs = all stages + the final head only (the network without its early exits)."
 )
 
 
