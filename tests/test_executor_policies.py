@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,15 @@ import torch
 from eebench.backends import EarlyExitExecutor, ExecutionResult, PreparedModel, get_backend
 from eebench.evaluation import ExitRecord, exit_indices, operating_points, record_exits
 from eebench.models import InputShapeError, create_model, list_models
-from eebench.policies import LearnedGatePolicy, Policy, create_policy, list_policies
+from eebench.policies import (
+    LearnedGatePolicy,
+    LogitsView,
+    NonFiniteLogitsError,
+    Policy,
+    PolicyError,
+    create_policy,
+    list_policies,
+)
 
 SHAPES = [(1, 8, 8), (3, 32, 32), (3, 48, 48)]
 N = 12
@@ -260,3 +269,40 @@ def test_every_registered_policy_is_run_through_the_executor():
     covered = {c.policy for c in POLICY_CASES}
     missing = set(list_policies()) - covered - NOT_EARLY_EXIT
     assert not missing, f"policies without an executor test here: {sorted(missing)}"
+
+
+# ----------------------------------------------------------------- what decide() still refuses
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_decide_refuses_every_non_finite_logit(bad):
+    decider = create_policy("threshold").decider(0.5, num_exits=3)
+    decider.reset(4)
+    logits = np.zeros((2, 3), dtype=np.float32)
+    logits[1, 2] = bad
+    with pytest.raises(NonFiniteLogitsError, match="sample row 3.*exit 1, class 2"):
+        decider.decide(1, logits, np.array([0, 3]))
+
+
+def test_decide_accepts_huge_finite_logits_silently():
+    """The finiteness screen sums the logits (in float64: no float32 overflow, no warning)."""
+    logits = np.array([[3e38, 3e38, -1.0], [1.0, 2.0, 3.0]], dtype=np.float32)
+    policy = create_policy("threshold")
+    decider = policy.decider(0.4, num_exits=2)
+    decider.reset(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = decider.decide(0, logits, np.array([0, 1]))
+    want = policy.scores(LogitsView(logits[:, None, :]))[:, 0] >= 0.4
+    assert got.tolist() == want.tolist() == [True, True]
+
+
+@pytest.mark.parametrize("rows", [1, 40])  # both sides of the short-list bounds check
+def test_decide_refuses_rows_outside_the_batch(rows):
+    decider = create_policy("patience").decider(1.0, num_exits=3)
+    decider.reset(rows)
+    logits = np.zeros((rows, 3), dtype=np.float32)
+    assert decider.decide(0, logits, np.arange(rows)).shape == (rows,)
+    for active in (np.arange(rows) + 1, np.arange(rows) - 1):
+        with pytest.raises(PolicyError, match=rf"\[0, {rows}\)"):
+            decider.decide(0, logits, active)

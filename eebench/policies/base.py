@@ -167,9 +167,9 @@ class ExitDecider(ABC):
                     f"decide: active row indices must lie in [0, {self.batch_size}) of the batch "
                     "given to reset(); call reset(batch_size) first"
                 )
-        # NaN and +-inf propagate through a sum: one reduction screens every logit, and only a
-        # non-finite sum (a non-finite logit, or finite ones overflowing) pays for the full check
-        if not math.isfinite(logits.sum()):
+        # NaN and +-inf propagate through a sum: one reduction screens every logit (in float64,
+        # where float32 logits cannot overflow), and only a non-finite sum pays for the full check
+        if not math.isfinite(logits.sum(dtype=np.float64)):
             check_finite(logits, rows=active, exit_index=exit_index)
         return logits, active
 
