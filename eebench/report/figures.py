@@ -555,10 +555,11 @@ def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
     fig, axes = _new_figure(1, 1, 6.4, 4.6)
     ax = axes[0, 0]
     sns.scatterplot(data=val, x="predicted_latency_ms", y="measured_latency_ms", s=45, ax=ax, **kw)
-    both = pd.concat([val["predicted_latency_ms"], val["measured_latency_ms"]])
+    both = pd.concat([val["predicted_latency_ms"], val["measured_latency_ms"]]).dropna()
     lo, hi = float(both.min()), float(both.max())
-    pad = 0.1 * (hi - lo if hi > lo else max(hi, 1e-3))
-    line = np.linspace(max(lo - pad, 1e-6), hi + pad, 50)
+    # geometric spacing from just below the smallest point: the axes may be logarithmic, and a
+    # line reaching far below the data would stretch them over empty decades
+    line = np.geomspace(max(lo / 1.25, 1e-9), hi * 1.25, 50)
     ax.plot(
         line, line, color="black", linestyle="--", linewidth=1, label="y = x (prediction exact)"
     )
