@@ -26,12 +26,13 @@ from .common import (
     calibration_targets,
     measured_backends,
     open_backend,
+    policy_labels,
     suite_policy,
     threshold_policies,
 )
 
 MODELS = [m.label for m in SUITE.models]
-POLICIES = threshold_policies(SUITE)
+POLICIES = policy_labels(SUITE)
 CALIBRATIONS = calibration_targets(SUITE)
 BACKENDS = measured_backends(SUITE)
 VALIDATION_BATCH_SIZES = list(SUITE.validation.batch_sizes)
@@ -76,7 +77,7 @@ class PolicySweep(SuiteBenchmark):
     def setup(self, prepared: PreparedSuite, model: str, policy: str) -> None:
         val, self.test = prepared.load_records(model)
         self.policy = suite_policy(SUITE, policy, val)
-        name = policy.split(":", 1)[0]
+        name = threshold_policies(SUITE)[policy][0]
         spec = next(p for p in SUITE.policies if p.name == name)
         self.grid = np.asarray(spec.threshold_values(), dtype=float)
         self.macs = prepared.entry(model).macs_vector()

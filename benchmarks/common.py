@@ -108,13 +108,23 @@ def simulated_profiles(suite: SuiteSpec) -> list[str]:
     return sims or [NOT_IN_SUITE]
 
 
-def threshold_policies(suite: SuiteSpec) -> list[str]:
-    """``policy:confidence`` for every calibratable (thresholded) policy of the suite."""
-    out = []
+def threshold_policies(suite: SuiteSpec) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """Every calibratable (thresholded) policy of the suite by its label
+    (``threshold[entropy]``, ``patience[prediction-agreement]``, ...): (name, confidence, options).
+
+    A policy without a confidence measure appears once whatever the suite lists for it.
+    """
+    out: dict[str, tuple[str, str, dict[str, Any]]] = {}
     for p in suite.policies:
         if POLICIES.get(p.name).uses_thresholds:
-            out.extend(f"{p.name}:{c}" for c in p.confidence)
-    return out or [NOT_IN_SUITE]
+            for c in p.confidence:
+                label = make_policy(p.name, c, p.options).label
+                out.setdefault(label, (p.name, c, dict(p.options)))
+    return out
+
+
+def policy_labels(suite: SuiteSpec) -> list[str]:
+    return list(threshold_policies(suite)) or [NOT_IN_SUITE]
 
 
 def calibration_targets(suite: SuiteSpec) -> list[str]:
@@ -154,11 +164,10 @@ def make_policy(name: str, confidence: str, options: dict[str, Any] | None = Non
 
 
 def suite_policy(suite: SuiteSpec, label: str, val: ExitRecord) -> Policy:
-    """The policy behind a ``policy:confidence`` parameter value, fitted on ``val``."""
+    """The policy behind a label of :func:`policy_labels`, fitted on ``val``."""
     if label == NOT_IN_SUITE:
         raise NotImplementedError("the suite has no thresholded policy")
-    name, confidence = label.split(":", 1)
-    options = next(p.options for p in suite.policies if p.name == name)
+    name, confidence, options = threshold_policies(suite)[label]
     return make_policy(name, confidence, options).fit(val)
 
 
@@ -224,13 +233,18 @@ class PreparedSuite:
     models: dict[str, PreparedModelEntry]
 
     def entry(self, label: str) -> PreparedModelEntry:
+        if label not in self.models:
+            raise KeyError(
+                f"model '{label}' was not prepared by setup_cache (prepared: {sorted(self.models)}); "
+                "did the suite file change during the asv run?"
+            )
         return self.models[label]
 
     def load_model(self, label: str) -> MultiExitModel:
         """The trained model of ``label`` from its checkpoint (every identity field checked)."""
         from eebench.training import load_checkpoint
 
-        e = self.models[label]
+        e = self.entry(label)
         model, _ = load_checkpoint(
             e.checkpoint,
             model_name=e.name,
@@ -243,7 +257,7 @@ class PreparedSuite:
 
     def load_records(self, label: str) -> tuple[ExitRecord, ExitRecord]:
         """(val, test) exit records of ``label``."""
-        e = self.models[label]
+        e = self.entry(label)
         return tuple(  # type: ignore[return-value]
             ExitRecord.load(e.records[s], expected_model_key=e.model_key) for s in ("val", "test")
         )
