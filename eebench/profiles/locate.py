@@ -21,8 +21,11 @@ ENV_PATH = "EEBENCH_PROFILE_PATH"
 
 
 def builtin_profiles_dir() -> Path:
-    """``hardware_profiles/`` next to the ``eebench`` package (the repository root)."""
-    return Path(__file__).resolve().parents[2] / "hardware_profiles"
+    """``hardware_profiles/`` of the repository: ``$EEBENCH_ROOT`` when set (a wheel install
+    used from a checkout, e.g. asv's environments), else next to the ``eebench`` package."""
+    root = os.environ.get("EEBENCH_ROOT")
+    base = Path(root) if root else Path(__file__).resolve().parents[2]
+    return base / "hardware_profiles"
 
 
 def community_profiles_dir() -> Path:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 from eebench.errors import ConfigError
 
 
 def builtin_suites_dir() -> Path:
-    """The repository's ``suites/`` folder (next to the ``eebench`` package)."""
-    return Path(__file__).resolve().parents[2] / "suites"
+    """The repository's ``suites/``: ``$EEBENCH_ROOT`` when set, else next to the package."""
+    root = os.environ.get("EEBENCH_ROOT")
+    return (Path(root) if root else Path(__file__).resolve().parents[2]) / "suites"
 
 
 def builtin_suites() -> dict[str, Path]:
