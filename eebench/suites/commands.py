@@ -66,8 +66,8 @@ def _list_suites(args: argparse.Namespace) -> int:
                 "suite": name,
                 "dataset": spec.dataset.name,
                 "models": len(spec.models),
-                "backends": ", ".join(spec.backends),
-                "description": spec.description,
+                "backends": len(spec.backends),
+                "description": " ".join(spec.description.split())[:80],
             }
         )
     print(pd.DataFrame(rows).to_string(index=False) if rows else "no built-in suites found")
