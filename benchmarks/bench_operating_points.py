@@ -46,8 +46,7 @@ class CalibratedOperatingPoints(SuiteBenchmark):
 
     def setup(self, prepared: PreparedSuite, model: str, policy: str, calibration: str) -> None:
         val, test = prepared.load_records(model)
-        entry = prepared.entry(model)
-        self.macs = entry.macs_vector()
+        self.macs = prepared.entry(model).macs_vector()
         self.calibration = calibrate(
             calibration, val, test, suite_policy(SUITE, policy, val), self.macs
         )
@@ -61,11 +60,6 @@ class CalibratedOperatingPoints(SuiteBenchmark):
         return float(self.calibration.test["expected_macs"])
 
     track_expected_macs.unit = "MACs (analytic, expected per sample)"
-
-    def track_expected_macs_fraction(self, prepared, model, policy, calibration):
-        return 100.0 * float(self.calibration.test["expected_macs"]) / float(self.macs.values[-1])
-
-    track_expected_macs_fraction.unit = "% of final-exit MACs (analytic)"
 
 
 class PolicySweep(SuiteBenchmark):

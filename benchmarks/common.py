@@ -14,9 +14,10 @@ is defined). It goes through the same caches as ``eebench run`` under
 ``results/cache`` (checkpoints, ONNX exports, exit records), so a model the
 suite runner has trained is not trained again here and vice versa.
 
-eebench and torch are imported here at module level on purpose: asv's
-forkserver imports the benchmark modules once and forks a process per
-benchmark, so each benchmark starts with them already loaded.
+asv runs every benchmark and parameter combination in a fresh process
+(``launch_method: spawn`` in asv.conf.json: its forkserver deadlocks once
+torch and onnxruntime have run in the server), so what this module imports
+is paid per process: keep it to torch and eebench.
 """
 
 from __future__ import annotations
@@ -137,21 +138,28 @@ def calibration_targets(suite: SuiteSpec) -> list[str]:
 
 
 def max_stages(suite: SuiteSpec) -> int:
-    """The largest number of stages among the suite's models (the stage-index parameter range).
+    """An upper bound of the suite's models' stage counts (the stage-index parameter range).
 
-    Builds each model untrained at the dataset's input shape: cheap, no training.
+    Builds each model untrained at the registry's default input shape: cheap, and it
+    keeps the dataset (and scikit-learn) out of the import that every benchmark process
+    pays. A stage index beyond a model's own count is skipped in ``setup``, where the
+    trained model is known. Only a model that cannot be built at the default shape is
+    built at the dataset's shape, which loads the dataset.
     """
-    from eebench.data import get_splits
-    from eebench.models import create_model
+    from eebench.models import InputShapeError, create_model
 
-    ds = suite.dataset
-    splits = get_splits(ds.name, seed=ds.seed, **ds.options)
-    return max(
-        create_model(
-            m.name, num_classes=splits.num_classes, input_shape=splits.input_shape, **m.config
-        ).num_stages
-        for m in suite.models
-    )
+    counts = []
+    for m in suite.models:
+        try:
+            counts.append(create_model(m.name, **m.config).num_stages)
+        except InputShapeError:
+            from eebench.data import get_splits
+
+            ds = suite.dataset
+            splits = get_splits(ds.name, seed=ds.seed, **ds.options)
+            shape = splits.input_shape
+            counts.append(create_model(m.name, input_shape=shape, **m.config).num_stages)
+    return max(counts)
 
 
 # ---------------------------------------------------------------------- policies
