@@ -15,9 +15,9 @@ is defined). It goes through the same caches as ``eebench run`` under
 suite runner has trained is not trained again here and vice versa.
 
 asv runs every benchmark and parameter combination in a fresh process
-(``launch_method: spawn`` in asv.conf.json: its forkserver deadlocks once
-torch and onnxruntime have run in the server), so what this module imports
-is paid per process: keep it to torch and eebench.
+(``launch_method: spawn`` in asv.conf.json; under asv's forkserver the
+executor benchmarks hung), so what this module imports is paid per process:
+keep it to torch and eebench (no dataset, no scikit-learn).
 """
 
 from __future__ import annotations
@@ -294,8 +294,10 @@ def prepare_suite(suite: SuiteSpec, cache_root: Path = CACHE_ROOT) -> PreparedSu
         tconf = TrainConfig.from_dict(
             dict(m.training), source=f"suite {suite.name}: models[{m.label}].training"
         )
-        if m.checkpoint:
-            path = Path(m.checkpoint)
+        if m.checkpoint:  # relative to the repository root: asv runs from a temporary folder
+            path = (
+                Path(m.checkpoint) if Path(m.checkpoint).is_absolute() else REPO_ROOT / m.checkpoint
+            )
             model, _ = load_checkpoint(
                 path,
                 model_name=m.name,
