@@ -37,6 +37,25 @@ class ResultsError(EEBenchError):
     """A results bundle that cannot be written or read safely (exists, checksum mismatch, ...)."""
 
 
+class ResumeRefused(ResultsError):
+    """``--resume`` of a run that another suite, another code version or another process owns.
+
+    Raised before anything is written, so the run stays exactly as it was.
+    """
+
+
+class RunLocked(ResultsError):
+    """A run folder that another live process is working on (its lock file names it)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what state the run was left in and how to resume.
+
+    A ``KeyboardInterrupt`` (so ``except KeyboardInterrupt`` still catches it) that carries the
+    run's state for the command line to print instead of a bare "interrupted".
+    """
+
+
 class BackendUnavailable(EEBenchError):
     """A backend that cannot run on this machine; ``reason`` is recorded in the results."""
 

@@ -61,7 +61,7 @@ def test_resume_keeps_finished_steps_and_detects_damaged_parts(tmp_path):
     w = RunWriter.create(tmp_path, "quick", {}, {}, run_id="r1")
     w.finish_step("costs:a", {"stage_costs": _costs("a")})
     w.finish_step("costs:b", {"stage_costs": _costs("b")})
-    # killed here: manifest says partial
+    w.release()  # killed here (the process is gone): manifest says partial
     assert json.loads((w.path / "manifest.json").read_text())["status"] == "partial"
     r = RunWriter.resume(w.path, environment={})
     assert r.has_step("costs:a") and r.has_step("costs:b") and not r.has_step("costs:c")
