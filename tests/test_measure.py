@@ -109,20 +109,61 @@ def test_statistics_match_numpy_on_seeded_samples():
     assert s.n == 200
     assert s.median == pytest.approx(np.median(a))
     assert s.mean == pytest.approx(a.mean())
-    assert s.p90 == pytest.approx(np.percentile(a, 90))
-    assert s.p99 == pytest.approx(np.percentile(a, 99))
+    assert s.p90 == pytest.approx(np.percentile(a, 90)) and s.p90_supported
+    # 200 samples cannot support p99 (LoadGen's rule needs 662): NaN and a flag, never a number
+    assert math.isnan(s.p99) and not s.p99_supported
     assert s.iqr == pytest.approx(np.percentile(a, 75) - np.percentile(a, 25))
     assert s.cv == pytest.approx(a.std(ddof=1) / a.mean())
     assert 0.15 < s.cv < 0.25
+    # order-statistic interval of the median: 0-based ranks 85 and 114 for n = 200 at 95%
+    ordered = np.sort(a)
+    assert (s.median_ci_lo, s.median_ci_hi) == (ordered[85], ordered[114])
+    assert s.mean_ci_lo < s.mean < s.mean_ci_hi
+    assert s.p90_ci_lo <= s.p90 <= s.p90_ci_hi
+    row = m.to_row()
+    assert row["n"] == 200 and not row["p99_supported"] and math.isnan(row["p99_us"])
+    assert row["median_ci_lo_us"] == pytest.approx(ordered[85] / 1e3)
 
 
-def test_noisy_flag_follows_the_cv_threshold():
-    quiet = Measurement(SPEC, (100, 101, 99, 100, 100), TimingConfig(noisy_cv=0.1))
-    loud = Measurement(SPEC, (100, 300, 50, 100, 400), TimingConfig(noisy_cv=0.1))
-    single = Measurement(SPEC, (100,), TimingConfig())
-    assert not quiet.noisy
-    assert loud.noisy
-    assert single.noisy and math.isnan(single.stats.cv)  # one sample: spread unknown
+def test_noisy_flag_follows_the_median_interval():
+    rng = np.random.default_rng(1)
+    quiet = Measurement(SPEC, tuple(int(v) for v in rng.normal(1e5, 2e3, 100)), TimingConfig())
+    loud = Measurement(SPEC, tuple(int(v) for v in rng.lognormal(11.5, 0.5, 100)), TimingConfig())
+    few = Measurement(SPEC, (100, 101, 99, 100, 100), TimingConfig())
+    assert quiet.stats.median_rel_half_width < 0.02 and not quiet.noisy
+    assert loud.stats.median_rel_half_width > 0.02 and loud.noisy
+    assert few.noisy and math.isnan(few.stats.median_ci_lo)  # 5 samples: no 95% interval
+    # the target is configurable
+    assert not Measurement(SPEC, loud.samples_ns, TimingConfig(rel_ci_target=0.5)).noisy
+
+
+def test_adaptive_stopping_ends_when_the_median_is_known_to_2_percent():
+    clock = FakeClock()
+    fn, _ = seeded_workload(clock, seed=3, mean_ns=1e6, cv=0.05)
+    cfg = TimingConfig(warmup=0, min_runs=20, min_time_s=0.0, max_time_s=60.0, adaptive=True)
+    run = collect_samples(fn, cfg, HostTimer(clock), clock)
+    assert run.stopped_by == "ci-target"
+    # normal theory: half-width 1.96 * sqrt(pi/2) * 0.05 / sqrt(n) <= 0.02 from n ~ 38;
+    # the rule checks at 20, 30, 40, ... so it stops near 40
+    assert 30 <= len(run.samples_ns) <= 60
+    m = Measurement(SPEC, run.samples_ns, cfg, stopped_by=run.stopped_by)
+    assert not m.noisy and m.stop_reason == "ci-target"
+
+
+def test_adaptive_stopping_gives_up_at_max_time_and_flags_noise():
+    clock = FakeClock()
+    fn, _ = seeded_workload(clock, seed=4, mean_ns=1e6, cv=0.9)  # wildly noisy
+    cfg = TimingConfig(warmup=0, min_runs=10, min_time_s=0.0, max_time_s=0.1, adaptive=True)
+    run = collect_samples(fn, cfg, HostTimer(clock), clock)
+    assert run.stopped_by == "max-time"
+    m = Measurement(SPEC, run.samples_ns, cfg, stopped_by=run.stopped_by)
+    assert m.noisy and m.stats.median_rel_half_width > 0.02
+    # without adaptive stopping the same workload stops at the minimum
+    clock2 = FakeClock()
+    fn2, _ = seeded_workload(clock2, seed=4, mean_ns=1e6, cv=0.9)
+    fixed = TimingConfig(warmup=0, min_runs=10, min_time_s=0.0, max_time_s=0.1)
+    run2 = collect_samples(fn2, fixed, HostTimer(clock2), clock2)
+    assert run2.stopped_by == "min-runs-and-time" and len(run2.samples_ns) == 10
 
 
 def test_known_small_sample_statistics():

@@ -1,5 +1,22 @@
 """Latency sampling and statistics: adaptive repetition, raw samples kept, noise flagged.
 
+Every statistic carries its sample count and a 95% confidence interval
+(:mod:`eebench.measure.stats`): order-statistic intervals for the median and the
+percentiles, a circular-block bootstrap for the mean. p90 and p99 are reported
+only when the sample count supports them (MLPerf LoadGen's rule, see
+:func:`~eebench.measure.stats.min_samples_for_percentile`); otherwise they are
+NaN with ``p90_supported``/``p99_supported`` False, never a number.
+
+Adaptive stopping (``TimingConfig.adaptive``): after the minimum count and time,
+the call is repeated until the median's interval is within
+``rel_ci_target`` (2%) of the median, or until ``max_time_s``/``max_runs``;
+``stopped_by`` records which. A measurement whose median interval is still
+wider than the target is flagged ``noisy``. The interval treats consecutive
+samples as independent; real timing samples are positively autocorrelated, so
+it is, if anything, too narrow, and the stopping rule stops early rather than
+late. ``eebench compare`` does not rely on it: it block-bootstraps the raw
+samples.
+
 A :class:`Measurement` is a frozen description of *what* was timed (model,
 part, backend, device, threads, batch size) plus the raw samples; every
 statistic is computed from the samples, so a stored measurement can always be
@@ -25,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from eebench.errors import ConfigError
+from eebench.measure import stats as _stats
 
 Clock = Callable[[], int]
 """A monotonic clock returning integer nanoseconds."""
@@ -79,9 +97,15 @@ class TimingConfig:
 
     After ``warmup`` untimed calls, the call is repeated until at least
     ``min_runs`` samples *and* ``min_time_s`` seconds are reached, or until the
-    cap ``max_time_s`` (or ``max_runs``) is hit, whichever comes first.
-    A measurement whose coefficient of variation exceeds ``noisy_cv`` is
-    flagged ``noisy``.
+    cap ``max_time_s`` (or ``max_runs``) is hit, whichever comes first. With
+    ``adaptive=True`` it goes on after the minimum until the median's
+    ``confidence`` interval has a half-width of at most ``rel_ci_target`` of the
+    median (checked every ~10% more samples), still capped by ``max_time_s`` and
+    ``max_runs``. Either way a measurement whose median interval is wider than
+    ``rel_ci_target`` (or undefined: too few samples) is flagged ``noisy``.
+    ``noisy_cv`` is kept for configurations that set it; noisiness is no longer
+    judged on the coefficient of variation, which heavy tails (preemption on a
+    shared machine) inflate while the median stays well determined.
     """
 
     warmup: int = 5
@@ -90,6 +114,9 @@ class TimingConfig:
     max_time_s: float = 10.0
     max_runs: int = 100_000
     noisy_cv: float = 0.10
+    adaptive: bool = False
+    rel_ci_target: float = 0.02
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         checks = [
@@ -107,6 +134,8 @@ class TimingConfig:
                 f"a number >= min_time_s ({self.min_time_s})",
             ),
             ("noisy_cv", self.noisy_cv > 0, "a positive fraction such as 0.1"),
+            ("rel_ci_target", self.rel_ci_target > 0, "a positive fraction such as 0.02"),
+            ("confidence", 0 < self.confidence < 1, "a level in (0, 1) such as 0.95"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -138,27 +167,52 @@ def collect_samples(
 
     ``timer`` times one call (default: :class:`HostTimer` on ``clock`` without
     sync); ``clock`` measures the total elapsed time for the stopping rule.
+    ``stopped_by`` is ``min-runs-and-time`` (non-adaptive), ``ci-target``
+    (adaptive: the median is known to ``rel_ci_target``), ``max-time`` or ``max-runs``.
     """
     timer = timer or HostTimer(clock)
     warm = tuple(int(timer(fn)) for _ in range(config.warmup))
-    min_ns = int(config.min_time_s * 1e9)
-    max_ns = int(config.max_time_s * 1e9)
     samples: list[int] = []
+    stop = StoppingRule(config)
     start = clock()
     while True:
         samples.append(int(timer(fn)))
         elapsed = clock() - start
-        n = len(samples)
-        if n >= config.min_runs and elapsed >= min_ns:
-            stopped = "min-runs-and-time"
-            break
-        if n >= config.max_runs:
-            stopped = "max-runs"
-            break
-        if elapsed >= max_ns:
-            stopped = "max-time"
+        stopped = stop(samples, elapsed)
+        if stopped:
             break
     return TimingRun(tuple(samples), warm, int(elapsed), stopped)
+
+
+class StoppingRule:
+    """``config``'s stopping rule as a callable: given the samples so far and the elapsed
+    nanoseconds, the reason to stop (``""`` to go on).
+
+    The median's interval is recomputed only every ~10% more samples (at least
+    10), so checking costs O(n) amortised, not O(n) per call.
+    """
+
+    def __init__(self, config: TimingConfig) -> None:
+        self.config = config
+        self.min_ns = int(config.min_time_s * 1e9)
+        self.max_ns = int(config.max_time_s * 1e9)
+        self.next_check = 0
+
+    def __call__(self, samples: Sequence[int], elapsed_ns: int) -> str:
+        c, n = self.config, len(samples)
+        if n >= c.min_runs and elapsed_ns >= self.min_ns:
+            if not c.adaptive:
+                return "min-runs-and-time"
+            if n >= self.next_check:
+                self.next_check = n + max(10, n // 10)
+                ci = _stats.median_ci(samples, c.confidence)
+                if ci.defined and ci.rel_half_width <= c.rel_ci_target:
+                    return "ci-target"
+        if n >= c.max_runs:
+            return "max-runs"
+        if elapsed_ns >= self.max_ns:
+            return "max-time"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -166,7 +220,10 @@ class LatencyStats:
     """Summary statistics of a latency sample, in nanoseconds (``cv`` is a fraction).
 
     Percentiles use linear interpolation (numpy's default); ``std`` is the
-    sample standard deviation (ddof=1) and ``cv = std / mean``.
+    sample standard deviation (ddof=1) and ``cv = std / mean``. ``*_ci_lo`` /
+    ``*_ci_hi`` bound the median, p90 and p99 (order statistics) and the mean
+    (circular-block bootstrap) at ``confidence``; NaN where ``n`` cannot bound
+    them. ``p90``/``p99`` are NaN unless ``p90_supported``/``p99_supported``.
     """
 
     n: int
@@ -181,9 +238,29 @@ class LatencyStats:
     p99: float
     iqr: float
     cv: float
+    confidence: float = 0.95
+    median_ci_lo: float = math.nan
+    median_ci_hi: float = math.nan
+    mean_ci_lo: float = math.nan
+    mean_ci_hi: float = math.nan
+    p90_ci_lo: float = math.nan
+    p90_ci_hi: float = math.nan
+    p99_ci_lo: float = math.nan
+    p99_ci_hi: float = math.nan
+    p90_supported: bool = False
+    p99_supported: bool = False
+
+    @property
+    def median_rel_half_width(self) -> float:
+        """Half-width of the median's interval relative to the median (NaN when undefined)."""
+        if math.isnan(self.median_ci_lo) or self.median == 0:
+            return math.nan
+        return (self.median_ci_hi - self.median_ci_lo) / 2 / self.median
 
     @classmethod
-    def from_samples(cls, samples_ns: Sequence[int] | np.ndarray) -> LatencyStats:
+    def from_samples(
+        cls, samples_ns: Sequence[int] | np.ndarray, confidence: float = 0.95
+    ) -> LatencyStats:
         a = np.asarray(samples_ns, dtype=np.float64)
         if a.size == 0:
             raise ValueError("cannot compute latency statistics of an empty sample")
@@ -191,6 +268,16 @@ class LatencyStats:
         mean = float(a.mean())
         std = float(a.std(ddof=1)) if a.size > 1 else math.nan
         cv = std / mean if a.size > 1 and mean > 0 else math.nan
+        med = _stats.median_ci(a, confidence)
+        mci = _stats.mean_ci(a, confidence, block_length=None)
+        tails = {}
+        for name, q, value in (("p90", 0.90, p90), ("p99", 0.99, p99)):
+            ok = _stats.percentile_supported(a.size, q)
+            ci = _stats.quantile_ci(a, q, confidence) if ok else None
+            tails[name] = float(value) if ok else math.nan
+            tails[f"{name}_ci_lo"] = ci.lo if ci else math.nan
+            tails[f"{name}_ci_hi"] = ci.hi if ci else math.nan
+            tails[f"{name}_supported"] = ok
         return cls(
             n=int(a.size),
             mean=mean,
@@ -200,10 +287,14 @@ class LatencyStats:
             max=float(a.max()),
             p25=float(p25),
             p75=float(p75),
-            p90=float(p90),
-            p99=float(p99),
             iqr=float(p75 - p25),
             cv=cv,
+            confidence=confidence,
+            median_ci_lo=med.lo,
+            median_ci_hi=med.hi,
+            mean_ci_lo=mci.lo,
+            mean_ci_hi=mci.hi,
+            **tails,
         )
 
     def to_dict(self) -> dict[str, float]:
@@ -258,7 +349,26 @@ class MeasurementSpec:
         return cls(**d)
 
 
-_STAT_UNITS = ("mean", "median", "std", "min", "max", "p25", "p75", "p90", "p99", "iqr")
+_STAT_UNITS = (
+    "mean",
+    "median",
+    "std",
+    "min",
+    "max",
+    "p25",
+    "p75",
+    "p90",
+    "p99",
+    "iqr",
+    "median_ci_lo",
+    "median_ci_hi",
+    "mean_ci_lo",
+    "mean_ci_hi",
+    "p90_ci_lo",
+    "p90_ci_hi",
+    "p99_ci_lo",
+    "p99_ci_hi",
+)
 
 
 @dataclass(frozen=True)
@@ -277,13 +387,19 @@ class Measurement:
 
     @cached_property
     def stats(self) -> LatencyStats:
-        return LatencyStats.from_samples(self.samples_ns)
+        return LatencyStats.from_samples(self.samples_ns, self.config.confidence)
 
     @property
     def noisy(self) -> bool:
-        """True when the spread is too large to trust the median (or cannot be judged)."""
-        cv = self.stats.cv
-        return bool(math.isnan(cv) or cv > self.config.noisy_cv)
+        """True when the median is not known to within ``config.rel_ci_target`` (its
+        confidence interval is wider, or too few samples to have one)."""
+        rel = self.stats.median_rel_half_width
+        return bool(math.isnan(rel) or rel > self.config.rel_ci_target)
+
+    @property
+    def stop_reason(self) -> str:
+        """What ended the sampling (``ci-target``, ``max-time``, ...): same as ``stopped_by``."""
+        return self.stopped_by
 
     @property
     def median_ns(self) -> float:
@@ -328,6 +444,9 @@ class Measurement:
         for name in _STAT_UNITS:
             row[f"{name}_us"] = getattr(s, name) / 1e3
         row["cv"] = s.cv
+        row["confidence"] = s.confidence
+        row["p90_supported"] = s.p90_supported
+        row["p99_supported"] = s.p99_supported
         row["noisy"] = self.noisy
         row["stopped_by"] = self.stopped_by
         return row
@@ -335,7 +454,7 @@ class Measurement:
     def sample_rows(self) -> list[dict[str, Any]]:
         """One tidy row per raw sample (for distributions and re-analysis)."""
         base = {k: v for k, v in self.to_row().items() if not k.endswith("_us")}
-        for k in ("n", "cv", "noisy", "stopped_by"):
+        for k in ("n", "cv", "confidence", "p90_supported", "p99_supported", "noisy", "stopped_by"):
             base.pop(k)
         return [{**base, "sample": i, "latency_ns": s} for i, s in enumerate(self.samples_ns)]
 
