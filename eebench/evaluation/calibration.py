@@ -69,7 +69,9 @@ class Calibration:
         return frame
 
 
-def _check_pair(val: ExitRecord, test: ExitRecord, policy: Policy) -> None:
+def _check_pair(val: ExitRecord, test: ExitRecord, policy: Policy) -> Policy:
+    """Check that val and test belong together; returns the policy as it scores val for choosing
+    thresholds (a learned gate fitted on val: out-of-fold scores, see ``Policy.for_calibration``)."""
     if not policy.uses_thresholds:
         raise PolicyError(
             f"policy '{policy.name}' is a baseline without thresholds; there is nothing to calibrate"
@@ -84,6 +86,7 @@ def _check_pair(val: ExitRecord, test: ExitRecord, policy: Policy) -> None:
             f"val record is of model '{val.model_key[:12]}' but test of '{test.model_key[:12]}': "
             "calibrate on the validation record of the same checkpoint"
         )
+    return policy.for_calibration(val)
 
 
 def _cost_name(costs: tuple[CostVector, ...], cost: str) -> str:
@@ -151,7 +154,7 @@ def calibrate_accuracy_drop(
     Ties in cost go to the higher accuracy. ``thresholds`` (shared) restricts
     the search; by default every threshold where a val decision changes.
     """
-    _check_pair(val, test, policy)
+    policy = _check_pair(val, test, policy)
     if not (delta >= 0 and math.isfinite(delta)):
         raise CalibrationError(
             f"delta must be a finite accuracy drop >= 0 (e.g. 0.01), got {delta!r}"
@@ -193,7 +196,7 @@ def calibrate_budget(
     model: str | None = None,
 ) -> Calibration:
     """Best val accuracy among shared thresholds whose expected ``cost`` on val is within ``budget``."""
-    _check_pair(val, test, policy)
+    policy = _check_pair(val, test, policy)
     costs = check_costs(costs, val.num_exits)
     name = _cost_name(costs, cost)
     pts = _shared_points(val, policy, thresholds, costs, model)
@@ -221,7 +224,7 @@ def calibrate_exit_distribution(
     model: str | None = None,
 ) -> Calibration:
     """Per-exit thresholds that make the val exit distribution match ``target`` (ties may overshoot)."""
-    _check_pair(val, test, policy)
+    policy = _check_pair(val, test, policy)
     costs = check_costs(costs, val.num_exits)
     p = check_distribution(target, val.num_exits)
     policy.check_record(val)
@@ -258,7 +261,7 @@ def calibrate_budgeted_batch(
     ``q`` the per-exit thresholds come from
     :func:`~eebench.policies.thresholds_for_exit_distribution` on val.
     """
-    _check_pair(val, test, policy)
+    policy = _check_pair(val, test, policy)
     costs = check_costs(costs, val.num_exits)
     name = _cost_name(costs, cost)
     policy.check_record(val)

@@ -24,7 +24,13 @@ from eebench.policies.confidence import (
     predictions,
     score_margin,
 )
-from eebench.policies.gate import GATE_FEATURES, LearnedGatePolicy, gate_features
+from eebench.policies.gate import (
+    GATE_FEATURES,
+    CrossFittedGate,
+    LearnedGatePolicy,
+    cross_fitting_folds,
+    gate_features,
+)
 from eebench.policies.patience import PatiencePolicy, patience_counters
 from eebench.policies.registry import (
     POLICIES,
@@ -45,6 +51,7 @@ __all__ = [
     "GATE_FEATURES",
     "POLICIES",
     "AggregationPolicy",
+    "CrossFittedGate",
     "ExitDecider",
     "ExitView",
     "FinalOnlyPolicy",
@@ -62,6 +69,7 @@ __all__ = [
     "check_finite",
     "confidence",
     "create_policy",
+    "cross_fitting_folds",
     "entropy_confidence",
     "gate_features",
     "geometric_exit_distribution",

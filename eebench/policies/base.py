@@ -261,6 +261,15 @@ class Policy(ABC):
         """Fit on a validation record (learned policies); others return themselves unchanged."""
         return self
 
+    def for_calibration(self, record: ExitView) -> Policy:
+        """The policy as thresholds are to be chosen on ``record`` (a validation record).
+
+        A policy with nothing learned returns itself. A learned one fitted on ``record`` returns a
+        view whose scores on it are out of fold (``eebench.policies.gate.CrossFittedGate``), so
+        thresholds are never chosen on scores that the fit has already seen the labels of.
+        """
+        return self
+
 
 def decider_thresholds(
     policy: Policy, thresholds: float | np.ndarray | None, num_exits: int | None

@@ -7,10 +7,38 @@ reaches the threshold. The exit index enters through the per-exit fit (one
 set of weights per exit). The fitted parameters are plain arrays
 (:meth:`LearnedGatePolicy.state_dict`), applied by the same float64 arithmetic
 in the vectorised scores and in the online decider, so both agree exactly.
+
+Which samples train exit ``i``'s gate. A sample only matters to exit ``i``
+if it gets there, and whether it does depends on thresholds that are chosen
+after the fit. The gates are therefore fitted in exit order, and exit ``i``
+weighs each sample by the probability that it reaches exit ``i`` when the
+shared threshold is drawn uniformly from [0, 1] (the range the threshold sweep
+covers): the sample leaves at the first exit ``j`` whose gate says
+``p_j >= theta``, so it reaches exit ``i`` with probability
+``1 - max_{j<i} p_j``, ``p_j`` from the gates already fitted. Exit 0 weighs
+every sample 1; a sample an earlier gate is sure of hardly trains the later
+ones. The weights are scaled to mean 1, so ``regularization`` means the same
+at every exit.
+
+Fitting and calibrating on disjoint data (cross-fitting). Thresholds chosen
+on the rows that fitted the gate would grade the gate's own homework: its
+in-sample probabilities are optimistic. :meth:`LearnedGatePolicy.for_calibration`
+on the record the gate was fitted on returns a :class:`CrossFittedGate` whose
+scores on that record are out of fold: the rows are split into ``folds``
+deterministic folds (a permutation seeded by ``seed``), and each fold is
+scored by a gate fitted, by the same procedure, on the other folds only. Every
+other record (test, a deployment) is scored by the gate fitted on all of val,
+and so is every online decision: that gate is the one deployed, saved and
+validated, it saw the most data, and it is one logistic regression per exit
+whose scores the executor reproduces exactly (an average of the fold gates'
+probabilities is not a logistic regression and would be a second model to
+ship). The calibration functions (``eebench.evaluation.calibration``) and the
+suite runner ask for this view themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -62,6 +90,99 @@ def _gate_logit(
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def logits_fingerprint(logits: np.ndarray) -> str:
+    """A digest of a record's logits (shape, dtype and bytes): which rows a gate was fitted on."""
+    a = np.ascontiguousarray(logits)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+    return h.hexdigest()
+
+
+def cross_fitting_folds(num_samples: int, folds: int, seed: int) -> np.ndarray:
+    """Fold of every row, ``(num_samples,)`` in ``[0, min(folds, num_samples))``: a seeded
+    permutation dealt round-robin, so the folds differ in size by at most one and depend on
+    nothing but the number of rows and the seed."""
+    k = max(1, min(int(folds), int(num_samples)))
+    order = np.random.default_rng(seed).permutation(num_samples)
+    fold = np.empty(num_samples, dtype=np.int64)
+    fold[order] = np.arange(num_samples) % k
+    return fold
+
+
+def _training_data(
+    record: ExitView, features: tuple[str, ...], what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(N, E, K)`` and correctness ``(N, E)`` of a labelled record."""
+    labels = record.labels
+    if labels is None:
+        raise PolicyError(f"learned-gate {what}: the validation record has no labels")
+    if record.logits.shape[0] == 0:
+        raise PolicyError(f"learned-gate {what}: the validation record has no samples")
+    correct = record.predictions == np.asarray(labels)[:, None]
+    return gate_features(record.log_probs, features), correct
+
+
+def reach_weights(earlier: np.ndarray) -> np.ndarray:
+    """Per sample, the probability of reaching the next exit under a shared threshold drawn
+    uniformly from [0, 1], given the earlier gates' probabilities ``earlier`` ``(N, i)``:
+    ``1 - max_{j<i} p_j`` (1 for exit 0)."""
+    if earlier.shape[1] == 0:
+        return np.ones(earlier.shape[0])
+    return 1.0 - earlier.max(axis=1)
+
+
+def _fit_exit_gates(feats: np.ndarray, correct: np.ndarray, regularization: float) -> dict:
+    """Gate parameters for every exit, fitted in exit order on ``feats`` ``(N, E, K)`` and
+    ``correct`` ``(N, E)``; exit ``i`` weighs each sample by :func:`reach_weights` of the gates
+    before it (weights scaled to mean 1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    n, num_exits, k = feats.shape
+    coef = np.zeros((num_exits, k))
+    intercept = np.zeros(num_exits)
+    mean = feats.mean(axis=0)
+    scale = feats.std(axis=0)
+    scale[scale < 1e-12] = 1.0
+    probs = np.empty((n, num_exits))
+    for e in range(num_exits):
+        w = reach_weights(probs[:, :e])
+        total = float(w.sum())
+        w = w * (n / total) if total > 0 else np.ones(n)
+        y = correct[:, e]
+        present = w > 0
+        rate = float((w * y).sum() / w.sum())
+        if np.all(y[present]) or not np.any(y[present]):
+            # one class only: the gate can only say how often this exit is right
+            r = min(max(rate, _RATE_CLIP), 1.0 - _RATE_CLIP)
+            intercept[e] = np.log(r / (1.0 - r))
+        else:
+            x = (feats[:, e, :] - mean[e]) / scale[e]
+            clf = LogisticRegression(C=regularization, max_iter=1000)
+            clf.fit(x, y, sample_weight=w)
+            coef[e] = clf.coef_[0]
+            intercept[e] = clf.intercept_[0]
+        params = (intercept[e], coef[e], mean[e], scale[e])
+        probs[:, e] = _sigmoid(
+            _gate_logit([feats[:, e, j] for j in range(k)], params[0], *map(list, params[1:]))
+        )
+    return {"coef": coef, "intercept": intercept, "mean": mean, "scale": scale}
+
+
+def _state_probabilities(state: dict[str, np.ndarray], feats: np.ndarray) -> np.ndarray:
+    """``(N, E)`` probabilities of a gate state on stacked features ``(N, E, K)``: the same
+    elementwise float64 arithmetic as :meth:`LearnedGatePolicy.scores`."""
+    k = feats.shape[2]
+    z = _gate_logit(
+        [feats[..., j] for j in range(k)],
+        state["intercept"],
+        _columns(state["coef"]),
+        _columns(state["mean"]),
+        _columns(state["scale"]),
+    )
+    return _sigmoid(z)
 
 
 class GateDecider(ExitDecider):
@@ -116,7 +237,11 @@ class LearnedGatePolicy(Policy):
     threshold_meaning = "minimum predicted probability that the exit is correct, in [0, 1]"
 
     def __init__(
-        self, features: tuple[str, ...] | list[str] = GATE_FEATURES, regularization: float = 1.0
+        self,
+        features: tuple[str, ...] | list[str] = GATE_FEATURES,
+        regularization: float = 1.0,
+        folds: int = 5,
+        seed: int = 0,
     ) -> None:
         for f in features:
             CONFIDENCE.get(f)
@@ -126,16 +251,32 @@ class LearnedGatePolicy(Policy):
             raise PolicyError(
                 f"learned-gate: regularization (sklearn's C) must be > 0, got {regularization!r}"
             )
+        if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+            raise PolicyError(
+                f"learned-gate: folds (cross-fitting folds of the validation record) must be an "
+                f"integer >= 2, got {folds!r}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise PolicyError(f"learned-gate: seed must be an integer >= 0, got {seed!r}")
         self.features = tuple(features)
         self.regularization = float(regularization)
+        self.folds = int(folds)
+        self.seed = int(seed)
         self._state: dict[str, np.ndarray] | None = None
+        self._fitted_on: str | None = None  # logits fingerprint of the record fitted on
+        self._oof: tuple[str, np.ndarray] | None = None  # (fingerprint, out-of-fold scores)
 
     @property
     def confidence_label(self) -> str:
         return "gate(" + "+".join(self.features) + ")"
 
     def params(self) -> dict[str, Any]:
-        return {"features": list(self.features), "regularization": self.regularization}
+        return {
+            "features": list(self.features),
+            "regularization": self.regularization,
+            "folds": self.folds,
+            "seed": self.seed,
+        }
 
     @property
     def fitted(self) -> bool:
@@ -147,37 +288,50 @@ class LearnedGatePolicy(Policy):
 
     # ----------------------------------------------------------------- fitting
     def fit(self, record: ExitView) -> LearnedGatePolicy:
-        """Fit one gate per exit on a validation record (an :class:`ExitView` with labels)."""
-        from sklearn.linear_model import LogisticRegression
+        """Fit one gate per exit on a validation record (an :class:`ExitView` with labels).
 
-        labels = record.labels
-        if labels is None:
-            raise PolicyError("learned-gate fit: the validation record has no labels")
-        if record.logits.shape[0] == 0:
-            raise PolicyError("learned-gate fit: the validation record has no samples")
-        feats = gate_features(record.log_probs, self.features)  # (N, E, K)
-        correct = record.predictions == np.asarray(labels)[:, None]
-        num_exits, k = feats.shape[1], feats.shape[2]
-        coef = np.zeros((num_exits, k))
-        intercept = np.zeros(num_exits)
-        mean = feats.mean(axis=0)
-        scale = feats.std(axis=0)
-        scale[scale < 1e-12] = 1.0
-        for e in range(num_exits):
-            y = correct[:, e]
-            rate = float(y.mean())
-            if rate in (0.0, 1.0):
-                # one class only: the gate can only say how often this exit is right
-                r = min(max(rate, _RATE_CLIP), 1.0 - _RATE_CLIP)
-                intercept[e] = np.log(r / (1.0 - r))
-                continue
-            x = (feats[:, e, :] - mean[e]) / scale[e]
-            clf = LogisticRegression(C=self.regularization, max_iter=1000)
-            clf.fit(x, y)
-            coef[e] = clf.coef_[0]
-            intercept[e] = clf.intercept_[0]
-        self._state = {"coef": coef, "intercept": intercept, "mean": mean, "scale": scale}
+        The fitted gate is the deployed one: :meth:`scores`, :meth:`decider`, :meth:`save` all use
+        it. The record's fingerprint is kept, so :meth:`for_calibration` knows when thresholds are
+        about to be chosen on the very rows the gate was fitted on.
+        """
+        feats, correct = _training_data(record, self.features, "fit")
+        self._state = _fit_exit_gates(feats, correct, self.regularization)
+        self._fitted_on = logits_fingerprint(record.logits)
+        self._oof = None
         return self
+
+    def out_of_fold_scores(self, record: ExitView) -> np.ndarray:
+        """``(N, E)`` gate probabilities of the record the gate was fitted on, each row scored by a
+        gate fitted (by the same procedure) on the other ``folds - 1`` folds only.
+
+        Folds come from a permutation of the row indices seeded by ``seed``: deterministic, and
+        independent of the labels and the logits. Fewer rows than folds: one row per fold.
+        """
+        fingerprint = logits_fingerprint(record.logits)
+        if self._oof is not None and self._oof[0] == fingerprint:
+            return self._oof[1].copy()
+        feats, correct = _training_data(record, self.features, "cross-fitting")
+        n = feats.shape[0]
+        if n < 2:
+            raise PolicyError(
+                f"learned-gate cross-fitting: needs at least 2 validation samples, got {n}"
+            )
+        fold = cross_fitting_folds(n, self.folds, self.seed)
+        scores = np.empty(correct.shape, dtype=np.float64)
+        for f in range(int(fold.max()) + 1):
+            held = fold == f
+            state = _fit_exit_gates(feats[~held], correct[~held], self.regularization)
+            scores[held] = _state_probabilities(state, feats[held])
+        self._oof = (fingerprint, scores)
+        return scores.copy()
+
+    def for_calibration(self, record: ExitView) -> Policy:
+        """The gate as thresholds should be chosen on ``record``: on the record it was fitted on, a
+        :class:`CrossFittedGate` (every row scored out of fold); on any other record, itself."""
+        self._require_state(record.logits.shape[1])
+        if self._fitted_on is None or logits_fingerprint(record.logits) != self._fitted_on:
+            return self
+        return CrossFittedGate(self, record, self.out_of_fold_scores(record))
 
     def _require_state(self, num_exits: int | None = None) -> dict[str, np.ndarray]:
         if self._state is None:
@@ -214,10 +368,14 @@ class LearnedGatePolicy(Policy):
                     f"learned-gate parameters: '{name}' must have shape (exits, {k} features), got {arrays[name].shape}"
                 )
         self._state = arrays
+        # parameters from elsewhere: which rows fitted them is unknown (load() restores it)
+        self._fitted_on = None
+        self._oof = None
         return self
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the parameters (and feature names) to an ``.npz`` file, atomically."""
+        """Write the parameters (feature names, cross-fitting settings and the fingerprint of the
+        record fitted on) to an ``.npz`` file, atomically."""
         path = Path(path)
         state = self._require_state()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +386,9 @@ class LearnedGatePolicy(Policy):
                     fh,
                     features=np.array(self.features),
                     regularization=self.regularization,
+                    folds=self.folds,
+                    seed=self.seed,
+                    fitted_on=np.array(self._fitted_on or ""),
                     **state,
                 )
             os.replace(tmp, path)
@@ -249,9 +410,14 @@ class LearnedGatePolicy(Policy):
         if "features" not in arrays:
             raise ResultsError(f"{path}: not a learned-gate file (no 'features' array)")
         policy = cls(
-            tuple(str(f) for f in arrays["features"]), float(arrays.get("regularization", 1.0))
+            tuple(str(f) for f in arrays["features"]),
+            float(arrays.get("regularization", 1.0)),
+            folds=int(arrays.get("folds", 5)),
+            seed=int(arrays.get("seed", 0)),
         )
-        return policy.load_state_dict(arrays)
+        policy.load_state_dict(arrays)
+        policy._fitted_on = str(arrays.get("fitted_on", "")) or None
+        return policy
 
     # ----------------------------------------------------------------- vectorised and online
     def gate_probability(self, exit_index: int, logits: np.ndarray) -> np.ndarray:
@@ -282,3 +448,80 @@ class LearnedGatePolicy(Policy):
         th, num_exits = decider_thresholds(self, thresholds, num_exits)
         self._require_state(num_exits)
         return GateDecider(self, th, num_exits if num_exits is not None else self.num_exits)  # type: ignore[arg-type]
+
+
+class CrossFittedGate(Policy):
+    """A fitted :class:`LearnedGatePolicy` as thresholds are chosen on the record it was fitted on.
+
+    On that record (recognised by its logits) every row gets its out-of-fold probability; on any
+    other record, and in every online decision, the gate fitted on the whole record answers. So a
+    calibration on val picks thresholds from scores no fold gate saw the label of, and the same
+    thresholds are then reported on test and run by the executor with the deployed gate. The
+    vectorised scores of this view on the fitted record are, by design, not what the deployed
+    gate's decider says on those rows; on every other record they are identical.
+    """
+
+    name = LearnedGatePolicy.name
+    kind = LearnedGatePolicy.kind
+    threshold_meaning = LearnedGatePolicy.threshold_meaning
+
+    def __init__(self, gate: LearnedGatePolicy, record: ExitView, oof: np.ndarray) -> None:
+        self.gate = gate
+        self._logits = record.logits
+        self._fingerprint = logits_fingerprint(record.logits)
+        self._oof = np.asarray(oof, dtype=np.float64)
+        if self._oof.shape != tuple(record.logits.shape[:2]):
+            raise PolicyError(
+                f"cross-fitted gate: out-of-fold scores of shape {self._oof.shape} do not match "
+                f"the record's (samples, exits) {tuple(record.logits.shape[:2])}"
+            )
+
+    @property
+    def confidence_label(self) -> str:
+        return self.gate.confidence_label
+
+    def params(self) -> dict[str, Any]:
+        return self.gate.params()
+
+    @property
+    def fitted(self) -> bool:
+        return True
+
+    @property
+    def num_exits(self) -> int | None:
+        return self.gate.num_exits
+
+    def is_fitted_record(self, record: ExitView) -> bool:
+        """Whether ``record`` holds the rows the gate was fitted on (same logits)."""
+        logits = record.logits
+        if logits is self._logits:
+            return True
+        return (
+            logits.shape == self._logits.shape and logits_fingerprint(logits) == self._fingerprint
+        )
+
+    def scores(self, record: ExitView) -> np.ndarray:
+        self.gate.check_record(record)
+        if self.is_fitted_record(record):
+            return self._oof.copy()
+        return self.gate.scores(record)
+
+    def check_record(self, record: ExitView) -> None:
+        self.gate.check_record(record)
+
+    def fit(self, record: ExitView) -> Policy:
+        """Refit the underlying gate on ``record`` (returns the gate, not a view)."""
+        return self.gate.fit(record)
+
+    def for_calibration(self, record: ExitView) -> Policy:
+        return self if self.is_fitted_record(record) else self.gate.for_calibration(record)
+
+    def decider(
+        self,
+        thresholds: float | np.ndarray | None = None,
+        *,
+        num_exits: int | None = None,
+        labels: np.ndarray | None = None,
+    ) -> ExitDecider:
+        """The deployed gate's decider (fitted on the whole record)."""
+        return self.gate.decider(thresholds, num_exits=num_exits, labels=labels)
