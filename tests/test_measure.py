@@ -3,6 +3,7 @@ per-part timing and cold start on a real backend; memory tracking."""
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from eebench.measure import (
     time_callable,
     track_memory,
 )
+from eebench.measure.parts import INJECT_DELAY_ENV, InjectedDelay
 from eebench.models import create_model
 
 
@@ -247,6 +249,48 @@ def test_pipeline_context_times_each_part_inside_whole_passes():
     assert all(m.spec.extra["context"] == "pipeline" for m in parts.all)
     with pytest.raises(ValueError, match="context must be one of"):
         measure_parts(prepared, context="hot")
+
+
+def test_injected_delay_stretches_each_call_by_the_factor():
+    inner: list[int] = []
+
+    def work() -> int:
+        t0 = time.perf_counter_ns()
+        while time.perf_counter_ns() - t0 < 200_000:  # 0.2 ms of busy work
+            pass
+        inner.append(time.perf_counter_ns() - t0)
+        return 7
+
+    slowed = InjectedDelay("m", 0, 1.5).wrap(work)
+    t0 = time.perf_counter_ns()
+    assert slowed() == 7
+    total = time.perf_counter_ns() - t0
+    assert total >= 1.5 * inner[0]  # the wait is sized on the call's own duration
+
+
+def test_injected_delay_hook_marks_the_slowed_stage_only(monkeypatch):
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=3, width=4)
+    prepared = get_backend("torch-cpu").prepare(model, threads=1)
+    cfg = TimingConfig(warmup=0, min_runs=3, min_time_s=0.0)
+    label = measure_parts(prepared, config=cfg).stages[0].spec.model
+    monkeypatch.setenv(INJECT_DELAY_ENV, f"{label}:1:1.3")
+    for context in ("isolated", "pipeline"):
+        parts = measure_parts(prepared, config=cfg, context=context)
+        marked = [
+            (m.spec.part, m.spec.index) for m in parts.all if "injected_factor" in m.spec.extra
+        ]
+        assert marked == [("stage", 1)] and parts.stages[1].spec.extra["injected_factor"] == 1.3
+    monkeypatch.setenv(INJECT_DELAY_ENV, "another-model:1:1.3")
+    assert not any(
+        "injected_factor" in m.spec.extra for m in measure_parts(prepared, config=cfg).all
+    )
+    monkeypatch.setenv(INJECT_DELAY_ENV, f"{label}:7:1.3")
+    with pytest.raises(ConfigError, match="stage 7 does not exist"):
+        measure_parts(prepared, config=cfg)
+    for bad in ("sdn:1", "sdn:x:1.3", "sdn:1:0.5"):
+        monkeypatch.setenv(INJECT_DELAY_ENV, bad)
+        with pytest.raises(ConfigError, match=INJECT_DELAY_ENV):
+            InjectedDelay.from_env()
 
 
 def test_thread_count_is_applied_during_measurement_and_restored():

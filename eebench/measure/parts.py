@@ -9,23 +9,82 @@ that leaves at exit ``e`` ran stages ``0..e`` and heads ``0..e``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from eebench.errors import ConfigError
 from eebench.measure.timing import (
     DEFAULT_CLOCK,
     Clock,
     ColdStart,
     Measurement,
     MeasurementSpec,
+    StoppingRule,
     TimingConfig,
     clock_name,
     time_callable,
 )
+
+INJECT_DELAY_ENV = "EEBENCH_INJECT_DELAY"
+"""Testing hook: ``EEBENCH_INJECT_DELAY=model:stage_index:factor`` makes stage
+``stage_index`` of ``model`` (its label, as in the results tables) take ``factor``
+times as long in :func:`measure_parts`, by busy-waiting after each call for
+``(factor - 1)`` times the call's own duration. It exists to check that
+``eebench compare`` detects a known slowdown (benchmarks/compare_acceptance.py);
+never set it for real measurements. The wait is host-side: on an asynchronous
+device (CUDA) it widens the launch, so use it with CPU backends."""
+
+
+@dataclass(frozen=True)
+class InjectedDelay:
+    """A deliberate slowdown of one stage (see :data:`INJECT_DELAY_ENV`)."""
+
+    model: str
+    stage: int
+    factor: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> InjectedDelay | None:
+        raw = (os.environ if environ is None else environ).get(INJECT_DELAY_ENV, "").strip()
+        if not raw:
+            return None
+        parts = raw.rsplit(":", 2)
+        try:
+            model, stage, factor = parts[0], int(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise ConfigError(
+                f"expected MODEL:STAGE_INDEX:FACTOR such as 'sdn-s:1:1.3', got {raw!r}; "
+                f"unset it for normal measurements",
+                "environment",
+                INJECT_DELAY_ENV,
+            ) from None
+        if not model or stage < 0 or factor < 1.0:
+            raise ConfigError(
+                f"expected a model label, a stage index >= 0 and a factor >= 1, got {raw!r}",
+                "environment",
+                INJECT_DELAY_ENV,
+            )
+        return cls(model, stage, factor)
+
+    def wrap(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """``fn`` followed by a busy wait that stretches the call to ``factor`` times its length."""
+        extra = self.factor - 1.0
+
+        def slowed() -> Any:
+            t0 = time.perf_counter_ns()
+            out = fn()
+            until = t0 + (time.perf_counter_ns() - t0) * (1.0 + extra)
+            while time.perf_counter_ns() < until:
+                pass
+            return out
+
+        return slowed
 
 
 def spec_for(
@@ -141,6 +200,9 @@ def measure_parts(
     stage 1, ...) and times each part where it runs, so each sees the cache
     state the parts before it leave, as in a real early-exit run; the stopping
     rule then counts passes. The context is recorded with every measurement.
+
+    When the :data:`INJECT_DELAY_ENV` testing hook names this model, that stage
+    is slowed down and its measurement's ``extra`` says ``injected_factor``.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got '{context}'")
@@ -154,18 +216,44 @@ def measure_parts(
         timer = prepared.interval_timer(clock)
         how = str(getattr(timer, "name", clock_name(clock)))
 
+        model_label = spec_for(prepared, "stage", 0, batch, how).model
+        inject = InjectedDelay.from_env()
+        if inject is not None and inject.model != model_label:
+            inject = None
+        if inject is not None and inject.stage >= prepared.num_stages:
+            raise ConfigError(
+                f"stage {inject.stage} does not exist: {model_label} has stages "
+                f"0..{prepared.num_stages - 1}",
+                "environment",
+                INJECT_DELAY_ENV,
+            )
+
         def spec(part: str, i: int) -> MeasurementSpec:
-            return spec_for(prepared, part, i, batch, how, context=context)
+            marks: dict[str, Any] = {"context": context}
+            if inject is not None and part == "stage" and i == inject.stage:
+                marks["injected_factor"] = inject.factor
+            return spec_for(prepared, part, i, batch, how, **marks)
+
+        def run_stage(i: int, state: Any) -> Any:
+            return prepared.run_stage(i, state)
+
+        if inject is not None:
+            plain, slowed = run_stage, inject.wrap
+
+            def run_stage(i: int, state: Any) -> Any:
+                if i == inject.stage:
+                    return slowed(lambda: plain(i, state))()
+                return plain(i, state)
 
         if context == "pipeline":
-            return _pipeline(prepared, x_native, config, timer, clock, spec)
+            return _pipeline(prepared, x_native, config, timer, clock, spec, run_stage)
         states = prepared.stage_inputs(x_native)
         stages, exits = [], []
         for i in range(prepared.num_stages):
             s_in, s_out = states[i], states[i + 1]
             stages.append(
                 time_callable(
-                    lambda i=i, s=s_in: prepared.run_stage(i, s),
+                    lambda i=i, s=s_in: run_stage(i, s),
                     spec("stage", i),
                     config,
                     timer,
@@ -191,6 +279,7 @@ def _pipeline(
     timer: Any,
     clock: Clock,
     spec: Callable[[str, int], MeasurementSpec],
+    run_stage: Callable[[int, Any], Any],
 ) -> PartMeasurements:
     n_parts = prepared.num_stages
     stage_ns: list[list[int]] = [[] for _ in range(n_parts)]
@@ -201,29 +290,25 @@ def _pipeline(
         out: list[Any] = []
         s_t, h_t = [], []
         for i in range(n_parts):
-            s_t.append(int(timer(lambda i=i, st=state: out.append(prepared.run_stage(i, st)))))
+            s_t.append(int(timer(lambda i=i, st=state: out.append(run_stage(i, st)))))
             state = out.pop()
             h_t.append(int(timer(lambda i=i, st=state: prepared.run_exit(i, st))))
         return s_t, h_t
 
     warm = [one_pass() for _ in range(config.warmup)]
+    # adaptive stopping watches the pass total: every part's median is then known about as
+    # well as the pass's (the parts are parts of it); parts still too wide are flagged noisy
+    totals: list[int] = []
+    stop = StoppingRule(config)
     start = clock()
-    passes = 0
     while True:
         s_t, h_t = one_pass()
         for i in range(n_parts):
             stage_ns[i].append(s_t[i])
             head_ns[i].append(h_t[i])
-        passes += 1
-        elapsed = clock() - start
-        if passes >= config.min_runs and elapsed >= config.min_time_s * 1e9:
-            stopped = "min-runs-and-time"
-            break
-        if passes >= config.max_runs:
-            stopped = "max-runs"
-            break
-        if elapsed >= config.max_time_s * 1e9:
-            stopped = "max-time"
+        totals.append(sum(s_t) + sum(h_t))
+        stopped = stop(totals, clock() - start)
+        if stopped:
             break
     stages = tuple(
         Measurement(
