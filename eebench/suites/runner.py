@@ -521,7 +521,9 @@ class SuiteRunner:
                 policy = _make_policy(create_policy, pspec.name, measure, pspec.options)
                 if policy is None:
                     continue
-                policy = policy.fit(val)
+                # a learned policy scores val out of fold: its val sweep and every threshold
+                # chosen on val come from scores the fit did not see (test: the deployed gate)
+                policy = policy.fit(val).for_calibration(val)
                 grid = np.asarray(pspec.threshold_values(), dtype=float)
                 if not policy.uses_thresholds:
                     continue
