@@ -9,6 +9,7 @@ into the manifest; on a mismatch the differing fields are listed as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -26,6 +27,18 @@ def suite_hash(suite: dict[str, Any]) -> str:
 
 def run_identity(suite: dict[str, Any], version: str, commit: str | None) -> dict[str, Any]:
     return {"suite_sha256": suite_hash(suite), "eebench_version": version, "git_commit": commit}
+
+
+@functools.cache
+def process_commit() -> str | None:
+    """The commit of the eebench checkout as this process first saw it (None outside git).
+
+    Read once per process: the code a process runs is what it imported, even when the
+    checkout moves on while it runs.
+    """
+    from eebench.measure.environment import git_state
+
+    return git_state()[0]
 
 
 _ABSENT = "<absent>"
@@ -61,4 +74,4 @@ def format_diff(diffs: list[tuple[str, Any, Any]], limit: int = 12) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["diff_fields", "format_diff", "run_identity", "suite_hash"]
+__all__ = ["diff_fields", "format_diff", "process_commit", "run_identity", "suite_hash"]

@@ -18,7 +18,17 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         default=None,
         help="continue a partial run folder, redoing only what is missing",
     )
-    p.add_argument("--run-id", default=None, help="name of the run folder (default: UTC timestamp)")
+    p.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="with --resume: continue a run made by another eebench version or commit "
+        "(recorded in the manifest)",
+    )
+    p.add_argument(
+        "--run-id",
+        default=None,
+        help="name of the run folder: letters, digits, '-', '_', '.' (default: UTC timestamp)",
+    )
     p.add_argument(
         "--backend",
         action="append",
@@ -26,7 +36,9 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         help="run only these backends (repeatable), e.g. --backend torch-cpu",
     )
     p.add_argument(
-        "--cache", default=None, help="checkpoint/ONNX cache folder (default: <out>/cache)"
+        "--cache",
+        default=None,
+        help="checkpoint/ONNX cache folder (default: <out>/cache; with --resume: the run's cache)",
     )
     p.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -36,17 +48,20 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
 
 
 def _run(args: argparse.Namespace) -> int:
+    from eebench.errors import ConfigError
     from eebench.suites.runner import RunOptions, run_suite
 
-    out = Path(args.out)
+    if args.force_resume and not args.resume:
+        raise ConfigError("--force-resume applies to --resume RUN only; add --resume or drop it")
     options = RunOptions(
-        out_root=out,
-        cache_root=Path(args.cache) if args.cache else out / "cache",
+        out_root=Path(args.out),
+        cache_root=Path(args.cache) if args.cache else None,
         resume=Path(args.resume) if args.resume else None,
         run_id=args.run_id,
         backends=args.backend,
         progress=not args.no_progress,
         report=not args.no_report,
+        force_resume=args.force_resume,
     )
     run_suite(args.suite, options)
     return 0

@@ -13,18 +13,21 @@ was running, and a resumed run redoes only what is missing.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from eebench.results.bundle import RunWriter, safe_name
+from eebench.errors import RunInterrupted
+from eebench.results.bundle import RunWriter, check_run_id, is_incomplete_run, safe_name
+from eebench.results.identity import process_commit, run_identity
 from eebench.suites.locate import resolve_suite
 from eebench.suites.names import check_names
 from eebench.suites.schema import ModelSpec, SuiteSpec, load_suite_file
@@ -44,12 +47,15 @@ class RunOptions:
     """How to run a suite (not what: that is the suite)."""
 
     out_root: Path = Path("results")
-    cache_root: Path = Path("results/cache")
+    # None: <out_root>/cache for a new run; for --resume, the cache recorded in the run
+    cache_root: Path | None = None
     resume: Path | None = None
     run_id: str | None = None
     backends: list[str] | None = None  # overrides the suite's backends
     progress: bool = True
     report: bool = True
+    # resume a run made by another eebench version or commit (recorded in the manifest)
+    force_resume: bool = False
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -70,6 +76,8 @@ class ModelContext:
 def run_suite(suite_ref: str, options: RunOptions | None = None) -> Path:
     """Run a suite (a path or a built-in name); returns the run folder."""
     options = options or RunOptions()
+    if options.run_id is not None:
+        check_run_id(options.run_id)
     path = resolve_suite(suite_ref)
     spec = load_suite_file(path)
     if options.backends:
@@ -85,71 +93,261 @@ class SuiteRunner:
         self.options = options
         self.log = options.log
         self.writer: RunWriter | None = None
+        self._current = "starting"  # what the run is doing, for an interrupted run's message
+        self._checkpoints: dict[str, tuple[Any, Any]] = {}  # label -> (model, info), preloaded
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Path:
+        """Check everything, then create (or reopen) the run folder and work through the steps.
+
+        The order is what makes a run's status true: nothing is written before every check
+        passed; ``complete`` is written last, after the tables and the report.
+        """
+        from eebench import __version__
         from eebench.measure.environment import capture_environment
 
         env = capture_environment().to_dict()
         resolved = self.spec.model_dump(mode="json")
         resolved["source"] = str(self.source)
-        if self.options.resume:
-            self.writer = RunWriter.resume(self.options.resume, env)
+        identity = run_identity(resolved, __version__, process_commit())
+        opts = self.options
+        report_only, adopt = False, None
+        if opts.resume is not None:
+            if is_incomplete_run(Path(opts.resume)):
+                adopt = Path(opts.resume)
+                cache = opts.cache_root or adopt.parent.parent / "cache"
+            else:
+                manifest = RunWriter.check_resume(
+                    opts.resume,
+                    resolved,
+                    identity,
+                    force=opts.force_resume,
+                    new_run_hint=self._new_run_command(Path(opts.resume).parent.parent),
+                )
+                report_only = bool(manifest.get("steps_finished"))
+                cache = self._recorded_cache(Path(opts.resume), manifest)
+        else:
+            cache = opts.cache_root or opts.out_root / "cache"
+        self.options = replace(opts, cache_root=cache)
+        _check_folder_option("--cache", cache)
+        if opts.resume is None:
+            _check_folder_option("--out", opts.out_root)
+        if not report_only:
+            self._preflight()
+        extra = {"run_options": {"cache": str(Path(cache).resolve()), "backends": opts.backends}}
+        if opts.resume is not None and adopt is None:
+            self.writer = RunWriter.resume(
+                opts.resume, env, identity, force=opts.force_resume, log=self.log
+            )
+            done = len(self.writer.manifest["steps"])
             self.log(
-                f"resuming {self.writer.path} ({len(self.writer.manifest['steps'])} steps done)"
+                f"resuming {self.writer.path} ({done} steps done"
+                + ("; only the report is missing)" if report_only else ")")
             )
         else:
-            self.writer = RunWriter.create(
-                self.options.out_root, self.spec.name, resolved, env, run_id=self.options.run_id
-            )
+            try:
+                self.writer = RunWriter.create(
+                    opts.out_root,
+                    self.spec.name,
+                    resolved,
+                    env,
+                    run_id=opts.run_id,
+                    identity=identity,
+                    extra=extra,
+                    adopt=adopt,
+                )
+            except KeyboardInterrupt:
+                raise RunInterrupted(
+                    "interrupted while the run folder was being created; nothing was run. "
+                    "An incomplete folder may be left: 'eebench results clean --root "
+                    f"{opts.out_root}' lists it"
+                ) from None
             self.log(f"run {self.writer.path}")
-        started = time.perf_counter()
         try:
-            self._run_steps()
-        except KeyboardInterrupt:
-            self._close("partial", "interrupted; continue with --resume " + str(self.writer.path))
-            raise
-        except BaseException as err:
-            self._close("failed", f"{type(err).__name__}: {err}")
-            raise
-        self.writer.record_timing("total_s", time.perf_counter() - started)
-        tables = self.writer.assemble()
-        self.writer.close("complete")
-        self._summary(tables)
-        if self.options.report:
-            self._report()
+            self._work(report_only)
+        finally:
+            self.writer.release()
         return self.writer.path
 
-    def _close(self, status: str, reason: str) -> None:
+    def _work(self, report_only: bool) -> None:
+        """The steps, the tables, the report, then ``complete``; any interruption is recorded."""
         assert self.writer is not None
+        started = time.perf_counter()
         try:
-            self.writer.assemble()
-        finally:
+            if not report_only:
+                self._run_steps()
+                self.writer.record_timing("total_s", time.perf_counter() - started)
+            self._current = "assembling the tables"
+            tables = self.writer.assemble()
+            self.writer.note(steps_finished=True)
+            self._summary(tables)
+            if self.options.report:
+                self._current = "report"
+                self._report()
+            self._current = "closing"
+            self.writer.close("complete")
+        except KeyboardInterrupt:
+            reason = self._state(f"interrupted during {self._where()}")
+            self._close("partial", reason)
+            raise RunInterrupted(f"run {self.writer.path} is partial: {reason}") from None
+        except OSError as err:
+            what = err.strerror or str(err)
+            where = f" ({err.filename})" if err.filename else ""
+            self._close("partial", self._state(f"{what}{where} during {self._where()}"))
+            raise
+        except BaseException as err:
+            # a failed report leaves complete tables: partial, and --resume writes the report
+            status = "partial" if self._current == "report" else "failed"
+            self._close(status, self._state(f"{self._where()} failed: {type(err).__name__}: {err}"))
+            raise
+
+    def _where(self) -> str:
+        return "the report" if self._current == "report" else f"'{self._current}'"
+
+    def _state(self, what: str) -> str:
+        """What happened, what is kept and the command that continues the run."""
+        assert self.writer is not None
+        steps = len(self.writer.manifest.get("steps", {}))
+        kept = (
+            "the tables are complete"
+            if self._current in ("report", "closing")
+            else f"{steps} finished steps are kept"
+        )
+        return f"{what}; {kept}; continue with: {self._resume_command()}"
+
+    def _resume_command(self) -> str:
+        assert self.writer is not None
+        backends = "".join(f" --backend {b}" for b in self.options.backends or [])
+        return f"eebench run {self.source} --resume {self.writer.path}{backends}"
+
+    def _new_run_command(self, out_root: Path) -> str:
+        backends = "".join(f" --backend {b}" for b in self.options.backends or [])
+        return f"New run: eebench run {self.source} --out {out_root}{backends}"
+
+    def _recorded_cache(self, run: Path, manifest: dict[str, Any]) -> Path:
+        """The cache of the run being resumed, unless --cache names another one."""
+        recorded = (manifest.get("run_options") or {}).get("cache")
+        if self.options.cache_root is not None:
+            if recorded and Path(recorded) != Path(self.options.cache_root).resolve():
+                self.log(f"using --cache {self.options.cache_root}, not the run's cache {recorded}")
+            return Path(self.options.cache_root)
+        return Path(recorded) if recorded else run.parent.parent / "cache"
+
+    def _close(self, status: str, reason: str) -> None:
+        """Record an unfinished run's status; a full disk may prevent it (the manifest on disk
+        then still says partial, in progress, which --resume continues just the same)."""
+        assert self.writer is not None
+        if self._current not in ("report", "closing"):
+            try:
+                self.writer.assemble()
+            except Exception as err:  # noqa: BLE001 (the original error is what matters)
+                self.log(f"the tables could not be assembled ({err}); the finished steps are kept")
+        try:
             self.writer.close(status, reason)
+        except OSError as err:
+            self.log(
+                f"the status could not be written to the manifest ({err.strerror}); it still says "
+                "partial (in progress)"
+            )
         self.log(f"run {status}: {reason}")
 
-    def _run_steps(self) -> None:
+    # ------------------------------------------------------------------ checks
+    def _preflight(self) -> None:
+        """Everything that can be checked before a run folder exists: a typo leaves nothing."""
+        self._current = "checking the suite"
+        self._load_dataset()
+        self._check_models()
+        self._check_backends()
+        self._check_energy()
+
+    def _load_dataset(self) -> None:
         from eebench.data import get_splits
-        from eebench.errors import DataError
+        from eebench.errors import ConfigError, DataError
 
         ds = self.spec.dataset
-        with self._timed("dataset"):
+        self._fallback: dict[str, str] | None = None
+        t0 = time.perf_counter()
+        try:
+            self.splits = get_splits(ds.name, seed=ds.seed, **ds.options)
+        except ConfigError as err:
+            raise ConfigError(str(err), source=str(self.source), field="dataset") from None
+        except DataError as err:
+            if ds.fallback is None:
+                raise DataError(
+                    f"{self.source}: dataset: {err} (or give the suite a dataset.fallback)"
+                ) from None
+            self.log(
+                f"dataset {ds.name} is not available ({err}); using the suite's fallback "
+                f"'{ds.fallback.name}'"
+            )
             try:
-                self.splits = get_splits(ds.name, seed=ds.seed, **ds.options)
-            except DataError as err:
-                if ds.fallback is None:
-                    raise
-                self.log(
-                    f"dataset {ds.name} is not available ({err}); using the suite's fallback "
-                    f"'{ds.fallback.name}'"
-                )
                 self.splits = get_splits(ds.fallback.name, seed=ds.seed, **ds.fallback.options)
-                assert self.writer is not None
-                self.writer.manifest["dataset_fallback"] = {
-                    "wanted": ds.name,
-                    "used": ds.fallback.name,
-                    "reason": str(err),
-                }
+            except ConfigError as ferr:
+                raise ConfigError(
+                    str(ferr), source=str(self.source), field="dataset.fallback"
+                ) from None
+            self._fallback = {"wanted": ds.name, "used": ds.fallback.name, "reason": str(err)}
+        self._dataset_seconds = time.perf_counter() - t0
+
+    def _check_models(self) -> None:
+        """Build each distinct model once for the dataset; load every checkpoint (kept for the
+        run), so a bad config or a checkpoint of another architecture is refused up front."""
+        from eebench.errors import CheckpointError, ConfigError, EEBenchError
+        from eebench.models import create_model
+        from eebench.training import load_checkpoint
+
+        built: set[str] = set()
+        for i, m in enumerate(self.spec.models):
+            if m.checkpoint:
+                try:
+                    self._checkpoints[m.label] = load_checkpoint(
+                        m.checkpoint,
+                        model_name=m.name,
+                        model_config=dict(m.config),
+                        num_classes=self.splits.num_classes,
+                        input_shape=self.splits.input_shape,
+                        dataset_fingerprint=self.splits.fingerprint,
+                    )
+                except (CheckpointError, OSError) as err:
+                    raise ConfigError(
+                        str(err), source=str(self.source), field=f"models[{i}].checkpoint"
+                    ) from None
+                continue
+            key = json.dumps([m.name, m.config], sort_keys=True, default=str)
+            if key in built:
+                continue
+            try:
+                create_model(
+                    m.name,
+                    num_classes=self.splits.num_classes,
+                    input_shape=self.splits.input_shape,
+                    **dict(m.config),
+                )
+            except (EEBenchError, TypeError, ValueError) as err:
+                raise ConfigError(
+                    f"model '{m.name}' cannot be built with config {dict(m.config)} for input "
+                    f"{tuple(self.splits.input_shape)} and {self.splits.num_classes} classes: {err}",
+                    source=str(self.source),
+                    field=f"models[{i}].config",
+                ) from None
+            built.add(key)
+
+    def _check_backends(self) -> None:
+        from eebench.backends import get_backend
+
+        for b in self.spec.backends:
+            if b.startswith(SIMULATED_PREFIX):
+                continue
+            ok, reason = get_backend(b).available()
+            if not ok:
+                self.log(f"backend {b} is not available here ({reason}); it will be skipped")
+
+    def _run_steps(self) -> None:
+        ds = self.spec.dataset
+        assert self.writer is not None
+        self.writer.record_timing("dataset", self._dataset_seconds)
+        if self._fallback is not None:
+            self.writer.note(dataset_fallback=self._fallback)
         self.log(
             f"dataset {ds.name}: train {len(self.splits.train.y)}, val {len(self.splits.val.y)}, "
             f"test {len(self.splits.test.y)} samples, input {self.splits.input_shape}, "
@@ -185,6 +383,7 @@ class SuiteRunner:
         assert self.writer is not None
         if self.writer.has_step(key):
             return self.writer.step_info(key)
+        self._current = key
         t0 = time.perf_counter()
         tables, info = fn()
         self.writer.finish_step(key, tables, info, seconds=time.perf_counter() - t0)
@@ -206,7 +405,10 @@ class SuiteRunner:
             dict(mspec.training), source=f"{self.source}: models[{label}].training"
         )
         t0 = time.perf_counter()
-        if mspec.checkpoint:
+        self._current = f"train:{label}"
+        if mspec.label in self._checkpoints:  # loaded (and checked) before the run began
+            model, info = self._checkpoints.pop(mspec.label)
+        elif mspec.checkpoint:
             model, info = load_checkpoint(
                 mspec.checkpoint,
                 model_name=mspec.name,
@@ -730,6 +932,55 @@ class SuiteRunner:
 
 
 # ---------------------------------------------------------------------- small pieces
+def _check_folder_option(option: str, folder: Path) -> None:
+    """A folder option must not name a file, nor lie below one (checked before any write)."""
+    from eebench.errors import ResultsError
+
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                at = "" if p == folder else f" ({p} is a file)"
+                raise ResultsError(
+                    f"{option} {folder}: not a folder{at}; choose a folder (it is created when "
+                    "missing)"
+                )
+            return
+
+
+def _profile_power(profile: str | None, source: str) -> Any:
+    """Idle and active power of the hardware profile that estimates energy (None without one)."""
+    if not profile:
+        return None
+    from eebench.errors import ConfigError
+    from eebench.measure.energy import ProfilePower
+    from eebench.profiles import load_profile
+
+    field = "measurement.energy.profile"
+    try:
+        power = load_profile(profile).power
+    except Exception as err:
+        raise ConfigError(
+            f"cannot load hardware profile '{profile}': {err}", source, field
+        ) from None
+    if power.idle is None or power.active is None:
+        why = power.unavailable or "the profile gives no idle and active power"
+        raise ConfigError(
+            f"hardware profile '{profile}' cannot estimate energy: {why}; name a profile with "
+            "power.idle and power.active",
+            source,
+            field,
+        )
+    return ProfilePower(profile, power.idle.base, power.active.base)
+
+
+def _energy_source(kind: str, backend: str, meter: Any, profile: str | None) -> str:
+    """``measured:<backend>+<meter>:<domain>``, or for an estimate the profile and the timing."""
+    if kind == "estimated":
+        return f"estimated:{profile}+time:measured:{backend}"
+    return f"measured:{backend}+{meter.name}:{meter.total_domain}"
+
+
 def _per_part(
     sel: pd.DataFrame, metric: str, num_exits: int
 ) -> tuple[np.ndarray, np.ndarray] | None:

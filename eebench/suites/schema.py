@@ -11,6 +11,7 @@ names are checked against the registries in :mod:`eebench.suites.names`.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -79,6 +80,18 @@ class PolicySpec(_Strict):
             self.thresholds.values() if isinstance(self.thresholds, Grid) else list(self.thresholds)
         )
 
+    @model_validator(mode="after")
+    def _patience_counts(self) -> PolicySpec:
+        """Patience thresholds count agreeing consecutive exits: whole numbers >= 1."""
+        if self.name == "patience":
+            bad = [t for t in self.threshold_values() if t < 1 or t != int(t)]
+            if bad:
+                raise ValueError(
+                    f"thresholds: patience thresholds are counts of agreeing consecutive exits "
+                    f"and must be whole numbers >= 1, got {bad}"
+                )
+        return self
+
 
 class CalibrationSpec(_Strict):
     """Targets chosen on val and reported on test."""
@@ -115,6 +128,15 @@ class MeasurementSpec(_Strict):
         if not v or any(x <= 0 for x in v):
             raise ValueError(f"expected a non-empty list of positive integers, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _time_range(self) -> MeasurementSpec:
+        if self.min_time_s > self.max_time_s:
+            raise ValueError(
+                f"min_time_s ({self.min_time_s}) is above max_time_s ({self.max_time_s}); "
+                "lower min_time_s or raise max_time_s"
+            )
+        return self
 
 
 class ValidationSpec(_Strict):
@@ -232,6 +254,14 @@ def parse_suite(data: Any, source: str = "<suite>") -> SuiteSpec:
         raise ConfigError(
             f"expected a mapping at the top level, got {type(data).__name__}", source=source
         )
+    bad = _non_finite(data)
+    if bad:
+        raise ConfigError(
+            f"{', '.join(bad)}: numbers must be finite (no .nan, .inf or -.inf); give a finite "
+            "value or leave the field out for its default",
+            source=source,
+            field=bad[0].split(" = ")[0],
+        )
     try:
         return SuiteSpec.model_validate(data)
     except ValidationError as err:
@@ -241,21 +271,56 @@ def parse_suite(data: Any, source: str = "<suite>") -> SuiteSpec:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(text: str, source: str) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``: local data paths differ between machines."""
+def _comment_start(line: str) -> int:
+    """Index where a YAML comment begins on ``line`` (len(line) when none): a '#' at the start
+    or after whitespace, outside quotes."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return i
+    return len(line)
 
-    def sub(m: re.Match[str]) -> str:
+
+def expand_env(text: str, source: str) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in the YAML's content (never in comments, so
+    a commented-out reference cannot break a suite): local data paths differ between machines."""
+
+    def sub(m: re.Match[str], line_no: int) -> str:
         name, default = m.group(1), m.group(2)
         if name in os.environ:
             return os.environ[name]
         if default is not None:
             return default
         raise ConfigError(
-            f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
+            f"line {line_no}: environment variable {name} is not set; set it or write "
+            f"${{{name}:-default}}",
             source=source,
         )
 
-    return _ENV_REF.sub(sub, text)
+    lines = text.splitlines(keepends=True)
+    for n, line in enumerate(lines):
+        cut = _comment_start(line)
+        if "${" in line[:cut]:
+            lines[n] = _ENV_REF.sub(lambda m, n=n: sub(m, n + 1), line[:cut]) + line[cut:]
+    return "".join(lines)
+
+
+def _non_finite(data: Any, path: str = "") -> list[str]:
+    """Field paths of every NaN or infinite number (YAML's .nan / .inf) anywhere in a suite."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [f"{path or '(top level)'} = {data}"]
+    if isinstance(data, dict):
+        return [
+            p for k, v in data.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))
+        ]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def load_suite_file(path: Path) -> SuiteSpec:
