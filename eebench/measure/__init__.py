@@ -12,8 +12,8 @@ from eebench.measure.energy import (
     JetsonPowerMeter,
     NvmlMeter,
     RaplMeter,
+    choose_meter,
     create_energy_meter,
-    detect_energy_meter,
     measure_energy,
     register_energy_meter,
 )
@@ -74,7 +74,7 @@ __all__ = [
     "clock_name",
     "collect_samples",
     "create_energy_meter",
-    "detect_energy_meter",
+    "choose_meter",
     "measure_cold_start",
     "measure_energy",
     "measure_parts",

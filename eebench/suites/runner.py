@@ -520,26 +520,79 @@ class SuiteRunner:
                     parts = measure_parts(prepared, x=x, batch_size=bs, config=timing)
                     costs, samples = measured_rows(label, parts.all)
                     tables = {"stage_costs": costs, "latency_samples": samples}
-                    energy = self._energy(label, prepared, x, parts)
+                    energy, no_energy, energy_info = self._energy(label, prepared, x, parts)
                     if energy is not None:
                         tables["stage_costs"] = pd.concat([costs, energy], ignore_index=True)
-                    return tables, {"parts": parts.to_dict(), "describe": prepared.describe()}
+                    if no_energy is not None:
+                        tables["skipped"] = no_energy
+                    return tables, {
+                        "parts": parts.to_dict(),
+                        "describe": prepared.describe(),
+                        "energy": energy_info,
+                    }
 
                 info = self._step(key, step)
                 if bs == 1 and threads == m.threads[0] and "parts" in info:
                     ctx.parts[backend_name] = PartMeasurements.from_dict(info["parts"])
 
-    def _energy(self, label: str, prepared: Any, x: Any, parts: Any) -> pd.DataFrame | None:
-        """Measured energy per inference of every stage and head, when a meter is readable here."""
-        if not self.spec.measurement.energy:
-            return None
-        from eebench.measure.energy import detect_energy_meter, measure_energy
+    def _energy(
+        self, label: str, prepared: Any, x: Any, parts: Any
+    ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
+        """Net and gross energy per inference of every stage and head, read from the meter of
+        the device the backend ran on (estimated from a profile, or recorded as unavailable with
+        the reason, when that meter is not readable here): (stage_costs rows, skipped row,
+        info)."""
+        es = self.spec.measurement.energy
+        if not es.enabled:
+            return None, None, {}
+        from eebench.measure.energy import (
+            EnergyMeterUnavailable,
+            EnergySession,
+            WindowConfig,
+            choose_meter,
+            cuda_uuid,
+        )
+        from eebench.suites.tables import energy_rows
 
-        meter = detect_energy_meter()
-        if meter is None:
-            return None
-        rows = []
+        backend = str(getattr(prepared, "backend", ""))
+        device = str(prepared.device)
+        choice = choose_meter(
+            device,
+            backend,
+            es.meter,
+            _profile_power(es.profile, str(self.source)),
+            gpu_uuid=cuda_uuid(device),
+        )
+        info: dict[str, Any] = {"kind": choice.kind, "device": device, "reason": choice.reason}
+
+        def unavailable(reason: str) -> tuple[None, pd.DataFrame, dict[str, Any]]:
+            info.update(kind="unavailable", reason=reason)
+            self.log(f"  no energy on {backend} ({device}): {reason}")
+            row = {"model": label, "step": "energy", "target": backend, "reason": reason}
+            return None, pd.DataFrame([row]), info
+
+        if choice.meter is None:
+            return unavailable(choice.reason)
+        config = WindowConfig(
+            periods_per_window=es.periods_per_window,
+            min_window_s=es.min_window_s,
+            windows=es.windows,
+            idle_windows=es.idle_windows,
+            probe_s=es.probe_s,
+        )
+        session = EnergySession(choice.meter, sync=prepared.sync, config=config)
+        rows: list[dict[str, Any]] = []
         with prepared.activated():
+            try:
+                session.start()
+            except EnergyMeterUnavailable as err:
+                return unavailable(str(err))
+            assert session.period is not None
+            info.update(meter=choice.meter.name, update_period=session.period.to_dict())
+            self.log(
+                f"  energy on {device} from {session.source} ({choice.kind}); update period "
+                f"{session.period.seconds * 1e3:.3g} ms ({session.period.how})"
+            )
             states = prepared.stage_inputs(prepared.to_input(x))
             for m in parts.all:
                 i = int(m.spec.index)
@@ -548,46 +601,39 @@ class SuiteRunner:
                     if m.spec.part == "stage"
                     else (lambda i=i: prepared.run_exit(i, states[i + 1]))
                 )
-                e = measure_energy(
-                    meter,
+                part = session.measure(
                     fn,
                     inferences_per_call=int(m.spec.batch_size),
-                    min_time_s=0.3,
-                    idle_s=0.5,
+                    call_s=float(m.stats.median) / 1e9,
                 )
-                if e.joules_per_inference is None:
-                    continue
-                base = {
-                    "model": label,
-                    "part": m.spec.part,
-                    "index": i,
-                    "source_kind": "measured",
-                    "source": f"measured:{m.spec.backend}+{e.source}",
-                    "backend": m.spec.backend,
-                    "device": m.spec.device,
-                    "threads": m.spec.threads,
-                    "batch_size": m.spec.batch_size,
-                }
-                rows.append(
-                    {
-                        **base,
-                        "metric": "energy_mj",
-                        "value": e.joules_per_inference * 1e3,
-                        "unit": "mJ",
-                    }
-                )
-                if e.net_joules_per_inference is not None:
-                    rows.append(
-                        {
-                            **base,
-                            "metric": "energy_net_mj",
-                            "value": e.net_joules_per_inference * 1e3,
-                            "unit": "mJ",
-                        }
+                rows.extend(
+                    energy_rows(
+                        label,
+                        m.spec,
+                        part,
+                        choice.kind,
+                        _energy_source(choice.kind, backend, choice.meter, es.profile),
                     )
-                if e.idle_watts is not None:
-                    rows.append({**base, "metric": "idle_w", "value": e.idle_watts, "unit": "W"})
-        return pd.DataFrame(rows) if rows else None
+                )
+        return pd.DataFrame(rows), None, info
+
+    def _check_energy(self) -> None:
+        """A named meter that cannot see a backend's device, or an energy profile that does not
+        exist or has no power figures, is refused before anything runs."""
+        from eebench.measure.energy import BACKEND_DEVICES, check_meter_for_device
+
+        es = self.spec.measurement.energy
+        if not es.enabled:
+            return
+        for i, name in enumerate(self.spec.backends):
+            if name in BACKEND_DEVICES:
+                check_meter_for_device(
+                    es.meter,
+                    BACKEND_DEVICES[name],
+                    name,
+                    f"measurement.energy.meter (backends[{i}])",
+                )
+        _profile_power(es.profile, str(self.source))
 
     # ------------------------------------------------------------------ estimate
     def _estimate(self, ctx: ModelContext, profile: str) -> None:
@@ -648,7 +694,9 @@ class SuiteRunner:
             vectors.append(
                 CostVector(np.cumsum(lat[0] + lat[1]), unit="ms", source=source, name=lat_name)
             )
-            en = _per_part(sel, "energy_mj", ctx.model.num_exits)
+            # measured backends: net energy (idle power subtracted); profiles: their estimate
+            en_metric = "energy_mj" if backend.startswith(SIMULATED_PREFIX) else "energy_net_mj"
+            en = _per_part(sel, en_metric, ctx.model.num_exits)
             if en is not None:
                 vectors.append(
                     CostVector(np.cumsum(en[0] + en[1]), unit="mJ", source=source, name=en_name)
@@ -946,6 +994,39 @@ def _check_folder_option(option: str, folder: Path) -> None:
                     "missing)"
                 )
             return
+
+
+def _profile_power(profile: str | None, source: str) -> Any:
+    """Idle and active power of the hardware profile that estimates energy (None without one)."""
+    if not profile:
+        return None
+    from eebench.errors import ConfigError
+    from eebench.measure.energy import ProfilePower
+    from eebench.profiles import load_profile
+
+    field = "measurement.energy.profile"
+    try:
+        power = load_profile(profile).power
+    except Exception as err:
+        raise ConfigError(
+            f"cannot load hardware profile '{profile}': {err}", source, field
+        ) from None
+    if power.idle is None or power.active is None:
+        why = power.unavailable or "the profile gives no idle and active power"
+        raise ConfigError(
+            f"hardware profile '{profile}' cannot estimate energy: {why}; name a profile with "
+            "power.idle and power.active",
+            source,
+            field,
+        )
+    return ProfilePower(profile, power.idle.base, power.active.base)
+
+
+def _energy_source(kind: str, backend: str, meter: Any, profile: str | None) -> str:
+    """``measured:<backend>+<meter>:<domain>``, or for an estimate the profile and the timing."""
+    if kind == "estimated":
+        return f"estimated:{profile}+time:measured:{backend}"
+    return f"measured:{backend}+{meter.name}:{meter.total_domain}"
 
 
 def _profile_power(profile: str | None, source: str) -> Any:

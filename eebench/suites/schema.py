@@ -112,6 +112,52 @@ class CalibrationSpec(_Strict):
         return v
 
 
+ENERGY_METER_CHOICES = ("auto", "rapl", "nvml", "jetson", "estimated")
+
+
+class EnergySpec(_Strict):
+    """Energy per stage and head: which meter, and how long its windows are.
+
+    ``auto`` reads the meter of the device the backend runs on (RAPL for CPU
+    backends, NVML for CUDA, the INA3221 rails on a Jetson); naming a meter that
+    cannot see a backend's device is an error. ``profile`` names a hardware
+    profile whose idle and active power estimate the energy where the right
+    meter is not readable (``meter: estimated`` always does). Each window lasts
+    ``periods_per_window`` meter updates (at least ``min_window_s``); the idle
+    baseline and every part get ``idle_windows`` / ``windows`` of them.
+    ``measurement.energy: false`` (or ``true``) is short for ``enabled``.
+    """
+
+    enabled: bool = True
+    meter: str = "auto"
+    profile: str | None = None
+    periods_per_window: int = Field(10, ge=1)
+    min_window_s: float = Field(0.1, ge=0)
+    windows: int = Field(5, ge=2)
+    idle_windows: int = Field(5, ge=2)
+    probe_s: float = Field(0.5, gt=0)
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, v: str) -> str:
+        if v not in ENERGY_METER_CHOICES:
+            close = difflib.get_close_matches(v, ENERGY_METER_CHOICES, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(
+                f"unknown energy meter '{v}'; {hint}expected one of {ENERGY_METER_CHOICES}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _estimate_needs_profile(self) -> EnergySpec:
+        if self.meter == "estimated" and not self.profile:
+            raise ValueError(
+                "meter 'estimated' needs 'profile': the hardware profile whose idle and active "
+                "power give the estimate"
+            )
+        return self
+
+
 class MeasurementSpec(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
     threads: list[int] = Field(default_factory=lambda: [1])
@@ -120,7 +166,12 @@ class MeasurementSpec(_Strict):
     min_time_s: float = Field(0.2, ge=0)
     max_time_s: float = Field(5.0, gt=0)
     noisy_cv: float = Field(0.1, gt=0)
-    energy: bool = True
+    energy: EnergySpec = Field(default_factory=EnergySpec)
+
+    @field_validator("energy", mode="before")
+    @classmethod
+    def _energy_flag(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @field_validator("batch_sizes", "threads")
     @classmethod

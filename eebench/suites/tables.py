@@ -170,6 +170,51 @@ def estimated_rows(model_id: str, estimate: pd.DataFrame, profile: str) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def energy_rows(
+    model_id: str, spec: Any, part: Any, kind: str, source: str
+) -> list[dict[str, Any]]:
+    """stage_costs rows of one part's energy (:class:`eebench.measure.energy.PartEnergy`).
+
+    Net energy per inference (idle power of the same run subtracted) is the primary figure;
+    gross (idle included), the idle and busy power, each with its 95% interval, and how the
+    meter was read (update period, window, calls per window, windows) sit beside it.
+    """
+    e = part.energy
+    values: list[tuple[str, float, str]] = [
+        ("energy_net_mj", e.net_j.value * 1e3, "mJ"),
+        ("energy_net_ci_low_mj", e.net_j.ci_low * 1e3, "mJ"),
+        ("energy_net_ci_high_mj", e.net_j.ci_high * 1e3, "mJ"),
+        ("energy_gross_mj", e.gross_j.value * 1e3, "mJ"),
+        ("energy_gross_ci_low_mj", e.gross_j.ci_low * 1e3, "mJ"),
+        ("energy_gross_ci_high_mj", e.gross_j.ci_high * 1e3, "mJ"),
+        ("idle_power_w", e.idle_w.value, "W"),
+        ("idle_power_ci_low_w", e.idle_w.ci_low, "W"),
+        ("idle_power_ci_high_w", e.idle_w.ci_high, "W"),
+        ("busy_power_w", e.busy_w, "W"),
+        ("energy_update_period_ms", part.update_period.seconds * 1e3, "ms"),
+        ("energy_window_s", part.window_s, "s"),
+        ("energy_calls_per_window", float(part.calls_per_window), "count"),
+        ("energy_windows", float(part.windows), "count"),
+    ]
+    return [
+        _cost_row(
+            model_id,
+            spec.part,
+            int(spec.index),
+            metric,
+            float(value),
+            unit,
+            kind,
+            source,
+            spec.backend,
+            spec.device,
+            spec.threads,
+            spec.batch_size,
+        )
+        for metric, value, unit in values
+    ]
+
+
 def exits_rows(model_id: str, record: Any) -> pd.DataFrame:
     """The exits table of one record: per sample and exit, label, prediction and confidences."""
     df = record.to_frame()

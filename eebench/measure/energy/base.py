@@ -73,6 +73,12 @@ class EnergyMeter(ABC):
     """One source of energy numbers. Subclasses set ``name`` and register themselves."""
 
     name: ClassVar[str] = "abstract"
+    devices: ClassVar[tuple[str, ...]] = ()
+    """Device kinds (``cpu``, ``cuda``) whose work this meter sees; the meter choice refuses
+    a meter for a backend whose device is not among them."""
+    update_period_s: ClassVar[float | None] = None
+    """The meter's update period when known by construction (0 for a continuous estimate);
+    None means detect it by polling (:func:`eebench.measure.energy.period.detect_update_period`)."""
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
@@ -90,6 +96,14 @@ class EnergyMeter(ABC):
     def total_domain(self) -> str | None:
         """The domain that stands for the whole device, or None when there is none."""
         return None
+
+    def update_signal(self) -> float:
+        """The raw value whose changes mark a meter update (the total counter by default);
+        polled to detect the update period, so it must be cheap and must not integrate."""
+        total = self.total_domain
+        if total is None:
+            raise EnergyMeterUnavailable(self.name, "no total-device domain to poll")
+        return self.read().joules[total]
 
     def energy_between(self, a: EnergyReading, b: EnergyReading) -> EnergyDelta:
         """Joules per domain from ``a`` to ``b`` (plain difference unless a meter overrides)."""
@@ -152,6 +166,13 @@ class EnergyMeasurement:
         return d
 
 
+def synced_read(meter: EnergyMeter, sync: Callable[[], None] | None) -> EnergyReading:
+    """Wait for the device, then read: the reading covers all work issued before it."""
+    if sync is not None:
+        sync()
+    return meter.read()
+
+
 def measure_energy(
     meter: EnergyMeter,
     fn: Callable[[], object],
@@ -162,9 +183,13 @@ def measure_energy(
     clock: Clock = DEFAULT_CLOCK,
     sleep: Callable[[float], None] = time.sleep,
     sampling_interval_s: float = 0.01,
+    sync: Callable[[], None] | None = None,
 ) -> EnergyMeasurement:
     """Idle baseline over ``idle_s``, then ``fn`` repeated for at least ``min_calls`` calls and
-    ``min_time_s`` seconds between two readings; energy divided per inference."""
+    ``min_time_s`` seconds between two readings; energy divided per inference.
+
+    ``sync`` (the backend's device synchronisation) runs before every reading, so a reading
+    never leaves queued device work outside the interval it closes."""
     ok, reason = meter.available()
     if not ok:
         raise EnergyMeterUnavailable(meter.name, reason)
@@ -172,18 +197,18 @@ def measure_energy(
         idle = None
         if idle_s > 0:
             with meter.phase("idle"):
-                a = meter.read()
+                a = synced_read(meter, sync)
                 sleep(idle_s)
-                b = meter.read()
+                b = synced_read(meter, sync)
             idle = meter.energy_between(a, b)
         calls = 0
         with meter.phase("active"):
-            a = meter.read()
+            a = synced_read(meter, sync)
             start = clock()
             while calls < min_calls or clock() - start < min_time_s * 1e9:
                 fn()
                 calls += 1
-            b = meter.read()
+            b = synced_read(meter, sync)
         busy = meter.energy_between(a, b)
     n = calls * inferences_per_call
     total = meter.total_domain

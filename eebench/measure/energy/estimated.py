@@ -23,6 +23,8 @@ class EstimatedEnergyMeter(EnergyMeter):
     """Power x time with the profile's idle and active power (watts)."""
 
     name = "estimated"
+    devices = ("cpu", "cuda")
+    update_period_s = 0.0  # power x time is continuous: any window resolves it
 
     def __init__(
         self,

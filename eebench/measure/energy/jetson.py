@@ -22,7 +22,6 @@ instead (its ``power["rail"]`` and ``power["tot"]``), when it is installed.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ from eebench.measure.energy.base import (
     EnergyReading,
     register_energy_meter,
 )
+from eebench.measure.energy.integrate import PowerIntegrator, background_reads
 from eebench.measure.timing import DEFAULT_CLOCK, Clock
 
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
@@ -115,6 +115,7 @@ class JetsonPowerMeter(EnergyMeter):
     """Integrated energy of the Jetson INA3221 rails; ``root`` is the sysfs root (``/sys``)."""
 
     name = "jetson"
+    devices = ("cpu", "cuda")  # the board input rail carries the CPU and the integrated GPU
 
     def __init__(
         self, root: str | Path = "/sys", source: str = "sysfs", clock: Clock = DEFAULT_CLOCK
@@ -125,9 +126,7 @@ class JetsonPowerMeter(EnergyMeter):
         self.source = source
         self.clock = clock
         self._rails: Any = None
-        self._lock = threading.Lock()
-        self._last: tuple[int, dict[str, float]] | None = None
-        self._energy: dict[str, float] = {}
+        self._integral = PowerIntegrator()
 
     def _source(self) -> Any:
         if self._rails is None:
@@ -180,9 +179,21 @@ class JetsonPowerMeter(EnergyMeter):
         """Instantaneous power per rail, in watts."""
         return self._source().read()
 
+    def update_signal(self) -> float:
+        """The total rail's instantaneous power (the sum of the rails without one): it changes
+        when the INA3221 finishes a conversion, which is the meter's update period."""
+        try:
+            power = self.read_power()
+        except OSError as err:
+            raise EnergyMeterUnavailable(
+                self.name, f"cannot read the INA3221 rails: {err}"
+            ) from None
+        total = self.total_domain
+        return power[total] if total in power else sum(power.values())
+
     def read(self) -> EnergyReading:
         """Sample the rails now and advance the integrated energy counters (trapezoid rule)."""
-        with self._lock:
+        with self._integral.lock:
             try:
                 power = self.read_power()
             except OSError as err:
@@ -190,33 +201,13 @@ class JetsonPowerMeter(EnergyMeter):
                     self.name, f"cannot read the INA3221 rails: {err}"
                 ) from None
             now = self.clock()
-            if self._last is not None:
-                t0, p0 = self._last
-                dt = (now - t0) / 1e9
-                for r, p in power.items():
-                    self._energy[r] = self._energy.get(r, 0.0) + 0.5 * (p + p0.get(r, p)) * dt
-            else:
-                self._energy = dict.fromkeys(power, 0.0)
-            self._last = (now, power)
-            return EnergyReading(self.name, now, dict(self._energy))
+            return EnergyReading(self.name, now, self._integral.add(now, power))
 
     @contextmanager
     def sampling(self, interval_s: float = 0.01) -> Iterator[JetsonPowerMeter]:
         """Read the rails every ``interval_s`` in a background thread during the body."""
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(interval_s):
-                self.read()
-
-        thread = threading.Thread(target=loop, name="eebench-jetson-power", daemon=True)
-        self.read()
-        thread.start()
-        try:
+        with background_reads(self.read, interval_s, "eebench-jetson-power"):
             yield self
-        finally:
-            stop.set()
-            thread.join()
 
     def close(self) -> None:
         if hasattr(self._rails, "close"):

@@ -45,6 +45,7 @@ class RaplMeter(EnergyMeter):
     """CPU package and DRAM energy from RAPL counters (``root``: the powercap folder)."""
 
     name = "rapl"
+    devices = ("cpu",)
 
     def __init__(self, root: str | Path = DEFAULT_ROOT, clock: Clock = DEFAULT_CLOCK) -> None:
         self.root = Path(root)

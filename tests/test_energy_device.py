@@ -1,0 +1,432 @@
+"""Energy from the device that did the work, without the hardware: the meter follows the
+backend's device, an explicit mismatch is refused with the fix, readings are synchronised
+with the device, windows are sized to the detected update period, and net (idle subtracted)
+vs gross arithmetic matches hand-computed numbers. NVML is a stand-in ``pynvml`` module with
+a controllable update period; RAPL and the Jetson rails are fixture sysfs trees."""
+
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from eebench.errors import ConfigError
+from eebench.measure.energy import (
+    EnergyMeterUnavailable,
+    EnergySession,
+    EstimatedEnergyMeter,
+    JetsonPowerMeter,
+    MeterPlaces,
+    NvmlMeter,
+    ProfilePower,
+    RaplMeter,
+    Window,
+    WindowConfig,
+    calls_per_window,
+    choose_meter,
+    detect_update_period,
+    device_kind,
+    net_energy,
+    predict_energy,
+)
+from tests.test_energy import jetson_hwmon_tree, rapl_tree, set_energy
+
+
+class Clock:
+    """A fake clock in ns; ``tick`` ns pass on every read (a poll takes time)."""
+
+    def __init__(self, tick: int = 0) -> None:
+        self.now = 0
+        self.tick = tick
+
+    def __call__(self) -> int:
+        self.now += self.tick
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(round(seconds * 1e9))
+
+
+class NVMLError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(f"NVML error {value}")
+        self.value = value
+
+
+class FakeGpu:
+    """A GPU whose energy counter (mJ) NVML refreshes every ``period_s`` of the fake clock:
+    between refreshes a read returns the value of the last refresh."""
+
+    def __init__(self, clock: Clock, period_s: float, watts: float = 100.0) -> None:
+        self.clock, self.period_ns, self.watts = clock, int(period_s * 1e9), watts
+        self.energy_j = 0.0  # true energy at the last event
+        self.t_ns = 0
+        self.energy_error: int | None = None
+        self.power_error: int | None = None
+        self.offset_mj = 5_000_000.0
+
+    def true_energy(self) -> float:
+        return self.energy_j + self.watts * (self.clock.now - self.t_ns) / 1e9
+
+    def set_watts(self, watts: float) -> None:
+        self.energy_j, self.t_ns, self.watts = self.true_energy(), self.clock.now, watts
+
+    def counter_mj(self) -> float:
+        last_update = self.clock.now - self.clock.now % self.period_ns
+        e = self.energy_j + self.watts * max(0, last_update - self.t_ns) / 1e9
+        if last_update < self.t_ns:  # no refresh since the power changed
+            e = self.energy_j
+        return math.floor(self.offset_mj + e * 1e3)
+
+    def module(self, index_calls: list | None = None) -> types.ModuleType:
+        fake = types.ModuleType("pynvml")
+        fake.NVMLError = NVMLError
+        fake.nvmlInit = lambda: None
+        fake.nvmlShutdown = lambda: None
+        fake.nvmlDeviceGetHandleByIndex = lambda i: ("index", i)
+        fake.nvmlDeviceGetHandleByUUID = lambda u: ("uuid", u)
+
+        def energy(handle):
+            if self.energy_error is not None:
+                raise NVMLError(self.energy_error)
+            return self.counter_mj()
+
+        def power(handle):
+            if self.power_error is not None:
+                raise NVMLError(self.power_error)
+            return int(self.watts * 1e3)
+
+        fake.nvmlDeviceGetTotalEnergyConsumption = energy
+        fake.nvmlDeviceGetPowerUsage = power
+        return fake
+
+
+@pytest.fixture
+def no_nvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+
+
+def places(tmp_path: Path, rapl: bool = False, jetson: bool = False) -> MeterPlaces:
+    powercap = tmp_path / "powercap"
+    if rapl:
+        rapl_tree(powercap)
+    sysfs = tmp_path / "sys"
+    if jetson:
+        jetson_hwmon_tree(sysfs)
+    return MeterPlaces(powercap=powercap, sysfs=sysfs, root=tmp_path / "root")
+
+
+# ---------------------------------------------------------------------- which meter
+def test_device_kinds_of_prepared_models():
+    assert device_kind("cpu") == "cpu"
+    assert device_kind("cuda:1") == "cuda" and device_kind("cuda") == "cuda"
+
+
+def test_cuda_backend_reads_nvml_even_when_rapl_is_readable(tmp_path, monkeypatch):
+    gpu = FakeGpu(Clock(), period_s=0.02)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    where = places(tmp_path, rapl=True)
+    choice = choose_meter("cuda:0", "torch-cuda", places=where)
+    assert choice.kind == "measured" and isinstance(choice.meter, NvmlMeter)
+    cpu = choose_meter("cpu", "torch-cpu", places=where)
+    assert cpu.kind == "measured" and isinstance(cpu.meter, RaplMeter)
+
+
+def test_nvml_reads_the_gpu_of_the_cuda_device(tmp_path, monkeypatch):
+    gpu = FakeGpu(Clock(), period_s=0.02)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    meter = choose_meter("cuda:1", "torch-cuda", places=places(tmp_path)).meter
+    assert isinstance(meter, NvmlMeter) and meter.device_index == 1 and meter.domain == "gpu1"
+    by_uuid = choose_meter("cuda:1", "torch-cuda", places=places(tmp_path), gpu_uuid="GPU-ab")
+    assert by_uuid.meter._open() == ("uuid", "GPU-ab")
+
+
+def test_jetson_rails_measure_both_cpu_and_cuda_backends_on_a_jetson(tmp_path, monkeypatch):
+    gpu = FakeGpu(Clock(), period_s=0.02)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())  # even with NVML importable
+    where = places(tmp_path, rapl=True, jetson=True)
+    for device, backend in (("cuda:0", "torch-cuda"), ("cpu", "torch-cpu")):
+        choice = choose_meter(device, backend, places=where)
+        assert choice.kind == "measured" and isinstance(choice.meter, JetsonPowerMeter)
+        assert choice.meter.total_domain == "VDD_IN"
+
+
+@pytest.mark.parametrize(
+    "meter, device, backend, fix",
+    [
+        ("rapl", "cuda:0", "torch-cuda", "set meter: nvml"),
+        ("nvml", "cpu", "torch-cpu", "set meter: rapl"),
+        ("nvml", "cpu", "onnxruntime", "set meter: rapl"),
+    ],
+)
+def test_an_explicit_meter_of_another_device_is_an_error_with_the_fix(
+    tmp_path, meter, device, backend, fix
+):
+    with pytest.raises(ConfigError) as err:
+        choose_meter(device, backend, meter, places=places(tmp_path, rapl=True))
+    msg = str(err.value)
+    assert "measurement.energy.meter" in msg and backend in msg and device in msg and fix in msg
+
+
+def test_the_wrong_device_meter_is_never_a_fallback(tmp_path, no_nvml):
+    """RAPL is readable, NVML is not: a CUDA backend gets no energy, with the reason."""
+    choice = choose_meter("cuda:0", "torch-cuda", places=places(tmp_path, rapl=True))
+    assert choice.meter is None and choice.kind == "unavailable"
+    assert "nvml" in choice.reason and "nvidia-ml-py" in choice.reason
+    assert "measurement.energy.profile" in choice.reason
+
+
+def test_an_unreadable_meter_falls_back_to_the_profile_estimate(tmp_path, no_nvml):
+    power = ProfilePower("jetson-orin-nano-8gb-15w", idle_w=4.0, active_w=12.0)
+    choice = choose_meter("cuda:0", "torch-cuda", power=power, places=places(tmp_path, rapl=True))
+    assert choice.kind == "estimated" and isinstance(choice.meter, EstimatedEnergyMeter)
+    assert choice.meter.sources() == {"board": "estimated:jetson-orin-nano-8gb-15w"}
+    assert "nvml" in choice.reason and "4 W" in choice.reason and "12 W" in choice.reason
+    cpu = choose_meter("cpu", "torch-cpu", places=places(tmp_path / "bare"))  # no RAPL
+    assert cpu.kind == "unavailable" and "no RAPL package zones" in cpu.reason
+
+
+def test_the_backend_devices_table_matches_the_prepared_models():
+    from eebench.backends import get_backend
+    from eebench.measure.energy import BACKEND_DEVICES
+    from eebench.models import create_model
+
+    model = create_model("big-little", num_classes=10, input_shape=(1, 8, 8))
+    prepared = get_backend("torch-cpu").prepare(model, batch_size=1, threads=1)
+    assert BACKEND_DEVICES["torch-cpu"] == device_kind(prepared.device) == "cpu"
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA device (torch-cuda)"
+)
+def test_torch_cuda_prepares_on_a_cuda_device():  # pragma: no cover - GPU hosts only
+    from eebench.backends import get_backend
+    from eebench.measure.energy import BACKEND_DEVICES
+    from eebench.models import create_model
+
+    model = create_model("big-little", num_classes=10, input_shape=(1, 8, 8))
+    prepared = get_backend("torch-cuda").prepare(model, batch_size=1, threads=1)
+    assert BACKEND_DEVICES["torch-cuda"] == device_kind(prepared.device) == "cuda"
+
+
+# ---------------------------------------------------------------------- NVML specifics
+def test_nvml_permission_error_says_so(monkeypatch):
+    gpu = FakeGpu(Clock(), period_s=0.02)
+    gpu.energy_error = 4  # NVML_ERROR_NO_PERMISSION
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    ok, reason = NvmlMeter(0).available()
+    assert not ok and "permission denied" in reason and "GPU 0" in reason
+
+
+def test_nvml_without_an_energy_counter_integrates_power(monkeypatch):
+    clock = Clock()
+    gpu = FakeGpu(clock, period_s=0.02, watts=50.0)
+    gpu.energy_error = 3  # NVML_ERROR_NOT_SUPPORTED: a pre-Volta GPU
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    meter = NvmlMeter(0, clock=clock)
+    a = meter.read()
+    assert meter.mode == "power" and "integrated power" in meter.sources()["gpu0"]
+    clock.advance(2.0)
+    gpu.set_watts(70.0)
+    d = meter.energy_between(a, meter.read())
+    assert d.total_joules == pytest.approx((50.0 + 70.0) / 2 * 2.0)  # trapezoid
+    gpu.power_error = 3
+    ok, reason = NvmlMeter(0, clock=clock).available()
+    assert not ok and "neither a total-energy counter" in reason
+
+
+def test_nvml_counter_going_backwards_is_an_error_not_negative_energy(monkeypatch):
+    clock = Clock()
+    gpu = FakeGpu(clock, period_s=0.02)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    meter = NvmlMeter(0, clock=clock)
+    a = meter.read()
+    gpu.offset_mj = 0.0  # the driver reloaded: the counter restarts from zero
+    clock.advance(1.0)
+    with pytest.raises(EnergyMeterUnavailable, match="went backwards"):
+        meter.energy_between(a, meter.read())
+
+
+# ---------------------------------------------------------------------- update period
+def test_update_period_of_nvml_is_detected_by_polling(monkeypatch):
+    clock = Clock(tick=50_000)  # a poll takes 50 us
+    gpu = FakeGpu(clock, period_s=0.1)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    period = detect_update_period(NvmlMeter(0, clock=clock), probe_s=0.55, clock=clock)
+    assert period.resolved and period.changes == 5  # refreshes at 0.1, 0.2, ..., 0.5 s
+    assert period.seconds == pytest.approx(0.1, rel=1e-3)
+
+
+def test_update_period_of_rapl_about_one_millisecond(tmp_path, monkeypatch):
+    root = rapl_tree(tmp_path)
+    clock = Clock(tick=20_000)
+    original = Path.read_text
+
+    def live(self, *args, **kwargs):  # the kernel refreshes energy_uj every 1 ms at 10 W
+        if self.name == "energy_uj" and self.parent.name == "intel-rapl:0":
+            return f"{1_000_000 + (clock.now // 1_000_000) * 10_000}\n"
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", live)
+    period = detect_update_period(RaplMeter(root, clock=clock), probe_s=0.1, clock=clock)
+    assert period.resolved and period.seconds == pytest.approx(0.001, rel=0.02)
+
+
+def test_update_period_of_the_jetson_rails(tmp_path, monkeypatch):
+    root = jetson_hwmon_tree(tmp_path)
+    clock = Clock(tick=100_000)
+    original = Path.read_text
+
+    def live(self, *args, **kwargs):  # a new INA3221 conversion every 40 ms
+        if self.name == "curr1_input":
+            return f"{1200 + (clock.now // 40_000_000) % 7}\n"
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", live)
+    period = detect_update_period(JetsonPowerMeter(root, clock=clock), probe_s=0.5, clock=clock)
+    assert period.resolved and period.seconds == pytest.approx(0.04, rel=0.01)
+
+
+def test_a_meter_that_never_changes_in_the_probe_reports_at_least_the_probe(tmp_path):
+    clock = Clock(tick=1_000_000)
+    period = detect_update_period(RaplMeter(rapl_tree(tmp_path), clock=clock), 0.2, clock)
+    assert not period.resolved and period.changes == 0 and period.seconds >= 0.2
+
+
+def test_estimated_energy_is_continuous_and_not_polled():
+    period = detect_update_period(EstimatedEnergyMeter(1.0, 2.0), probe_s=10.0)
+    assert period.seconds == 0.0 and period.polls == 0
+
+
+# ---------------------------------------------------------------------- windows and sync
+def test_window_holds_many_calls_of_a_fast_stage():
+    config = WindowConfig(periods_per_window=10, min_window_s=0.05)
+    assert config.window_s(0.1) == pytest.approx(1.0)  # 10 NVML periods of 100 ms
+    assert config.window_s(0.001) == pytest.approx(0.05)  # RAPL: the minimum window
+    assert calls_per_window(1.0, 50e-6) == 20_000  # a 50 us stage
+    assert calls_per_window(1.0, 3.0) == 1
+
+
+def test_session_sizes_windows_to_the_detected_period_and_synchronises_every_read(monkeypatch):
+    clock = Clock(tick=10_000)
+    gpu = FakeGpu(clock, period_s=0.1, watts=60.0)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    events: list[str] = []
+    meter = NvmlMeter(0, clock=clock)
+    original_read = meter.read
+
+    def read():
+        events.append("read")
+        return original_read()
+
+    meter.read = read
+
+    def sync():
+        events.append("sync")
+
+    def stage():  # 50 us of GPU work at 160 W (100 W above idle)
+        events.append("call")
+        gpu.set_watts(160.0)
+        clock.advance(50e-6)
+        gpu.set_watts(60.0)
+
+    def sleep(seconds):
+        clock.advance(seconds)
+
+    config = WindowConfig(periods_per_window=10, windows=3, idle_windows=2, probe_s=0.55)
+    session = EnergySession(meter, sync=sync, config=config, clock=clock, sleep=sleep)
+    session.start()
+    assert session.period.seconds == pytest.approx(0.1, rel=1e-3)
+    events.clear()
+    part = session.measure(stage, inferences_per_call=1, call_s=50e-6)
+    assert part.window_s == pytest.approx(1.0, rel=1e-3)
+    assert part.calls_per_window == 20_000 and part.windows == 3
+    # every reading directly follows a device synchronisation, and no call runs in between
+    reads = [k for k, e in enumerate(events) if e == "read"]
+    assert len(reads) == 6 and all(events[k - 1] == "sync" for k in reads)
+    first_window = events[reads[0] - 1 : reads[1] + 1]
+    assert first_window == ["sync", "read"] + ["call"] * 20_000 + ["sync", "read"]
+    # 1 s windows on a 100 ms meter: net energy within a quantum of the true 100 W x 50 us
+    net = part.energy.net_j.value
+    assert net == pytest.approx(5e-3, rel=0.15)
+    assert part.energy.idle_w.value == pytest.approx(60.0, rel=0.15)
+    assert part.energy.gross_j.value > net
+
+
+def test_a_counter_wrap_inside_a_window_is_handled(tmp_path):
+    root = rapl_tree(tmp_path, max_range=10_000_000)  # wraps at 10 J
+    clock = Clock()
+    counter = {"uj": 9_000_000}
+
+    def advance(seconds: float, watts: float) -> None:
+        clock.advance(seconds)
+        counter["uj"] = (counter["uj"] + int(round(watts * seconds * 1e6))) % 10_000_000
+        set_energy(root, "intel-rapl:0", counter["uj"])
+
+    set_energy(root, "intel-rapl:0", counter["uj"])
+    meter = RaplMeter(root, clock=clock)
+    meter.update_period_s = 0.001  # a fixture counter cannot be polled in real time
+    config = WindowConfig(periods_per_window=10, min_window_s=0.1, windows=2, idle_windows=2)
+    session = EnergySession(meter, config=config, clock=clock, sleep=lambda s: advance(s, 5.0))
+    part = session.start().measure(lambda: advance(0.01, 25.0), inferences_per_call=2, call_s=0.01)
+    # 10 calls of 10 ms at 25 W per window (2.5 J; the counter wraps in the first window)
+    assert part.calls_per_window == 10
+    assert part.energy.gross_j.value == pytest.approx(25.0 * 0.01 / 2)
+    assert part.energy.idle_w.value == pytest.approx(5.0)
+    assert part.energy.net_j.value == pytest.approx(20.0 * 0.01 / 2)
+
+
+# ---------------------------------------------------------------------- net vs gross
+def test_net_and_gross_per_inference_with_intervals_by_hand():
+    busy = [Window(2.0, 1.0, 100), Window(2.4, 1.0, 100)]
+    idle = [Window(0.5, 1.0), Window(0.7, 1.0)]
+    r = net_energy(busy, idle)
+    t1 = 12.706204736174698  # Student t, 97.5%, 1 degree of freedom
+    # gross: 20 mJ and 24 mJ per inference; mean 22 mJ, sd 2.828 mJ, se 2 mJ
+    assert r.gross_j.value == pytest.approx(0.022)
+    assert r.gross_j.ci_high - r.gross_j.value == pytest.approx(t1 * 0.002)
+    # idle: 0.5 W and 0.7 W; mean 0.6 W, se 0.1 W
+    assert r.idle_w.value == pytest.approx(0.6)
+    assert r.idle_w.ci_low == pytest.approx(0.6 - t1 * 0.1)
+    # net: 20 - 0.6 W x 10 ms = 14 mJ and 18 mJ; mean 16 mJ
+    assert r.net_j.value == pytest.approx(0.016)
+    # spread: busy var(u)/W = 8e-6/2 = 4e-6; idle (10 ms)^2 x 0.02/2 = 1e-6; total 5e-6 J^2,
+    # Welch-Satterthwaite dof = 25e-12 / (16e-12 + 1e-12)
+    dof = 25 / 17
+    half = stats.t.ppf(0.975, dof) * math.sqrt(5e-6)
+    assert r.net_j.ci_low == pytest.approx(0.016 - half)
+    assert r.net_j.ci_high == pytest.approx(0.016 + half)
+    assert r.busy_w == pytest.approx(2.2) and r.inferences == 200
+
+
+def test_net_interval_covers_the_true_net_energy_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    true_net, idle_w, s = 0.010, 5.0, 0.002  # J per inference, W, s per inference
+    covered = 0
+    for _ in range(1000):
+        p = rng.normal(idle_w, 0.3, size=5)
+        e = true_net + idle_w * s + rng.normal(0, 0.0005, size=5)
+        busy = [Window(j * 500, s * 500, 500) for j in e]
+        idle = [Window(w, 1.0) for w in p]
+        r = net_energy(busy, idle)
+        covered += r.net_j.ci_low <= true_net <= r.net_j.ci_high
+    assert 930 <= covered <= 975
+
+
+def test_net_energy_refuses_windows_without_inferences_or_idle():
+    with pytest.raises(ValueError, match="at least one inference"):
+        net_energy([Window(1.0, 1.0, 0)], [Window(1.0, 1.0)])
+    with pytest.raises(ValueError, match="idle baseline"):
+        net_energy([Window(1.0, 1.0, 10)], [])
+
+
+def test_predicted_energy_of_an_early_exit_run():
+    stage = np.array([1.0, 2.0, 4.0])
+    head = np.array([0.1, 0.2, 0.4])
+    # leaving at exit 0 costs 1.1, at exit 1 1.1 + 2.2, at exit 2 everything: 7.7
+    np.testing.assert_allclose(predict_energy([0, 1, 2, 0], stage, head), [1.1, 3.3, 7.7, 1.1])
+    with pytest.raises(ValueError, match="exit indices"):
+        predict_energy([3], stage, head)
