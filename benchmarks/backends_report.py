@@ -1,5 +1,5 @@
 """Backends report: per-part latency per backend, predicted vs measured true early-exit latency,
-speedups over aggregation and over the plain backbone, and the onnxruntime/torch ratio.
+speedups over aggregation and over the plain network, and the onnxruntime/torch ratio.
 
 For every registered model on digits-shaped (1x8x8) and CIFAR-shaped (3x32x32) input:
 
@@ -11,8 +11,8 @@ For every registered model on digits-shaped (1x8x8) and CIFAR-shaped (3x32x32) i
    accuracy there. All three runs are then compared on the other half.
 3. Per backend (torch-cpu and onnxruntime, equal thread counts, batch 1): every stage and
    exit head is timed on its own; the true early-exit executor runs sample by sample, then
-   the aggregation baseline (every exit computed) and the plain backbone (every stage, final
-   head only). Predicted latency per sample = the sum of the mean latencies of the parts it ran
+   the aggregation baseline (every exit computed) and the plain network (every stage, final
+   head only; a cascade's last member alone). Predicted latency per sample = the sum of the mean latencies of the parts it ran
    (so the mean of the predictions is comparable with the measured mean).
 
 Run:  python benchmarks/backends_report.py [--models 'sdn-*'] [--threads 1] [--json out.json]
@@ -141,6 +141,7 @@ def run_backend(
     backend_name, model, data, theta, threads, budget_s, max_samples, cache_dir, clock, context
 ):
     from eebench.backends import EarlyExitExecutor, get_backend
+    from eebench.costs import plain_network
     from eebench.measure import TimingConfig, measure_cold_start, measure_parts
 
     opts = {"cache_dir": cache_dir} if backend_name == "onnxruntime" else {}
@@ -156,7 +157,10 @@ def run_backend(
     executor.run(x[:5], mode="per-sample")  # warm the loop
     ee = executor.run(x, mode="per-sample")
     agg = executor.run(x, mode="aggregation")
-    backbone = EarlyExitExecutor(prepared, clock=clock).run(x, mode="backbone")
+    plain = plain_network(model.family, model.num_exits)
+    backbone = EarlyExitExecutor(prepared, clock=clock).run(
+        x, mode="backbone", plain_stages=plain.stages
+    )
     predicted_mean = parts.predict(ee.exit_indices, stat="mean")  # mean of sums = sum of means
     predicted_median = parts.predict(ee.exit_indices, stat="median")
     return {
@@ -356,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("decide us = mean time per exit decision; meas/(pred+dec) adds each sample's decision time to its "
           "prediction; x agg / x backbone = mean latency of aggregation (every exit computed, same "
-          "predictions) / of the plain backbone (every stage, final head) over the true early-exit mean; "
+          "predictions) / of the plain network (every stage, final head; a cascade's last member alone) "
+          "over the true early-exit mean; "
           "acc EE/bb = accuracy of early exit / plain backbone; ort/torch = onnxruntime's early-exit mean "
           "over torch-cpu's.")  # fmt: skip
     if args.json:

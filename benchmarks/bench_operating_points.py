@@ -96,18 +96,23 @@ class _Executor(SuiteBenchmark):
         )
         self.x = prepared.batch(min(SUITE.validation.samples, len(prepared.x_test)))
         self.mode = "per-sample" if batch_size == 1 else "batched"
+        self.plain_stages = prepared.entry(model).plain.stages
         self._run(self.x[: min(5, len(self.x))], self.mode)  # warm the loop
 
     def _run(self, x, mode: str):
         from eebench.backends import EarlyExitExecutor
 
-        decider = None if mode == "aggregation" else self.decider
-        return EarlyExitExecutor(self.runner, decider).run(x, mode=mode, batch_size=self.batch_size)
+        decider = None if mode in ("aggregation", "backbone") else self.decider
+        extra = {"plain_stages": self.plain_stages} if mode == "backbone" else {}
+        return EarlyExitExecutor(self.runner, decider).run(
+            x, mode=mode, batch_size=self.batch_size, **extra
+        )
 
 
 class EarlyExitSpeedup(_Executor):
-    """Realised speedup of the true early exit over aggregation (every exit run), measured by
-    the executor on the same backend, clock and samples."""
+    """Realised speedup of the true early exit over aggregation (every exit run) and over the
+    plain network (every stage and the final head only; a cascade's last member alone), measured
+    by the executor on the same backend, clock and samples."""
 
     params = [MODELS, BACKENDS, VALIDATION_BATCH_SIZES]
     param_names = ["model", "backend", "batch_size"]
@@ -125,6 +130,18 @@ class EarlyExitSpeedup(_Executor):
         return min(aggregation) / min(early)
 
     track_speedup_vs_aggregation.unit = "x (measured mean latency, aggregation / early exit)"
+
+    def track_speedup_vs_plain_network(self, prepared, model, backend, batch_size):
+        # alternating repeats as above; the executor's backbone mode runs the plain network
+        early, plain = [], []
+        for _ in range(SUITE.validation.repeats):
+            early.append(self._run(self.x, self.mode).mean_latency_ns)
+            plain.append(self._run(self.x, "backbone").mean_latency_ns)
+        return min(plain) / min(early)
+
+    track_speedup_vs_plain_network.unit = (
+        "x (measured mean latency, plain network (no exits) / early exit)"
+    )
 
 
 class LatencyPrediction(_Executor):

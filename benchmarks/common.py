@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from eebench.backends import BACKENDS, PreparedModel, export_model, get_backend
+from eebench.costs.plain import PlainNetwork, plain_network
 from eebench.errors import ConfigError
 from eebench.evaluation import (
     Calibration,
@@ -183,7 +184,8 @@ def calibrate(
     target: str, val: ExitRecord, test: ExitRecord, policy: Policy, macs: CostVector
 ) -> Calibration:
     """Thresholds chosen on val for a target (``accuracy-drop:<delta>``, ``budget:<fraction>``,
-    ``budgeted-batch:<fraction>``; fractions of the final exit's MACs), reported on test.
+    ``budgeted-batch:<fraction>``; fractions of the plain network's MACs, what final-only
+    costs), reported on test.
 
     Raises NotImplementedError (asv: skipped) when no threshold meets the target.
     """
@@ -191,11 +193,11 @@ def calibrate(
         raise NotImplementedError("the suite has no calibration target")
     method, value = target.split(":", 1)
     v = float(value)
-    final = float(macs.values[-1])
+    plain = float(macs.plain)
     fns = {
         "accuracy-drop": lambda: calibrate_accuracy_drop(val, test, policy, v, [macs]),
-        "budget": lambda: calibrate_budget(val, test, policy, v * final, [macs]),
-        "budgeted-batch": lambda: calibrate_budgeted_batch(val, test, policy, v * final, [macs]),
+        "budget": lambda: calibrate_budget(val, test, policy, v * plain, [macs]),
+        "budgeted-batch": lambda: calibrate_budgeted_batch(val, test, policy, v * plain, [macs]),
     }
     try:
         return fns[method]()
@@ -223,9 +225,16 @@ class PreparedModelEntry:
     def cumulative_macs(self) -> np.ndarray:
         return np.cumsum(np.asarray(self.stage_macs) + np.asarray(self.head_macs))
 
+    @property
+    def plain(self) -> PlainNetwork:
+        """The parts the network without early exits runs (a cascade: its last member)."""
+        return plain_network(self.family, self.num_exits)
+
     def macs_vector(self) -> CostVector:
-        """Analytic cumulative MACs per exit (FLOPs = 2 x MACs)."""
-        return CostVector.macs(self.cumulative_macs)
+        """Analytic cumulative MACs per exit (FLOPs = 2 x MACs), with the plain network's MACs."""
+        return CostVector.from_parts(
+            self.stage_macs, self.head_macs, unit="MACs", source="analytic", plain=self.plain
+        )
 
 
 @dataclass(frozen=True)

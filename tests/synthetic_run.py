@@ -202,7 +202,7 @@ def operating_points(model, exits, cum_macs, cum_latency, energy):
             accuracy=float(ok.mean()),
             expected_macs=float(frac @ cum_macs),
             overthinking=float(((correct[:, -1] == 0) & correct[:, :-1].any(axis=1)).mean()),
-            destructive_overthinking=float(((ok == 0) & earlier_ok).mean()),
+            lost_by_exiting_early=float(((ok == 0) & earlier_ok).mean()),
             wasted_macs=float(frac @ cum_macs - cum_macs[0]),
         )
         base.update({f"exit_frac_{i}": float(frac[i]) for i in range(E)})

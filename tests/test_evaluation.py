@@ -50,7 +50,9 @@ def random_record(n=60, e=4, c=5, seed=0, split="val"):
 
 
 def cumulative_costs(e):
-    macs = CostVector.macs(np.cumsum(np.arange(1, e + 1) * 1000.0))
+    cum_macs = np.cumsum(np.arange(1, e + 1) * 1000.0)
+    # a plain network cheaper than the final exit's cumulative cost (no early heads)
+    macs = CostVector.macs(cum_macs, plain=float(cum_macs[-1]) - 100.0 * (e - 1))
     latency = CostVector(
         np.cumsum(np.linspace(0.1, 0.4, e)),
         unit="ms",
@@ -59,7 +61,7 @@ def cumulative_costs(e):
     return [macs, latency]
 
 
-METRICS = ["accuracy", "overthinking", "destructive_overthinking", "rescued"]
+METRICS = ["accuracy", "overthinking", "lost_by_exiting_early", "rescued"]
 
 
 def assert_matches_reference(record, policy, thresholds, costs):
@@ -70,7 +72,7 @@ def assert_matches_reference(record, policy, thresholds, costs):
     for col in exact:  # counts over the same samples: exactly equal
         np.testing.assert_array_equal(fast[col].to_numpy(), slow[col].to_numpy(), err_msg=col)
     for c in costs:  # sums of floats in another order
-        for col in (f"expected_{c.name}", f"wasted_{c.name}"):
+        for col in (f"expected_{c.name}", f"wasted_{c.name}", f"wasted_frac_{c.name}"):
             np.testing.assert_allclose(
                 fast[col].to_numpy(), slow[col].to_numpy(), rtol=1e-9, atol=1e-12
             )
@@ -230,7 +232,7 @@ def test_sweep_stacks_policies_and_baselines():
 # ----------------------------------------------------------------- overthinking
 
 
-def test_overthinking_destructive_rescued_and_waste():
+def test_overthinking_lost_early_rescued_and_waste():
     # sample 0: right at exit 0, wrong at the final exit (overthought)
     # sample 1: wrong at exit 0, right later
     # sample 2: right everywhere
@@ -242,18 +244,18 @@ def test_overthinking_destructive_rescued_and_waste():
     macs = CostVector.macs([10, 30, 60])
     final = evaluate(record, create_policy("final-only"), None, [macs]).iloc[0]
     assert final["overthinking"] == pytest.approx(1 / 3)
-    assert final["destructive_overthinking"] == 0 and final["rescued"] == 0
+    assert final["lost_by_exiting_early"] == 0 and final["rescued"] == 0
     # waste at the final exit: sample 0 -> 50, sample 1 -> 30, sample 2 -> 50
     assert final["wasted_macs"] == pytest.approx(130 / 3)
     # threshold 0.95: sample 0 and 2 leave at exit 0, sample 1 (conf 0.95 at exit 1) at exit 1
     point = evaluate(record, create_policy("threshold"), [0.95], [macs]).iloc[0]
     assert point["accuracy"] == 1.0
     assert point["rescued"] == pytest.approx(1 / 3)  # sample 0: final wrong, policy right
-    assert point["destructive_overthinking"] == 0
+    assert point["lost_by_exiting_early"] == 0
     assert point["wasted_macs"] == 0
-    # threshold 0.0: all leave at exit 0: sample 1 is destroyed (final right, exit 0 wrong)
+    # threshold 0.0: all leave at exit 0: sample 1 is lost (final right, exit 0 wrong)
     early = evaluate(record, create_policy("threshold"), [0.0], [macs]).iloc[0]
-    assert early["destructive_overthinking"] == pytest.approx(1 / 3)
+    assert early["lost_by_exiting_early"] == pytest.approx(1 / 3)
     table = overthinking_table(record.correct, [macs])
     assert table["first_correct_frac"].tolist() == pytest.approx([2 / 3, 1 / 3, 0])
     assert table["overthought_frac"].tolist() == pytest.approx([1 / 3, 0, 0])

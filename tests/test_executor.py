@@ -14,6 +14,7 @@ from eebench.backends import (
     ExitDecider,
     get_backend,
 )
+from eebench.costs import plain_network
 from eebench.models import InputShapeError, create_model, list_models
 
 SHAPES = [(1, 8, 8), (3, 32, 32), (3, 64, 64)]
@@ -183,8 +184,10 @@ def test_baselines_compute_everything_and_agree_on_predictions():
         and agg.exit_indices.tolist() == want_exits.tolist()
     )
     counting.heads = counting.stages = 0
-    backbone = EarlyExitExecutor(counting).run(x, mode="backbone")
-    assert counting.heads == N and counting.stages == N * model.num_stages
+    plain = plain_network(model.family, model.num_exits).stages
+    backbone = EarlyExitExecutor(counting).run(x, mode="backbone", plain_stages=plain)
+    # a cascade's plain network: its last member alone (one stage, one head per sample)
+    assert counting.heads == N and counting.stages == N
     assert backbone.predictions.tolist() == logits[:, -1].argmax(axis=1).tolist()
     assert (backbone.exit_indices == model.num_exits - 1).all()
 
@@ -233,5 +236,7 @@ def test_batched_baselines_agree_with_batched_early_exit():
         and agg.exit_indices.tolist() == want_exits.tolist()
     )
     assert len(set(agg.latency_ns[:3].tolist())) == 1  # a batch finishes together
-    bb = EarlyExitExecutor(prepared).run(x, mode="backbone", batch_size=4)
+    bb = EarlyExitExecutor(prepared).run(
+        x, mode="backbone", batch_size=4, plain_stages=(model.num_stages - 1,)
+    )
     assert bb.predictions.tolist() == logits[:, -1].argmax(axis=1).tolist()

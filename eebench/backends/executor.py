@@ -15,8 +15,11 @@ in one of two modes:
 Two baselines use the same loop and the same clock: ``aggregation`` (every
 stage and every exit head run for every sample, the decision applied
 afterwards, so predictions equal the early-exit ones) and ``backbone``
-(every stage and only the final head), at batch 1 or at the batch size of
-the batched run they are compared with.
+(the plain network: the stages given as ``plain_stages`` and only the final
+head — every stage for intermediate classifiers and multi-scale networks, a
+cascade's last member alone from the raw input, see
+:func:`eebench.costs.plain.plain_network`), at batch 1 or at the batch size
+of the batched run they are compared with.
 
 Latency is per sample, from the moment its input is on the device (after
 ``to_input``) until its exit decision (in a batch: from the batch's start);
@@ -32,7 +35,9 @@ Backends do not know about policies: the executor only needs the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
@@ -162,13 +167,22 @@ class EarlyExitExecutor:
         self.clock = clock
 
     def run(
-        self, x: Any, mode: str = "per-sample", batch_size: int | None = None
+        self,
+        x: Any,
+        mode: str = "per-sample",
+        batch_size: int | None = None,
+        *,
+        plain_stages: Sequence[int] | None = None,
     ) -> ExecutionResult:
         """Run every sample of ``x`` (N x C x H x W, host) in ``mode``.
 
         ``batch_size`` applies to ``batched`` mode (default: all of ``x`` at
         once) and to the ``aggregation`` and ``backbone`` baselines (default 1,
         so they compare with per-sample mode); ``per-sample`` is always batch 1.
+        ``plain_stages`` (``backbone`` mode only, required there) are the stages
+        the plain network runs, ``plain_network(model).stages``: the backend
+        does not know the model's family, and a cascade's plain network is its
+        last member alone.
         """
         if mode not in MODES:
             raise ValueError(f"unknown executor mode '{mode}'; expected one of {MODES}")
@@ -176,6 +190,7 @@ class EarlyExitExecutor:
             raise ValueError(f"mode '{mode}' needs an exit decider")
         n = int(x.shape[0])
         E = self.prepared.num_stages
+        plain = _check_plain_stages(plain_stages, E) if mode == "backbone" else ()
         preds = np.zeros(n, dtype=np.int64)
         exits = np.zeros(n, dtype=np.int64)
         latency = np.zeros(n, dtype=np.int64)
@@ -189,7 +204,7 @@ class EarlyExitExecutor:
             "per-sample": self._early_exit_sample,
             "batched": self._early_exit_batch,
             "aggregation": self._aggregation_batch,
-            "backbone": self._backbone_batch,
+            "backbone": partial(self._backbone_batch, stages=plain),
         }[mode]
         with self.prepared.activated():
             t_start = self.clock()
@@ -325,16 +340,36 @@ class EarlyExitExecutor:
         preds[offset : offset + b] = stacked[np.arange(b), chosen].argmax(axis=1)
         exits[offset : offset + b] = chosen
 
-    def _backbone_batch(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
-        """Every stage and only the final head: the network without its early exits."""
+    def _backbone_batch(
+        self, xb: Any, offset: int, out: tuple[np.ndarray, ...], stages: tuple[int, ...]
+    ) -> None:
+        """The plain network: ``stages`` from the raw input, then only the final head."""
         preds, exits, latency, _, _ = out
         p = self.prepared
         b = int(xb.shape[0])
         state = (p.to_input(xb),)
         t0 = self.clock()
-        for e in range(p.num_stages):
+        for e in stages:
             state = p.run_stage(e, state)
         logits = p.to_numpy(p.run_exit(p.num_stages - 1, state))
         latency[offset : offset + b] = self.clock() - t0
         preds[offset : offset + b] = logits.argmax(axis=1)
         exits[offset : offset + b] = p.num_stages - 1
+
+
+def _check_plain_stages(plain_stages: Sequence[int] | None, num_stages: int) -> tuple[int, ...]:
+    """The plain network's stages: ``k..num_stages - 1`` for some ``k`` (stage ``k`` reads the raw
+    input: ``k = 0`` for a shared backbone, the last stage for a cascade)."""
+    if plain_stages is None:
+        raise ValueError(
+            "mode 'backbone' needs plain_stages=...: the stages the plain network runs, "
+            "eebench.costs.plain_network(model.family, model.num_exits).stages "
+            "(every stage for a shared backbone, the last member alone for a cascade)"
+        )
+    stages = tuple(int(i) for i in plain_stages)
+    if not stages or stages != tuple(range(stages[0], num_stages)):
+        raise ValueError(
+            f"plain_stages must be consecutive stages ending with the last one ({num_stages - 1}), "
+            f"e.g. {tuple(range(num_stages))} or ({num_stages - 1},); got {stages}"
+        )
+    return stages

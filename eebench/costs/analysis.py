@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from eebench.costs.counting import COUNTED_OPS_NOTE, count_ops
+from eebench.costs.plain import PlainNetwork, plain_network
 from eebench.costs.probe import float32_bytes, probe
 from eebench.models.base import MultiExitModel
 
@@ -104,7 +105,8 @@ class CostTable:
 
     ``table`` is the long-format view (one row per stage/head) written to
     results; ``layer_table`` the per-leaf-module view used by the hardware
-    estimator. ``counted_ops`` says what ``macs`` counts.
+    estimator. ``counted_ops`` says what ``macs`` counts. ``family`` decides
+    what the plain network runs (:mod:`eebench.costs.plain`).
     """
 
     model: str
@@ -113,6 +115,7 @@ class CostTable:
     parts: tuple[PartCost, ...]
     layers: tuple[LayerCost, ...]
     counted_ops: str = COUNTED_OPS_NOTE
+    family: str = "unknown"
 
     def _vector(self, part: Part, attr: str) -> np.ndarray:
         values = {p.index: getattr(p, attr) for p in self.parts if p.part == part}
@@ -130,6 +133,17 @@ class CostTable:
     def cumulative_macs(self) -> np.ndarray:
         """MACs to reach each exit: all stages and all heads up to and including it."""
         return cumulative(self.stage_macs, self.head_macs)
+
+    @property
+    def plain(self) -> PlainNetwork:
+        """The parts the network runs without early exits."""
+        return plain_network(self.family, self.num_exits)
+
+    @property
+    def plain_macs(self) -> int:
+        """MACs of the plain network: every stage and the final head only; a cascade's last
+        member alone. The denominator of every saving (the ``final-only`` baseline's cost)."""
+        return int(self.plain.cost(self.stage_macs, self.head_macs))
 
     @property
     def stage_params(self) -> np.ndarray:
@@ -290,6 +304,7 @@ def analyze_costs(model: MultiExitModel) -> CostTable:
         num_exits=model.num_exits,
         parts=tuple(parts),
         layers=tuple(layers),
+        family=model.family,
     )
 
 

@@ -1,7 +1,10 @@
 """A cumulative per-exit cost with its unit and where the numbers come from.
 
 ``values[i]`` is what a sample that leaves at exit ``i`` has paid: every stage
-and every head up to and including ``i``. The ``source`` label travels with
+and every head up to and including ``i``. ``plain`` is what the plain network
+(the model without early exits: every stage and only the final head; a
+cascade's last member alone) costs: the ``final-only`` baseline pays it, and
+every saving is measured against it. The ``source`` label travels with
 the numbers into every table (``analytic`` for MACs,
 ``measured:<backend>,threads=..,batch=..`` for timings,
 ``estimated:<profile>`` for a hardware-profile estimate), so an estimate can
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eebench.costs.plain import PlainNetwork
 from eebench.errors import ConfigError
 
 SOURCE_KINDS = ("analytic", "measured", "estimated")
@@ -38,12 +42,18 @@ class CostVector:
 
     ``name`` becomes the column stem (``expected_<name>``); it defaults from
     the unit: MACs -> ``macs``, time units -> ``latency``, J/mJ/uJ -> ``energy``.
+    ``plain`` is the plain network's cost (see the module docstring). Built by
+    :meth:`from_parts` with the model's :class:`~eebench.costs.plain.PlainNetwork`
+    it is exact; given only cumulative values it defaults to ``values[-1]``
+    (every stage and every head), which overstates it by the early heads (and,
+    for a cascade, by every member but the last): pass it when known.
     """
 
     values: np.ndarray
     unit: str
     source: str
     name: str = field(default="")
+    plain: float | None = None
 
     def __post_init__(self) -> None:
         v = np.asarray(self.values, dtype=np.float64)
@@ -89,9 +99,18 @@ class CostVector:
                 source=where,
                 field="values",
             )
+        plain = float(v[-1]) if self.plain is None else float(self.plain)
+        if not np.isfinite(plain) or plain < 0 or plain > v[-1] * (1 + 1e-9):
+            raise ConfigError(
+                f"plain network cost must be finite, >= 0 and at most the final exit's cumulative "
+                f"cost {float(v[-1]):.6g} (the plain network is a part of the whole), got {plain!r}",
+                source=where,
+                field="plain",
+            )
         v.setflags(write=False)
         object.__setattr__(self, "values", v)
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "plain", plain)
 
     @classmethod
     def from_parts(
@@ -101,8 +120,15 @@ class CostVector:
         unit: str,
         source: str,
         name: str = "",
+        plain: PlainNetwork | None = None,
     ) -> CostVector:
-        """Cumulative costs from per-stage and per-head costs: exit ``i`` pays stages and heads ``<= i``."""
+        """Cumulative costs from per-stage and per-head costs: exit ``i`` pays stages and heads ``<= i``.
+
+        ``plain`` (the model's :func:`~eebench.costs.plain.plain_network`) says which
+        parts the plain network runs; without it the plain cost is every stage and the
+        final head (right for intermediate classifiers and multi-scale networks, not for
+        a cascade).
+        """
         s = np.asarray(stage, dtype=np.float64)
         h = np.asarray(head, dtype=np.float64)
         if s.shape != h.shape or s.ndim != 1:
@@ -110,13 +136,25 @@ class CostVector:
                 f"stage and head costs must be 1-D of equal length, got {s.shape} and {h.shape}",
                 source=f"cost vector '{name or unit}'",
             )
-        return cls(np.cumsum(s) + np.cumsum(h), unit=unit, source=source, name=name)
+        plain_cost = None
+        if s.size:
+            plain_cost = float(s.sum() + h[-1]) if plain is None else plain.cost(s, h)
+        return cls(
+            np.cumsum(s) + np.cumsum(h), unit=unit, source=source, name=name, plain=plain_cost
+        )
 
     @classmethod
-    def macs(cls, cumulative: Sequence[float] | np.ndarray) -> CostVector:
-        """Analytic cumulative MACs per exit (1 MAC = one multiply-add; FLOPs = 2 x MACs)."""
+    def macs(
+        cls, cumulative: Sequence[float] | np.ndarray, plain: float | None = None
+    ) -> CostVector:
+        """Analytic cumulative MACs per exit (1 MAC = one multiply-add; FLOPs = 2 x MACs) and,
+        when given, the plain network's MACs (default: the final exit's cumulative MACs)."""
         return cls(
-            np.asarray(cumulative, dtype=np.float64), unit="MACs", source="analytic", name="macs"
+            np.asarray(cumulative, dtype=np.float64),
+            unit="MACs",
+            source="analytic",
+            name="macs",
+            plain=plain,
         )
 
     @property

@@ -9,14 +9,17 @@ One row per threshold setting (an operating point). Columns:
   baselines);
 * ``accuracy`` and ``exit_frac_<i>`` for every exit;
 * for every cost vector ``c``: ``expected_<c>`` (mean cumulative cost at the
-  exit taken), ``<c>_unit``, ``<c>_source`` and ``wasted_<c>`` (mean cost
+  exit taken; the ``final-only`` baseline pays the plain network's cost,
+  ``c.plain``), ``<c>_unit``, ``<c>_source``, ``wasted_<c>`` (mean cost
   spent beyond the first exit that was already correct; 0 for samples no
-  exit gets right);
+  exit gets right) and ``wasted_frac_<c>`` (Shallow-Deep Networks' wasted
+  computation: per sample that share of what it paid, averaged; see
+  :mod:`eebench.evaluation.overthinking`);
 * ``overthinking`` (Shallow-Deep Networks: share of samples some earlier exit
   classifies correctly while the final exit does not; a property of the
-  record, the same on every row), ``destructive_overthinking`` (the final
-  exit is right but the policy's answer is wrong) and ``rescued`` (the final
-  exit is wrong but the policy's answer is right).
+  record, the same on every row), ``lost_by_exiting_early`` (the final exit
+  is right but the policy's answer is wrong) and ``rescued`` (the final exit
+  is wrong but the policy's answer is right).
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ import pandas as pd
 
 from eebench.errors import DataError
 from eebench.evaluation.cost_vector import CostVector, check_costs
-from eebench.evaluation.overthinking import overthinking_rate, wasted_table
+from eebench.evaluation.overthinking import (
+    overthinking_rate,
+    plain_paid,
+    wasted_fraction_table,
+    wasted_table,
+)
 from eebench.evaluation.record import ExitRecord
 from eebench.evaluation.vectorised import as_threshold_array, exit_sums
 from eebench.policies.base import Policy, PolicyError
@@ -49,12 +57,14 @@ class OperatingPoints:
     num_samples: int
     exit_counts: np.ndarray  # (T, E)
     correct_counts: np.ndarray  # (T,)
-    destructive_counts: np.ndarray  # (T,)
+    lost_early_counts: np.ndarray  # (T,) final exit right, policy's answer wrong
     rescued_counts: np.ndarray  # (T,)
     costs: tuple[CostVector, ...]
     wasted_totals: dict[str, np.ndarray]
     overthinking: float
     final_accuracy: float
+    wasted_frac_totals: dict[str, np.ndarray]
+    plain_network: bool = False  # the policy runs the plain network (final-only): pays c.plain
 
     def __len__(self) -> int:
         return int(self.exit_counts.shape[0])
@@ -75,13 +85,24 @@ class OperatingPoints:
             f"no cost vector named '{name}'; have {[c.name for c in self.costs] or 'none'}"
         )
 
+    def paid(self, name: str) -> np.ndarray:
+        """What a sample leaving at each exit pays: the cumulative cost, or for a policy that runs
+        the plain network (``final-only``) the plain network's cost at the final exit."""
+        c = self.cost(name)
+        return plain_paid(c) if self.plain_network else c.values
+
     def expected(self, name: str) -> np.ndarray:
-        """Expected cumulative cost per sample for each operating point."""
-        return self.exit_counts @ self.cost(name).values / self.num_samples
+        """Expected cost per sample for each operating point."""
+        return self.exit_counts @ self.paid(name) / self.num_samples
 
     def wasted(self, name: str) -> np.ndarray:
         self.cost(name)
         return self.wasted_totals[name] / self.num_samples
+
+    def wasted_fraction(self, name: str) -> np.ndarray:
+        """Mean over samples of the share of their cost spent after a correct exit (SDN)."""
+        self.cost(name)
+        return self.wasted_frac_totals[name] / self.num_samples
 
     def to_frame(self, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
         """The tidy table, one row per operating point (all, or the ``rows`` given)."""
@@ -107,10 +128,11 @@ class OperatingPoints:
             data[f"{c.name}_unit"] = [c.unit] * t
             data[f"{c.name}_source"] = [c.source] * t
         data["overthinking"] = np.full(t, self.overthinking)
-        data["destructive_overthinking"] = self.destructive_counts[idx] / self.num_samples
+        data["lost_by_exiting_early"] = self.lost_early_counts[idx] / self.num_samples
         data["rescued"] = self.rescued_counts[idx] / self.num_samples
         for c in self.costs:
             data[f"wasted_{c.name}"] = self.wasted(c.name)[idx]
+            data[f"wasted_frac_{c.name}"] = self.wasted_fraction(c.name)[idx]
         return pd.DataFrame(data)
 
 
@@ -161,11 +183,14 @@ def operating_points(
     final_right = raw[:, -1][:, None]
     tables: dict[str, np.ndarray] = {
         "correct": policy_correct,
-        "destructive": final_right & ~policy_correct,
+        "lost_early": final_right & ~policy_correct,
         "rescued": ~final_right & policy_correct,
     }
+    plain = bool(getattr(policy, "runs_plain_network", False))
     for c in costs:
-        tables[f"wasted:{c.name}"] = wasted_table(raw, c.values)
+        paid = plain_paid(c) if plain else c.values
+        tables[f"wasted:{c.name}"] = wasted_table(raw, c.values, paid)
+        tables[f"wasted_frac:{c.name}"] = wasted_fraction_table(raw, c.values, paid)
     result = exit_sums(scores, internal, tables)
     return OperatingPoints(
         model=model if model is not None else record.model_key[:12],
@@ -178,12 +203,14 @@ def operating_points(
         num_samples=record.num_samples,
         exit_counts=result.counts,
         correct_counts=result.sums["correct"],
-        destructive_counts=result.sums["destructive"],
+        lost_early_counts=result.sums["lost_early"],
         rescued_counts=result.sums["rescued"],
         costs=costs,
         wasted_totals={c.name: result.sums[f"wasted:{c.name}"] for c in costs},
         overthinking=overthinking_rate(raw),
         final_accuracy=float(raw[:, -1].mean()),
+        wasted_frac_totals={c.name: result.sums[f"wasted_frac:{c.name}"] for c in costs},
+        plain_network=plain,
     )
 
 

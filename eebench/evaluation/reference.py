@@ -5,6 +5,10 @@ exits of each sample separately (as a true early-exit run with batch size 1
 would) and adds up the metrics in plain Python. It exists to check the
 vectorised evaluation (tests assert they agree exactly) and to measure how
 much faster the vectorised evaluation is (the benchmark).
+
+A sample pays the cumulative cost of the exit it left at, except under a
+baseline that runs the plain network (``final-only``), where every sample
+pays ``cost.plain``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ def reference_operating_points(
     labels = [int(v) for v in record.labels]
     correct = record.correct.tolist()
     n_total, e_total = record.num_samples, record.num_exits
+    plain_network = bool(getattr(policy, "runs_plain_network", False))
+
+    def paid(c: CostVector, exit_index: int) -> float:
+        return float(c.plain) if plain_network else float(c.values[exit_index])
+
     rows = []
     for setting in settings:
         exits, preds = reference_exits(record, policy, setting)
@@ -64,25 +73,30 @@ def reference_operating_points(
         for i in range(e_total):
             row[f"exit_frac_{i}"] = sum(1 for e in exits if e == i) / n_total
         for c in costs:
-            values = [float(v) for v in c.values]
-            row[f"expected_{c.name}"] = sum(values[e] for e in exits) / n_total
-        over = destructive = rescued = 0
+            row[f"expected_{c.name}"] = sum(paid(c, e) for e in exits) / n_total
+        over = lost_early = rescued = 0
         wasted = {c.name: 0.0 for c in costs}
+        wasted_frac = {c.name: 0.0 for c in costs}
         for n in range(n_total):
             final_ok = correct[n][-1]
             chosen_ok = preds[n] == labels[n]
             over += any(correct[n][:-1]) and not final_ok
-            destructive += final_ok and not chosen_ok
+            lost_early += final_ok and not chosen_ok
             rescued += (not final_ok) and chosen_ok
             if any(correct[n]):
                 first = correct[n].index(True)
                 for c in costs:
-                    wasted[c.name] += max(0.0, float(c.values[exits[n]]) - float(c.values[first]))
+                    spent = paid(c, exits[n])
+                    waste = max(0.0, spent - float(c.values[first]))
+                    wasted[c.name] += waste
+                    if spent > 0:
+                        wasted_frac[c.name] += waste / spent
         row["overthinking"] = over / n_total
-        row["destructive_overthinking"] = destructive / n_total
+        row["lost_by_exiting_early"] = lost_early / n_total
         row["rescued"] = rescued / n_total
         for c in costs:
             row[f"wasted_{c.name}"] = wasted[c.name] / n_total
+            row[f"wasted_frac_{c.name}"] = wasted_frac[c.name] / n_total
         row["exits"] = exits
         row["predictions"] = preds
         rows.append(row)

@@ -10,12 +10,13 @@ from eebench.models.base import InputShapeError
 from eebench.models.registry import create_model, list_models
 
 CUM_MACS_COLUMN = "cum MACs per exit (M)"
-FINAL_MACS_COLUMN = "backbone-only MACs (M)"
+FINAL_MACS_COLUMN = "plain network MACs (M)"
 
 TABLE_NOTE = (
     "MACs are analytic (fvcore; 1 MAC = 1 multiply-add of conv/linear/matmul, FLOPs = 2 x MACs), "
     "per sample. cum MACs per exit = all stages and heads up to that exit; "
-    "backbone-only MACs = all stages + the final head only (the network without its early exits)."
+    "plain network MACs = what the network without its early exits runs (the final-only "
+    "baseline's cost): all stages + the final head only; for a cascade, its last member alone."
 )
 
 
@@ -52,7 +53,7 @@ def models_table(
             )
             continue
         costs = analyze_costs(model)
-        final_only = int(costs.stage_macs.sum() + costs.head_macs[-1])
+        final_only = costs.plain_macs
         rows.append(
             {
                 "model": name,

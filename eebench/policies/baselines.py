@@ -3,13 +3,19 @@
 * ``oracle``: leaves at the first exit that classifies the sample correctly
   (the final exit when none does). It knows the label, so its accuracy is the
   upper bound any policy could reach on these exits.
-* ``final-only``: no early exit; every sample pays for the whole network.
+* ``final-only``: no early exit: the plain network (every stage and only the
+  final head; a cascade's last member alone, from the raw input). It pays the
+  plain network's cost (``CostVector.plain``), not the cumulative cost of the
+  final exit, so savings against it are not inflated by heads and members a
+  network without exits would never run.
 * ``aggregation``: every exit is computed and their softmax outputs are
   averaged (the "fake EENN"); it pays for every stage and every head, the
   cumulative cost of the final exit.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 
@@ -70,6 +76,8 @@ class AggregationDecider(ExitDecider):
 class _Baseline(Policy):
     kind = "baseline"
     uses_thresholds = False
+    runs_plain_network: ClassVar[bool] = False
+    """True when the baseline is the plain network: the evaluation charges it ``CostVector.plain``."""
 
 
 @register_policy("oracle")
@@ -102,7 +110,10 @@ class OraclePolicy(_Baseline):
 
 @register_policy("final-only")
 class FinalOnlyPolicy(_Baseline):
-    """Baseline: no early exit, every sample runs to the final exit."""
+    """Baseline: no early exit; the plain network (all stages + final head, a cascade's last
+    member alone) answers every sample and is charged exactly that."""
+
+    runs_plain_network = True
 
     def scores(self, record: ExitView) -> np.ndarray:
         return np.full(record.logits.shape[:2], -np.inf)

@@ -141,7 +141,7 @@ def validation_table(runs: list[RunData]) -> pd.DataFrame:
     )
     for col, name in (
         ("speedup_vs_aggregation", "speedup vs aggregation [x]"),
-        ("speedup_vs_backbone", "speedup vs backbone [x]"),
+        ("speedup_vs_backbone", "speedup vs plain network [x]"),
     ):
         if col in val.columns:
             out[name] = val[col].map(fmt_num)

@@ -116,7 +116,9 @@ TABLES: dict[str, TableSpec] = {
             "median latencies of the stages and heads each sample ran) vs measured per-sample "
             "latency, both as medians over the samples (means in measured_mean_latency_ms); ratio "
             "= median per-sample measured/predicted; decision overhead; agreement of the executor's "
-            "exits with the exit record; speedups vs aggregation and vs the backbone (medians).",
+            "exits with the exit record; speedups vs aggregation (every exit computed) and vs the "
+            "backbone, i.e. the plain network (every stage and the final head only; a cascade's "
+            "last member alone), as medians.",
         ),
         TableSpec(
             "skipped",

@@ -654,18 +654,17 @@ class SuiteRunner:
         self, ctx: ModelContext
     ) -> tuple[list[Any], list[tuple[str, str, str | None]]]:
         """Cumulative per-exit cost vectors: MACs (analytic), each measured backend's and each
-        profile's latency (and energy) at batch 1; plus the (source, latency, energy) names."""
+        profile's latency (and energy) at batch 1; plus the (source, latency, energy) names.
+        Each carries the plain network's cost (what ``final-only`` pays), from the same parts."""
         from eebench.evaluation import CostVector
 
         assert self.writer is not None
         label = ctx.spec.label
         ct = ctx.cost_table
+        plain = ct.plain
         vectors = [
-            CostVector(
-                np.asarray(ct.cumulative_macs, dtype=float),
-                unit="MAC",
-                source="analytic",
-                name="macs",
+            CostVector.from_parts(
+                ct.stage_macs, ct.head_macs, unit="MAC", source="analytic", name="macs", plain=plain
             )
         ]
         sources: list[tuple[str, str, str | None]] = []
@@ -692,14 +691,18 @@ class SuiteRunner:
             if lat is None:
                 continue
             vectors.append(
-                CostVector(np.cumsum(lat[0] + lat[1]), unit="ms", source=source, name=lat_name)
+                CostVector.from_parts(
+                    lat[0], lat[1], unit="ms", source=source, name=lat_name, plain=plain
+                )
             )
             # measured backends: net energy (idle power subtracted); profiles: their estimate
             en_metric = "energy_mj" if backend.startswith(SIMULATED_PREFIX) else "energy_net_mj"
             en = _per_part(sel, en_metric, ctx.model.num_exits)
             if en is not None:
                 vectors.append(
-                    CostVector(np.cumsum(en[0] + en[1]), unit="mJ", source=source, name=en_name)
+                    CostVector.from_parts(
+                        en[0], en[1], unit="mJ", source=source, name=en_name, plain=plain
+                    )
                 )
             sources.append((source, lat_name, en_name if en is not None else None))
         return vectors, sources
@@ -759,7 +762,8 @@ class SuiteRunner:
         label, family = ctx.spec.label, ctx.family
         vectors, sources = self._cost_vectors(ctx)
         cal = self.spec.calibration
-        final_macs = float(ctx.cost_table.cumulative_macs[-1])
+        # budgets are fractions of the plain network's MACs (what final-only costs)
+        plain_macs = float(ctx.cost_table.plain_macs)
         frames: list[pd.DataFrame] = []
         calibrated: list[dict[str, Any]] = []
 
@@ -797,7 +801,7 @@ class SuiteRunner:
                         (
                             "budget",
                             lambda f=frac, policy=policy: calibrate_budget(
-                                val, test, policy, f * final_macs, vectors, model=label
+                                val, test, policy, f * plain_macs, vectors, model=label
                             ),
                         )
                     )
@@ -805,7 +809,7 @@ class SuiteRunner:
                         (
                             "budgeted-batch",
                             lambda f=frac, policy=policy: calibrate_budgeted_batch(
-                                val, test, policy, f * final_macs, vectors, model=label
+                                val, test, policy, f * plain_macs, vectors, model=label
                             ),
                         )
                     )
@@ -883,7 +887,9 @@ class SuiteRunner:
                 mode = "per-sample" if bs == 1 else "batched"
                 rows = []
                 agg = EarlyExitExecutor(prepared, None).run(x, mode="aggregation", batch_size=bs)
-                bb = EarlyExitExecutor(prepared, None).run(x, mode="backbone", batch_size=bs)
+                bb = EarlyExitExecutor(prepared, None).run(
+                    x, mode="backbone", batch_size=bs, plain_stages=ctx.cost_table.plain.stages
+                )
                 for c in calibrated:
                     policy = _make_policy(create_policy, c["policy"], c["confidence"], c["options"])
                     if c.get("gate") is not None:

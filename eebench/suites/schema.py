@@ -99,7 +99,11 @@ class CalibrationSpec(_Strict):
     accuracy_within: list[float] = Field(default_factory=lambda: [0.01])
     budget_fractions: list[float] = Field(
         default_factory=lambda: [0.5],
-        description="average-MAC budgets as fractions of the final exit's cumulative MACs",
+        description=(
+            "average-MAC budgets as fractions of the plain network's MACs (the network without "
+            "early exits: every stage and the final head only; a cascade's last member alone), "
+            "i.e. of what the final-only baseline costs"
+        ),
     )
     exit_distributions: list[list[float]] = Field(default_factory=list)
 

@@ -250,7 +250,7 @@ def long_operating_points(
         c
         for c in base.columns
         if not any(
-            c in (f"expected_{n}", f"{n}_unit", f"{n}_source", f"wasted_{n}")
+            c in (f"expected_{n}", f"{n}_unit", f"{n}_source", f"wasted_{n}", f"wasted_frac_{n}")
             for _, lat, en in cost_sources
             for n in (lat, en)
             if n
