@@ -249,3 +249,80 @@ def test_results_list_shows_runs(tiny_run, capsys):
         pd.read_csv(Path(Run.open(root / "results" / "tiny" / "first").path) / "exits.csv"),
         pd.DataFrame,
     )
+
+
+# ---------------------------------------------------------------------- values the schema refuses
+def _yaml_with(tmp_path: Path, replacements: dict[str, str]) -> Path:
+    """TINY as YAML text with raw YAML snippets substituted (so .inf/.nan stay YAML literals)."""
+    text = yaml.safe_dump(TINY)
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    p = tmp_path / "suite.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("lr: 0.02", "lr: .inf", "models[0].training.lr = inf"),
+        ("min_time_s: 0.0", "min_time_s: .inf", "measurement.min_time_s = inf"),
+        ("max_time_s: 0.5", "max_time_s: .nan", "measurement.max_time_s = nan"),
+        ("- 0.9", "- -.inf", "calibration.budget_fractions[0] = -inf"),
+        ("- 1\n", "- .nan\n  - .inf\n", "policies[1].thresholds[0] = nan"),
+    ],
+)
+def test_non_finite_numbers_are_refused_with_field_paths(tmp_path, capsys, old, new, field):
+    path = _yaml_with(tmp_path, {old: new})
+    code, err = _cli(capsys, "run", str(path), "--out", str(tmp_path / "r"))
+    assert code == 2 and "Traceback" not in err
+    assert field in err and "must be finite" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("thresholds", [[0], [-1], [1, 0.5], {"start": 0, "stop": 2, "num": 3}])
+def test_patience_thresholds_must_be_counts_of_at_least_one(thresholds):
+    bad = json.loads(json.dumps(TINY))
+    bad["policies"][1]["thresholds"] = thresholds
+    with pytest.raises(ConfigError, match=r"policies\[1\].*whole numbers >= 1"):
+        parse_suite(bad, "s.yaml")
+
+
+def test_patience_counts_of_one_and_more_are_accepted():
+    good = json.loads(json.dumps(TINY))
+    good["policies"][1]["thresholds"] = [1, 2, 3]
+    assert parse_suite(good, "s.yaml").policies[1].threshold_values() == [1, 2, 3]
+
+
+def test_min_time_above_max_time_is_refused():
+    bad = json.loads(json.dumps(TINY))
+    bad["measurement"].update(min_time_s=2.0, max_time_s=1.0)
+    with pytest.raises(ConfigError, match=r"measurement.*min_time_s \(2.0\) is above max_time_s"):
+        parse_suite(bad, "s.yaml")
+
+
+def test_env_references_in_comments_are_left_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("EEBENCH_UNSET_VAR", raising=False)
+    monkeypatch.setenv("EEBENCH_TEST_LIMIT", "120")
+    text = yaml.safe_dump(TINY).replace(
+        "limit: 300", "limit: ${EEBENCH_TEST_LIMIT}  # was ${EEBENCH_UNSET_VAR}"
+    )
+    path = tmp_path / "suite.yaml"
+    path.write_text("# data lives in ${EEBENCH_UNSET_VAR}/digits\n" + text)
+    spec = load_suite_file(path)
+    assert spec.dataset.options == {"limit": 120}
+
+
+def test_env_reference_in_a_flow_list_and_a_quoted_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("EEBENCH_TEST_BS", "4")
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: envs\n"
+        "description: 'see # ${EEBENCH_TEST_BS}'  # ${EEBENCH_UNSET_VAR}\n"
+        "models: [{name: big-little}]\n"
+        "measurement: {batch_sizes: [1, ${EEBENCH_TEST_BS}]}\n"
+    )
+    spec = load_suite_file(path)
+    assert spec.measurement.batch_sizes == [1, 4]
+    assert spec.description == "see # 4"

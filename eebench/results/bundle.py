@@ -170,7 +170,7 @@ class RunWriter:
             if not is_incomplete_run(path):
                 raise ResultsError(f"{path}: not an incomplete run folder; it cannot be restarted")
         else:
-            run_id = check_run_id(run_id or new_run_id())
+            run_id = check_run_id(new_run_id() if run_id is None else run_id)
             path = Path(root) / suite_folder(suite_name) / run_id
             if is_incomplete_run(path):
                 raise ResultsError(

@@ -129,11 +129,16 @@ class SuiteRunner:
         else:
             cache = opts.cache_root or opts.out_root / "cache"
         self.options = replace(opts, cache_root=cache)
-        _check_folder_option("--cache", cache)
         if opts.resume is None:
             _check_folder_option("--out", opts.out_root)
+        _check_folder_option("--cache", cache)
         if not report_only:
             self._preflight()
+        # folders that must be writable, made before the run folder (a read-only or full file
+        # system is reported here, with nothing of the run written)
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        if opts.resume is None:
+            Path(opts.out_root).mkdir(parents=True, exist_ok=True)
         extra = {"run_options": {"cache": str(Path(cache).resolve()), "backends": opts.backends}}
         if opts.resume is not None and adopt is None:
             self.writer = RunWriter.resume(
@@ -202,7 +207,11 @@ class SuiteRunner:
             raise
 
     def _where(self) -> str:
-        return "the report" if self._current == "report" else f"'{self._current}'"
+        if self._current == "report":
+            return "the report"
+        if self._current.startswith("after:"):
+            return f"the work after step '{self._current[len('after:') :]}'"
+        return f"'{self._current}'"
 
     def _state(self, what: str) -> str:
         """What happened, what is kept and the command that continues the run."""
@@ -387,6 +396,7 @@ class SuiteRunner:
         t0 = time.perf_counter()
         tables, info = fn()
         self.writer.finish_step(key, tables, info, seconds=time.perf_counter() - t0)
+        self._current = f"after:{key}"
         self.log(f"  done {key} ({time.perf_counter() - t0:.1f} s)")
         return info
 
