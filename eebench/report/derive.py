@@ -7,21 +7,67 @@ that tests can check without looking at pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
+
+from eebench.evaluation.pareto import front_chosen_on_val, identity_columns, is_reference
+from eebench.evaluation.pareto import pareto_front as _pareto_front
 
 OP_KEYS = ["run", "model", "family", "split", "policy", "confidence", "thresholds", "calibration"]
 
 
 def pareto_front(df: pd.DataFrame, cost: str, quality: str) -> pd.DataFrame:
-    """Points not dominated by a cheaper-or-equal point of higher-or-equal quality, by cost."""
-    pts = df.dropna(subset=[cost, quality]).sort_values([cost, quality], ascending=[True, False])
-    keep, best = [], -np.inf
-    for idx, q in zip(pts.index, pts[quality]):
-        if q > best:
-            keep.append(idx)
-            best = q
-    return pts.loc[keep]
+    """Points not dominated by a cheaper-or-equal point of higher-or-equal quality, by cost;
+    baselines and bounds (oracle, aggregation, final-only) are never on it."""
+    return _pareto_front(df, cost, quality)
+
+
+def choice_points(ops: pd.DataFrame) -> pd.DataFrame:
+    """Operating points of early-exit policies: everything a front or a pick may contain."""
+    return ops if ops.empty else ops[~is_reference(ops)]
+
+
+def reference_points(ops: pd.DataFrame) -> pd.DataFrame:
+    """Baseline and bound rows, drawn beside the fronts and never chosen."""
+    return ops if ops.empty else ops[is_reference(ops)]
+
+
+def reference_role(policy: str) -> str:
+    """'bound' for a reference that reads the labels (the oracle), else 'baseline'."""
+    from eebench.policies import POLICIES
+
+    try:
+        reads_labels = bool(POLICIES.get(policy).needs_labels)
+    except KeyError:  # a policy this installation does not know: a run from elsewhere
+        reads_labels = policy == "oracle"
+    return "bound" if reads_labels else "baseline"
+
+
+def front_for_display(
+    ops: pd.DataFrame,
+    cost: str,
+    quality: str,
+    by: Sequence[str],
+    split: str,
+    ignore: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The front per ``by`` group as a figure shows it on ``split``: found on val, and for the
+    test split drawn at the test values of the same operating points (see
+    :func:`eebench.evaluation.pareto.front_chosen_on_val`). ``ignore``: identity columns not to
+    match val and test on (``cost_source`` where one row per point was kept). Empty when the run
+    has no val rows."""
+    ops = ops.dropna(subset=[cost, quality])
+    if ops.empty or not (ops["split"] == "val").any():
+        return ops.iloc[0:0]
+    keys = [k for k in identity_columns(ops) if k not in ("split", *by, *ignore)]
+    if split == "val":
+        val = ops[ops["split"] == "val"]
+        groups = val.groupby(list(by), sort=False) if by else [((), val)]
+        frames = [pareto_front(grp, cost, quality) for _, grp in groups]
+        return pd.concat(frames, ignore_index=True) if frames else val.iloc[0:0]
+    return front_chosen_on_val(ops, cost, quality, by=by, keys=[*by, *keys])
 
 
 def policy_label(policy: str, confidence: str) -> str:

@@ -26,16 +26,19 @@ import pandas as pd
 from eebench.report.data import RunData, combined
 from eebench.report.derive import (
     calibrated,
+    choice_points,
     cumulative_macs,
     difficulty_bins,
     exit_fraction_columns,
+    front_for_display,
     latency_summary,
     overthinking,
-    pareto_front,
     part_order,
     per_exit_accuracy,
     pick_split,
     policy_label,
+    reference_points,
+    reference_role,
     source_details,
     unique_points,
 )
@@ -202,27 +205,37 @@ def _figure_legend(fig, handles: list, labels: list[str], title: str | None = No
         fig.legend(handles, labels, title=title, loc="outside right center", frameon=False)
 
 
-def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
-    """Sweep points, calibrated points (stars) and a Pareto front per family and run."""
+REFERENCE_MARKERS = {"bound": "^", "baseline": "X"}
+
+
+def _tradeoff_panel(
+    ax, pts: pd.DataFrame, cost: str, pal: Palette, front: pd.DataFrame | None = None
+) -> list:
+    """Sweep points, calibrated points (stars), baselines and bounds (their own markers, never on a
+    front) and, per family and run, the Pareto front chosen on val (``front``, at the values of
+    the split shown)."""
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     style = "run" if pal.multi_run else "model"
-    sweep = pts[pts["calibration"].isin(["sweep", ""])]
-    shown = sweep if not sweep.empty else pts
-    sns.scatterplot(
-        data=shown,
-        x=cost,
-        y="accuracy_pct",
-        hue="family",
-        style=style,
-        palette=pal.families,
-        alpha=0.45,
-        s=20,
-        linewidth=0,
-        ax=ax,
-        legend="brief",
-    )
-    cal = calibrated(pts)
+    choices = choice_points(pts)
+    sweep = choices[choices["calibration"].isin(["sweep", ""])]
+    shown = sweep if not sweep.empty else choices
+    if not shown.empty:
+        sns.scatterplot(
+            data=shown,
+            x=cost,
+            y="accuracy_pct",
+            hue="family",
+            style=style,
+            palette=pal.families,
+            alpha=0.45,
+            s=20,
+            linewidth=0,
+            ax=ax,
+            legend="brief",
+        )
+    cal = calibrated(choices)
     for fam, grp in cal.groupby("family"):
         ax.scatter(
             grp[cost],
@@ -234,20 +247,33 @@ def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
             linewidth=0.6,
             zorder=5,
         )
-    for (run, fam), grp in pts.groupby(["run", "family"]):
-        front = pareto_front(grp, cost, "accuracy_pct")
-        ax.step(
-            front[cost],
-            front["accuracy_pct"],
-            where="post",
-            color=pal.family(fam),
-            linestyle=pal.linestyle(run),
-            linewidth=1.5,
-            zorder=4,
+    refs = reference_points(pts)
+    roles: dict[str, str] = {}
+    for (policy, fam), grp in refs.groupby(["policy", "family"]):
+        role = roles.setdefault(str(policy), reference_role(str(policy)))
+        ax.scatter(
+            grp[cost],
+            grp["accuracy_pct"],
+            marker=REFERENCE_MARKERS[role],
+            s=60,
+            facecolor="none" if role == "bound" else pal.family(fam),
+            edgecolor=pal.family(fam) if role == "bound" else "black",
+            linewidth=1.2 if role == "bound" else 0.5,
+            zorder=6,
         )
+    if front is not None:
+        for (run, fam), grp in front.groupby(["run", "family"]):
+            grp = grp.sort_values(cost)
+            ax.step(
+                grp[cost],
+                grp["accuracy_pct"],
+                where="post",
+                color=pal.family(fam),
+                linestyle=pal.linestyle(run),
+                linewidth=1.5,
+                zorder=4,
+            )
     _maybe_log(ax, pts[cost])
-    from matplotlib.lines import Line2D
-
     extra = [
         Line2D(
             [],
@@ -257,12 +283,32 @@ def _tradeoff_panel(ax, pts: pd.DataFrame, cost: str, pal: Palette) -> list:
             markersize=10,
             color="grey",
             markeredgecolor="black",
-            label="calibrated point",
+            label="calibrated point (chosen on val)",
         )
     ]
-    for run in pal.runs if pal.multi_run else pal.runs[:1]:
-        name = f"Pareto front ({run})" if pal.multi_run else "Pareto front per family"
-        extra.append(Line2D([], [], color="grey", linestyle=pal.linestyle(run), label=name))
+    for policy, role in sorted(roles.items()):
+        bound = role == "bound"
+        extra.append(
+            Line2D(
+                [],
+                [],
+                marker=REFERENCE_MARKERS[role],
+                linestyle="",
+                markersize=7,
+                color="grey",
+                markerfacecolor="none" if bound else "grey",
+                markeredgecolor="grey" if bound else "black",
+                label=f"{policy} ({role}{': reads the labels' if bound else ''}; not on a front)",
+            )
+        )
+    if front is not None and not front.empty:
+        for run in pal.runs if pal.multi_run else pal.runs[:1]:
+            name = (
+                f"Pareto front chosen on val ({run})"
+                if pal.multi_run
+                else "Pareto front per family, chosen on val"
+            )
+            extra.append(Line2D([], [], color="grey", linestyle=pal.linestyle(run), label=name))
     return extra
 
 
@@ -275,14 +321,18 @@ def _swatches(palette: dict, order: list[str]) -> list:
 # ---------------------------------------------------------------------- figures
 def accuracy_vs_macs(runs: list[RunData], pal: Palette) -> ReportFigure:
     ops = unique_points(combined(runs, "operating_points"))
-    pts, split = pick_split(ops)
-    pts = pts.dropna(subset=["expected_macs", "accuracy"]).copy()
-    if pts.empty:
+    ops = ops.dropna(subset=["expected_macs", "accuracy"]).copy() if not ops.empty else ops
+    if ops.empty:
         raise NotDrawable("no operating points with expected MACs (operating_points table empty)")
-    pts["accuracy_pct"] = 100 * pts["accuracy"]
+    ops["accuracy_pct"] = 100 * ops["accuracy"]
+    pts, split = pick_split(ops)
+    # one row per point was kept whatever its cost source: match val and test without it
+    front = front_for_display(
+        ops, "expected_macs", "accuracy_pct", ["run", "family"], split, ignore=["cost_source"]
+    )
     fig, axes = _new_figure(1, 1, 7.5, 4.6)
     ax = axes[0, 0]
-    extra = _tradeoff_panel(ax, pts, "expected_macs", pal)
+    extra = _tradeoff_panel(ax, pts, "expected_macs", pal, front)
     _macs_axis(ax)
     ax.set_xlabel(f"Expected {MACS_LABEL} per sample")
     ax.set_ylabel(f"Top-1 accuracy [%] ({split} split)")
@@ -296,8 +346,11 @@ def accuracy_vs_macs(runs: list[RunData], pal: Palette) -> ReportFigure:
         (
             "Every operating point of every policy (small dots) with the Pareto front per family"
             + (" and run" if pal.multi_run else "")
-            + "; stars are the points chosen by calibration "
-            "on val. MACs are counted analytically from the architecture (1 MAC = one multiply-add)."
+            + ", found on the val split and drawn at the same operating points' "
+            f"{split} values; stars are the points chosen by calibration on val. The oracle (a "
+            "bound: it reads the labels) and the aggregation and final-only baselines have their "
+            "own markers and are never on a front. MACs are counted analytically from the "
+            "architecture (1 MAC = one multiply-add)."
         ),
         fig,
     )
@@ -309,12 +362,12 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
         raise NotDrawable(
             "operating points carry no expected latency (no measured or estimated stage costs)"
         )
+    ops = ops.dropna(subset=["expected_latency_ms", "accuracy"])
+    ops = ops[ops["cost_source"] != ""].copy()
+    ops["accuracy_pct"] = 100 * ops["accuracy"]
     pts, split = pick_split(ops)
-    pts = pts.dropna(subset=["expected_latency_ms", "accuracy"])
-    pts = pts[pts["cost_source"] != ""].copy()
     if pts.empty:
         raise NotDrawable("no operating point has an expected latency")
-    pts["accuracy_pct"] = 100 * pts["accuracy"]
     sources = sorted(pts["cost_source"].unique(), key=lambda s: (not s.startswith("measured"), s))
     details = source_details(combined(runs, "stage_costs"))
     nrows, ncols = _grid(len(sources))
@@ -322,7 +375,14 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
     extra: list = []
     for ax, source in zip(axes.flat, sources):
         sub = pts[pts["cost_source"] == source]
-        extra = _tradeoff_panel(ax, sub, "expected_latency_ms", pal)
+        front = front_for_display(
+            ops[ops["cost_source"] == source],
+            "expected_latency_ms",
+            "accuracy_pct",
+            ["run", "family"],
+            split,
+        )
+        extra = _tradeoff_panel(ax, sub, "expected_latency_ms", pal, front)
         ax.set_title(_source_title(source, details), fontsize=9)
         ax.set_xlabel(f"Expected latency per sample [ms]\n({source})")
         ax.set_ylabel(f"Top-1 accuracy [%] ({split} split)")
@@ -341,7 +401,9 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
         (
             "One panel per cost source. 'measured' panels use per-stage latencies timed on this "
             "machine's backend; 'estimated' panels (shaded) use a hardware profile's estimate and are "
-            "not measurements. Lines: Pareto front per family; stars: calibrated points."
+            "not measurements. Lines: Pareto front per family, found on val and drawn at the same "
+            f"points' {split} values; stars: calibrated points (chosen on val). Triangles and "
+            "crosses: the oracle bound and the baselines, never on a front."
         ),
         fig,
     )
