@@ -978,8 +978,9 @@ class SuiteRunner:
         table = summary_table(tables)
         if not table.empty:
             print(
-                "\nBest calibrated operating point per model and cost source (test split; "
-                "MACs analytic, latency measured or estimated as labelled):"
+                "\nRecommended calibrated operating point per model and cost source, chosen on "
+                "val and reported on test (MACs analytic, latency measured or estimated as "
+                "labelled):"
             )
             print(table.to_string(index=False))
         assert self.writer is not None
