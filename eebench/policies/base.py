@@ -30,9 +30,22 @@ import numpy as np
 
 from eebench.errors import EEBenchError
 from eebench.policies.confidence import check_finite, log_softmax64, predictions
+from eebench.policies.row_confidence import ROW_MAX_CLASSES
 
 _FEW_ROWS = 32
 """Up to this many active rows, Python's min/max over a list beats two numpy reductions."""
+
+
+def _constant_mask(value: bool) -> np.ndarray:
+    mask = np.full(1, value, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
+_LEAVE = _constant_mask(True)
+_STAY = _constant_mask(False)
+"""The two masks a batch-1 decision can return: shared and read-only, so a decision allocates
+no array."""
 
 
 class PolicyError(EEBenchError, ValueError):
@@ -99,6 +112,13 @@ class ExitDecider(ABC):
     exit with the class from :meth:`predict`. The final exit always leaves.
     """
 
+    _one_row_path: ClassVar[bool] = False
+    """Whether the subclass implements :meth:`_fire_one` (set per class, not per call)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._one_row_path = cls._fire_one is not ExitDecider._fire_one
+
     def __init__(self, num_exits: int | None) -> None:
         self.num_exits = num_exits
         self.batch_size = 0
@@ -114,8 +134,51 @@ class ExitDecider(ABC):
         """Per-row state of stateful deciders (patience, aggregation)."""
 
     def decide(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """Boolean mask over the active rows: True = leave at ``exit_index``."""
-        exit_index = int(exit_index)
+        """Boolean mask over the active rows: True = leave at ``exit_index``.
+
+        One active row of at most ``ROW_MAX_CLASSES`` float logits (every call of a per-sample
+        run) is decided by :meth:`_fire_one` on plain Python floats when the decider has it: no
+        array is allocated and the mask returned is a shared read-only one. Everything else, and
+        every call that needs an error message, takes the array path.
+        """
+        if (
+            self._one_row_path
+            and type(logits) is np.ndarray
+            and logits.ndim == 2
+            and logits.shape[0] == 1
+            and logits.shape[1] <= ROW_MAX_CLASSES
+            and logits.dtype.kind == "f"
+            and type(active) is np.ndarray
+            and active.shape == (1,)
+        ):
+            mask = self._decide_one(int(exit_index), logits, active)
+            if mask is not None:
+                return mask
+        return self._decide_rows(int(exit_index), logits, active)
+
+    def _decide_one(
+        self, exit_index: int, logits: np.ndarray, active: np.ndarray
+    ) -> np.ndarray | None:
+        """The batch-1 path; None when the call is out of range, has non-finite logits or the
+        decider defers, so that :meth:`_decide_rows` raises the error or decides exactly."""
+        row = int(active[0])
+        num_exits = self.num_exits
+        if num_exits is not None and not 0 <= exit_index < num_exits:
+            return None
+        if not 0 <= row < self.batch_size:
+            return None
+        values = logits[0].tolist()
+        if not math.isfinite(sum(values)):
+            return None
+        fire = self._fire_one(exit_index, row, values)
+        if fire is None:
+            return None
+        if num_exits is not None and exit_index == num_exits - 1:
+            return _LEAVE
+        return _LEAVE if fire else _STAY
+
+    def _decide_rows(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """The array path: any number of rows, full validation."""
         logits, active = self._check(exit_index, logits, active)
         fire = self._fire(exit_index, logits, active)
         if self.num_exits is not None and exit_index == self.num_exits - 1:
@@ -131,6 +194,15 @@ class ExitDecider(ABC):
     @abstractmethod
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         """The policy's decision for the active rows (before forcing the final exit)."""
+
+    def _fire_one(self, exit_index: int, row: int, values: list[float]) -> bool | None:
+        """Optional batch-1 hook: the decision for the one active row (original index ``row``)
+        from its logits as Python floats (finite, at most ``ROW_MAX_CLASSES``).
+
+        It must equal what :meth:`_fire` decides for that row, and update per-row state the
+        same way. Returning None (before touching any state) hands the call to :meth:`_fire`.
+        """
+        return None
 
     def _check(
         self, exit_index: int, logits: np.ndarray, active: np.ndarray

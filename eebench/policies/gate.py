@@ -39,6 +39,7 @@ suite runner ask for this view themselves.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import zipfile
@@ -61,6 +62,7 @@ from eebench.policies.base import (
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
 from eebench.policies.registry import register_policy
+from eebench.policies.row_confidence import FROM_PARTS, ROW_TOLERANCE, row_softmax_parts
 
 GATE_FEATURES = ("max_softmax", "score_margin", "entropy")
 _RATE_CLIP = 1e-6
@@ -201,12 +203,38 @@ class GateDecider(ExitDecider):
         self._theta = threshold_table(thresholds)
         self._measures = tuple(CONFIDENCE.get(f) for f in policy.features)
         self._params = _exit_parameters(policy._require_state())
+        of_parts = tuple(FROM_PARTS.get(m) for m in self._measures)
+        usable = None not in of_parts and all(sc != 0.0 for _, _, _, s in self._params for sc in s)
+        self._of_parts = of_parts if usable else None
+        # a feature off by d moves the gate's probability by at most 0.25 * sum_k |w_k / s_k| * d
+        self._row_tol = [
+            ROW_TOLERANCE * (1.0 + 0.25 * sum(abs(w / sc) for w, sc in zip(c, s, strict=True)))
+            if usable
+            else 0.0
+            for _, c, _, s in self._params
+        ]
 
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         log_probs = log_softmax64(logits)
         feats = [measure(log_probs) for measure in self._measures]
         p = _sigmoid(_gate_logit(feats, *self._params[exit_index]))
         return p >= threshold_at(self._theta, exit_index)
+
+    def _fire_one(self, exit_index: int, row: int, values: list[float]) -> bool | None:
+        """Batch 1 on Python floats; near the threshold (within the features' tolerance carried
+        through the gate) :meth:`_fire` decides on the exact vectorised features."""
+        if self._of_parts is None or len(values) < 2:
+            return None
+        parts = row_softmax_parts(values)
+        b, coef, mean, scale = self._params[exit_index]
+        z = b
+        for of_parts, w, mu, sc in zip(self._of_parts, coef, mean, scale, strict=True):
+            z += w * ((of_parts(*parts) - mu) / sc)
+        p = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+        theta = threshold_at(self._theta, exit_index)
+        if abs(p - theta) <= self._row_tol[exit_index]:
+            return None
+        return p >= theta
 
 
 def _exit_parameters(

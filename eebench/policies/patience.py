@@ -44,6 +44,10 @@ class PatienceDecider(ExitDecider):
         self._count = np.zeros(0, dtype=np.float64)
 
     def _reset_state(self, batch_size: int) -> None:
+        if self._prev.shape[0] == batch_size:  # the same batch size again (every per-sample run)
+            self._prev.fill(-1)
+            self._count.fill(0.0)
+            return
         self._prev = np.full(batch_size, -1, dtype=np.int64)
         self._count = np.zeros(batch_size, dtype=np.float64)
 
@@ -55,6 +59,20 @@ class PatienceDecider(ExitDecider):
             count = np.where(pred == self._prev[active], self._count[active] + 1.0, 0.0)
         self._prev[active] = pred
         self._count[active] = count
+        return count >= threshold_at(self._theta, exit_index)
+
+    def _fire_one(self, exit_index: int, row: int, values: list[float]) -> bool | None:
+        """Batch 1 on Python floats: the first largest logit is numpy's argmax, and the counter
+        is the same float64 arithmetic, so the decision is exactly :meth:`_fire`'s."""
+        pred = values.index(max(values))
+        if exit_index == 0:
+            count = 0.0
+        elif pred == self._prev[row]:
+            count = float(self._count[row]) + 1.0
+        else:
+            count = 0.0
+        self._prev[row] = pred
+        self._count[row] = count
         return count >= threshold_at(self._theta, exit_index)
 
 

@@ -21,6 +21,7 @@ from eebench.policies.base import (
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
 from eebench.policies.registry import register_policy
+from eebench.policies.row_confidence import ROW_TOLERANCE, row_kernel
 
 
 class ConfidenceDecider(ExitDecider):
@@ -31,10 +32,23 @@ class ConfidenceDecider(ExitDecider):
         self.measure = CONFIDENCE.get(measure)
         self.thresholds = thresholds
         self._theta = threshold_table(thresholds)
+        self._row = row_kernel(self.measure)
 
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         conf = self.measure(log_softmax64(logits))
         return conf >= threshold_at(self._theta, exit_index)
+
+    def _fire_one(self, exit_index: int, row: int, values: list[float]) -> bool | None:
+        """Batch 1 on Python floats; within ``ROW_TOLERANCE`` of the threshold :meth:`_fire`
+        decides on the exact vectorised confidence (see :mod:`eebench.policies.row_confidence`)."""
+        kernel = self._row
+        conf = kernel(values) if kernel is not None else None
+        if conf is None:
+            return None
+        theta = threshold_at(self._theta, exit_index)
+        if abs(conf - theta) <= ROW_TOLERANCE:
+            return None
+        return conf >= theta
 
 
 @register_policy("threshold")
