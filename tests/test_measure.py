@@ -333,3 +333,26 @@ def test_cuda_peak_allocated_memory_is_tracked():
         x = torch.empty(10_000_000, device="cuda")
         del x
     assert tracker.usage.cuda_peak_allocated_bytes >= 40_000_000
+
+
+def test_stage_cost_rows_carry_intervals_counts_and_flags():
+    from eebench.suites.tables import measured_rows
+
+    rng = np.random.default_rng(0)
+    wide = Measurement(
+        SPEC, tuple(int(v) for v in rng.lognormal(11, 0.3, 100)), TimingConfig(), (), "max-time"
+    )
+    rows, samples = measured_rows("m", [wide])
+    by = rows.set_index("metric")
+    ordered = np.sort(np.asarray(wide.samples_ns, float)) / 1e6
+    # n = 100 at 95%: the 40th and 61st order statistics bound the median (textbook table)
+    assert by.loc["latency_median_ci_low_ms", "value"] == pytest.approx(ordered[39])
+    assert by.loc["latency_median_ci_high_ms", "value"] == pytest.approx(ordered[60])
+    assert by.loc["repeats", "value"] == 100 and (rows["stop_reason"] == "max-time").all()
+    assert by.loc["latency_median_ms", "flag"] == "noisy"  # lognormal sigma 0.3: ~±6%
+    assert by.loc["latency_p90_ms", "flag"] == "" and by.loc["latency_p90_ms", "value"] > 0
+    assert by.loc["latency_p99_ms", "flag"] == "insufficient samples"
+    assert math.isnan(by.loc["latency_p99_ms", "value"])
+    assert len(samples) == 100 and samples["ms"].tolist() == pytest.approx(
+        [s / 1e6 for s in wide.samples_ns]
+    )
