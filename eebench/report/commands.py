@@ -21,8 +21,10 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     c = sub.add_parser(
         "compare",
         help="latency, accuracy and exit-distribution changes between two runs (exit 1 on a regression)",
-        description="Compare run B against run A. Exit code 0: no regression; 1: a regression "
-        "beyond the band that is significant; 2: bad input (missing run, damaged table).",
+        description="Compare run B against run A. A latency regression needs the whole "
+        "block-bootstrap interval of median(B)/median(A), Bonferroni-adjusted over the parts, above "
+        "1 + band. Exit code 0: no regression; 1: a regression; 2: bad input (missing run, "
+        "damaged table).",
     )
     c.add_argument("run_a", metavar="RUN_A", help="the reference run")
     c.add_argument("run_b", metavar="RUN_B", help="the run under test")
@@ -30,9 +32,15 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         "--band",
         type=float,
         default=0.10,
-        help="relative latency noise band (default 0.10 = ±10%%)",
+        help="minimum latency effect: a regression needs median(B)/median(A) above 1 + band "
+        "with confidence (default 0.10: factor 1.10, asv's default)",
     )
-    c.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    c.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="family-wise significance level across the compared parts (default 0.05)",
+    )
     c.add_argument(
         "--accuracy-band",
         type=float,

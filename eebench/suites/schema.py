@@ -170,6 +170,11 @@ class MeasurementSpec(_Strict):
     min_time_s: float = Field(0.2, ge=0)
     max_time_s: float = Field(5.0, gt=0)
     noisy_cv: float = Field(0.1, gt=0)
+    # adaptive stopping: repeat past the minimum until the median's confidence interval is within
+    # rel_ci_target of the median (or max_time_s); a part still wider is flagged noisy
+    adaptive: bool = True
+    rel_ci_target: float = Field(0.02, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
     energy: EnergySpec = Field(default_factory=EnergySpec)
 
     @field_validator("energy", mode="before")

@@ -84,7 +84,15 @@ def _cost_row(
 def measured_rows(
     model_id: str, measurements: Sequence[Measurement]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """stage_costs rows (latency statistics) and latency_samples rows (raw ms) for measured parts."""
+    """stage_costs rows (latency statistics) and latency_samples rows (raw ms) for measured parts.
+
+    Every statistic comes with the sample count (``repeats``) and its 95% interval
+    (``*_ci_low_ms``/``*_ci_high_ms`` rows: order statistics for the median and the
+    percentiles, a block bootstrap for the mean). A percentile the sample count does
+    not support is NaN with ``flag`` = ``insufficient samples``; a median whose
+    interval is wider than the target is flagged ``noisy``. ``stop_reason`` says what
+    ended the sampling (``ci-target``, ``max-time``, ...).
+    """
     rows, samples = [], []
     for m in measurements:
         spec, st = m.spec, m.stats
@@ -98,15 +106,27 @@ def measured_rows(
             batch_size=spec.batch_size,
         )
         source = spec.source
-        for metric, value, unit in (
-            ("latency_median_ms", st.median / NS_PER_MS, "ms"),
-            ("latency_mean_ms", st.mean / NS_PER_MS, "ms"),
-            ("latency_p90_ms", st.p90 / NS_PER_MS, "ms"),
-            ("latency_p99_ms", st.p99 / NS_PER_MS, "ms"),
-            ("latency_iqr_ms", st.iqr / NS_PER_MS, "ms"),
-            ("latency_cv", st.cv, "ratio"),
-            ("noisy", float(m.noisy), "flag"),
-            ("repeats", float(len(m.samples_ns)), "count"),
+        short = "insufficient samples"
+        p90_flag = "" if st.p90_supported else short
+        p99_flag = "" if st.p99_supported else short
+        noisy = "noisy" if m.noisy else ""
+        for metric, value, unit, flag in (
+            ("latency_median_ms", st.median / NS_PER_MS, "ms", noisy),
+            ("latency_median_ci_low_ms", st.median_ci_lo / NS_PER_MS, "ms", noisy),
+            ("latency_median_ci_high_ms", st.median_ci_hi / NS_PER_MS, "ms", noisy),
+            ("latency_mean_ms", st.mean / NS_PER_MS, "ms", ""),
+            ("latency_mean_ci_low_ms", st.mean_ci_lo / NS_PER_MS, "ms", ""),
+            ("latency_mean_ci_high_ms", st.mean_ci_hi / NS_PER_MS, "ms", ""),
+            ("latency_p90_ms", st.p90 / NS_PER_MS, "ms", p90_flag),
+            ("latency_p90_ci_low_ms", st.p90_ci_lo / NS_PER_MS, "ms", p90_flag),
+            ("latency_p90_ci_high_ms", st.p90_ci_hi / NS_PER_MS, "ms", p90_flag),
+            ("latency_p99_ms", st.p99 / NS_PER_MS, "ms", p99_flag),
+            ("latency_p99_ci_low_ms", st.p99_ci_lo / NS_PER_MS, "ms", p99_flag),
+            ("latency_p99_ci_high_ms", st.p99_ci_hi / NS_PER_MS, "ms", p99_flag),
+            ("latency_iqr_ms", st.iqr / NS_PER_MS, "ms", ""),
+            ("latency_cv", st.cv, "ratio", ""),
+            ("noisy", float(m.noisy), "flag", noisy),
+            ("repeats", float(len(m.samples_ns)), "count", ""),
         ):
             rows.append(
                 {
@@ -123,7 +143,9 @@ def measured_rows(
                         spec.device,
                         spec.threads,
                         spec.batch_size,
-                    )
+                    ),
+                    "flag": flag,
+                    "stop_reason": m.stopped_by,
                 }
             )
         ms = np.asarray(m.samples_ns, dtype=np.float64) / NS_PER_MS
