@@ -1,5 +1,7 @@
 """Calibration on val, results on test: accuracy drop, budget, MSDNet budgeted batch, exit distribution."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from eebench.evaluation import (
     CalibrationError,
     CostVector,
     ExitRecord,
+    budgeted_batch_sweep,
     calibrate_accuracy_drop,
     calibrate_budget,
     calibrate_budgeted_batch,
@@ -15,10 +18,13 @@ from eebench.evaluation import (
     evaluate,
 )
 from eebench.policies import (
+    MSDNET_Q_VALUES,
     LearnedGatePolicy,
     PolicyError,
     create_policy,
+    exit_counts_for_distributions,
     geometric_exit_distribution,
+    thresholds_for_exit_distributions,
 )
 
 E = 5
@@ -149,3 +155,107 @@ def test_calibration_refuses_what_it_cannot_do(val, test):
         calibrate_budget(val, test, create_policy("threshold"), 500.0, COSTS, cost="energy")
     with pytest.raises(CalibrationError, match="delta"):
         calibrate_accuracy_drop(val, test, create_policy("threshold"), -0.1, COSTS)
+
+
+# ----------------------------------------------------------------- MSDNet's published rule
+
+
+def msdnet_distribution_as_published(q, num_exits):
+    """The exit distribution of MSDNet's budgeted batch protocol, from the paper's text: a float32
+    prior q, p_k proportional to q^k for k = 1..E, normalised (torch float32, as published)."""
+    import torch
+
+    prior = torch.full((1,), q, dtype=torch.float32)
+    probs = torch.exp(torch.log(prior) * torch.arange(1, num_exits + 1, dtype=torch.float32))
+    return probs / probs.sum()
+
+
+def msdnet_rule(conf, p):
+    """MSDNet's threshold rule as a plain loop over samples: per exit k, the floor(n * p_k)-th most
+    confident sample not yet filtered out sets the threshold (none: nobody passes); everyone at or
+    above it leaves there; the final exit takes the rest."""
+    n, m = len(conf), len(conf[0])
+    thresholds = [float("inf")] * m
+    filtered = [False] * n
+    for k in range(m - 1):
+        wanted = math.floor(float(np.float32(n) * np.float32(p[k])))
+        count = 0
+        for i in sorted(range(n), key=lambda i: -conf[i][k]):
+            if not filtered[i]:
+                count += 1
+                if count == wanted:
+                    thresholds[k] = conf[i][k]
+                    break
+        for i in range(n):
+            if conf[i][k] >= thresholds[k]:
+                filtered[i] = True
+    thresholds[m - 1] = -float("inf")
+    return thresholds
+
+
+def apply_rule(conf, correct, macs, thresholds):
+    """(exit counts, correct count, expected MACs) of per-exit thresholds, one sample at a time."""
+    counts, right, paid = [0] * len(thresholds), 0, 0.0
+    for row, ok in zip(conf, correct):
+        k = next(k for k in range(len(thresholds)) if row[k] >= thresholds[k])
+        counts[k] += 1
+        right += bool(ok[k])
+        paid += macs[k]
+    return counts, right, paid / len(conf)
+
+
+def test_msdnet_rounding_reproduces_the_published_rule_for_every_q(val, test):
+    policy = create_policy("threshold", confidence="max_softmax")
+    sweep = budgeted_batch_sweep(val, test, policy, [MACS])  # MSDNet's 40 q, one call
+    assert len(sweep.q) == 40 and sweep.q[0] == 0.05 and sweep.q[-1] == 2.0
+    val_conf = val.confidence("max_softmax").tolist()
+    test_conf = test.confidence("max_softmax").tolist()
+    for k, q in enumerate(MSDNET_Q_VALUES):
+        p = msdnet_distribution_as_published(q, E)
+        np.testing.assert_array_equal(sweep.distributions[k], p.numpy())
+        want = msdnet_rule(val_conf, p.tolist())
+        np.testing.assert_array_equal(sweep.thresholds[k], want, err_msg=f"q={q}")
+        for points, conf, record in ((sweep.val, val_conf, val), (sweep.test, test_conf, test)):
+            counts, right, macs = apply_rule(conf, record.correct.tolist(), MACS.values, want)
+            np.testing.assert_array_equal(points.exit_counts[k], counts, err_msg=f"q={q}")
+            assert points.correct_counts[k] == right
+            assert points.expected("macs")[k] == pytest.approx(macs, rel=1e-12)
+    frame = sweep.to_frame()
+    assert len(frame) == 80 and set(frame["split"]) == {"val", "test"}
+    assert (frame["rounding"] == "msdnet").all()
+
+
+def test_msdnet_counts_by_hand_and_closed_exits():
+    # n = 10, p = (0.25, 0.35, 0.4): floor(2.5) = 2 at exit 0, floor(3.5) = 3 at exit 1, 5 last
+    p = np.array([[0.25, 0.35, 0.4]], dtype=np.float32)
+    np.testing.assert_array_equal(exit_counts_for_distributions(p, 10, "msdnet"), [[2, 3, 5]])
+    # cumulative rounding: rint(2.5) = 2, rint(6.0) = 6, 10 -> (2, 4, 4)
+    np.testing.assert_array_equal(exit_counts_for_distributions(p, 10, "cumulative"), [[2, 4, 4]])
+    scores = np.column_stack([np.arange(10.0), np.arange(10.0)[::-1], np.zeros(10)])
+    th = thresholds_for_exit_distributions(scores, p, "msdnet")[0]
+    # exit 0: the 2nd largest score (8) -> samples 8, 9; exit 1: 3rd largest of samples 0..7 (7, 6, 5)
+    assert th.tolist() == [8.0, 7.0, -np.inf]
+    # every score tied at exit 0: all 10 leave there, exit 1 cannot reach its 3: nobody passes it
+    tied = np.zeros((10, 3))
+    assert thresholds_for_exit_distributions(tied, p, "msdnet")[0].tolist() == [
+        0.0,
+        np.inf,
+        -np.inf,
+    ]
+    # a count of 0 (floor(10 * 0.05) = 0) also closes the exit
+    p0 = np.array([[0.05, 0.05, 0.9]], dtype=np.float32)
+    assert thresholds_for_exit_distributions(scores, p0, "msdnet")[0][:2].tolist() == [np.inf] * 2
+
+
+def test_msdnet_rounding_differs_from_cumulative_and_calibrates_budgets(val, test):
+    policy = create_policy("threshold", confidence="max_softmax")
+    msd = budgeted_batch_sweep(val, test, policy, [MACS], rounding="msdnet")
+    cum = budgeted_batch_sweep(val, test, policy, [MACS], rounding="cumulative")
+    assert not np.array_equal(msd.val.exit_counts, cum.val.exit_counts)  # the option matters
+    cal = calibrate_budgeted_batch(val, test, policy, 500.0, COSTS, rounding="msdnet")
+    assert cal.val["expected_macs"] <= 500.0 and cal.details["rounding"] == "msdnet"
+    p = msdnet_distribution_as_published(cal.details["q"], E)
+    want = msdnet_rule(val.confidence("max_softmax").tolist(), p.tolist())
+    np.testing.assert_array_equal(cal.thresholds, want)
+    with pytest.raises(CalibrationError, match="unknown rounding 'nearest'"):
+        calibrate_budgeted_batch(val, test, policy, 500.0, COSTS, rounding="nearest")

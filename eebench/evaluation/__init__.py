@@ -4,6 +4,11 @@ Record once (:func:`record_exits`), then evaluate every policy, threshold,
 calibration and budget on the record and the per-exit cost vectors.
 """
 
+from eebench.evaluation.budgeted_batch import (
+    BudgetedBatchSweep,
+    budgeted_batch_distributions,
+    budgeted_batch_sweep,
+)
 from eebench.evaluation.calibration import (
     Calibration,
     CalibrationError,
@@ -31,10 +36,20 @@ from eebench.evaluation.record import (
     record_filename,
 )
 from eebench.evaluation.reference import reference_exits, reference_operating_points
-from eebench.evaluation.vectorised import ExitSums, as_threshold_array, exit_indices, exit_sums
+from eebench.evaluation.vectorised import (
+    ExitSums,
+    as_threshold_array,
+    count_at_most,
+    exit_indices,
+    exit_sums,
+)
 from eebench.policies.confidence import NonFiniteLogitsError
 
 __all__ = [
+    "count_at_most",
+    "BudgetedBatchSweep",
+    "budgeted_batch_distributions",
+    "budgeted_batch_sweep",
     "Calibration",
     "CalibrationError",
     "CostVector",

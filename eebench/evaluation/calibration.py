@@ -32,8 +32,10 @@ from eebench.evaluation.operating_points import OperatingPoints, operating_point
 from eebench.evaluation.record import ExitRecord
 from eebench.policies.base import Policy, PolicyError
 from eebench.policies.targets import (
+    ROUNDINGS,
     check_distribution,
     geometric_exit_distribution,
+    msdnet_exit_distribution,
     thresholds_for_exit_distribution,
 )
 
@@ -221,14 +223,19 @@ def calibrate_exit_distribution(
     target: Sequence[float] | np.ndarray,
     costs: Sequence[CostVector] = (),
     *,
+    rounding: str = "cumulative",
     model: str | None = None,
 ) -> Calibration:
-    """Per-exit thresholds that make the val exit distribution match ``target`` (ties may overshoot)."""
+    """Per-exit thresholds that make the val exit distribution match ``target`` (ties may overshoot).
+
+    ``rounding``: how the target becomes sample counts, ``cumulative`` (eebench) or ``msdnet``
+    (MSDNet's public code); see :func:`~eebench.policies.thresholds_for_exit_distributions`.
+    """
     policy = _check_pair(val, test, policy)
     costs = check_costs(costs, val.num_exits)
     p = check_distribution(target, val.num_exits)
     policy.check_record(val)
-    th = thresholds_for_exit_distribution(policy.scores(val), p)
+    th = thresholds_for_exit_distribution(policy.scores(val), p, rounding)
     pts = operating_points(val, policy, th[None, :], costs, model=model)
     return _finish(
         "exit-distribution",
@@ -239,6 +246,7 @@ def calibrate_exit_distribution(
         costs,
         {"exit_distribution": tuple(float(v) for v in p)},
         model,
+        details={"rounding": rounding},
     )
 
 
@@ -252,6 +260,7 @@ def calibrate_budgeted_batch(
     cost: str = "macs",
     q_range: tuple[float, float] = (1e-4, 1e4),
     iterations: int = 60,
+    rounding: str = "cumulative",
     model: str | None = None,
 ) -> Calibration:
     """MSDNet's budgeted batch classification: exit distribution ``p_i ∝ q^i`` with the largest ``q``
@@ -260,6 +269,13 @@ def calibrate_budgeted_batch(
     ``q`` is found by bisection on ``log q`` within ``q_range``; for each
     ``q`` the per-exit thresholds come from
     :func:`~eebench.policies.thresholds_for_exit_distribution` on val.
+
+    ``rounding="msdnet"`` chooses the thresholds for each ``q`` exactly as MSDNet's public code
+    does: its float32 distribution (:func:`~eebench.policies.msdnet_exit_distribution`),
+    ``floor(n * p_k)`` samples per exit, leftovers to the final exit, an exit that cannot reach
+    its count closed. The default ``cumulative`` rounds the cumulative counts instead. To draw
+    MSDNet's whole curve (its 40 ``q``) in one call, use
+    :func:`~eebench.evaluation.budgeted_batch_sweep`.
     """
     policy = _check_pair(val, test, policy)
     costs = check_costs(costs, val.num_exits)
@@ -271,10 +287,16 @@ def calibrate_budgeted_batch(
     if not (0 < lo_q < hi_q and math.isfinite(hi_q)):
         raise CalibrationError(f"q_range must be 0 < low < high < inf, got {q_range!r}")
 
-    def realise(log_q: float) -> tuple[OperatingPoints, float]:
-        th = thresholds_for_exit_distribution(
-            scores, geometric_exit_distribution(math.exp(log_q), e)
+    if rounding not in ROUNDINGS:
+        raise CalibrationError(
+            f"unknown rounding {rounding!r}: expected one of {', '.join(ROUNDINGS)}"
         )
+    distribution_of = (
+        msdnet_exit_distribution if rounding == "msdnet" else geometric_exit_distribution
+    )
+
+    def realise(log_q: float) -> tuple[OperatingPoints, float]:
+        th = thresholds_for_exit_distribution(scores, distribution_of(math.exp(log_q), e), rounding)
         pts = operating_points(val, policy, th[None, :], costs, model=model)
         return pts, float(pts.expected(name)[0])
 
@@ -298,7 +320,7 @@ def calibrate_budgeted_batch(
             else:
                 hi = mid
     q = math.exp(best_log_q)
-    distribution = geometric_exit_distribution(q, e)
+    distribution = distribution_of(q, e)
     return _finish(
         "budgeted-batch",
         policy,
@@ -308,7 +330,11 @@ def calibrate_budgeted_batch(
         costs,
         {"budget": float(budget), "cost": name},
         model,
-        details={"q": q, "target_exit_distribution": tuple(float(v) for v in distribution)},
+        details={
+            "q": q,
+            "target_exit_distribution": tuple(float(v) for v in distribution),
+            "rounding": rounding,
+        },
     )
 
 

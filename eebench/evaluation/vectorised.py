@@ -133,6 +133,69 @@ def exit_sums(
     return _per_exit_sums(scores, th, tabs)
 
 
+def _running_max_by_exit(scores: np.ndarray) -> np.ndarray:
+    """``(E-1, N)`` running maximum ``M[i, n] = max_{j <= i} S[n, j]`` over the non-final exits.
+
+    Exit-major (one contiguous row per exit): each step is one ``np.maximum`` over a row, where
+    ``np.maximum.accumulate`` along the short exit axis of an ``(N, E)`` array walks memory with
+    a stride and costs several times more.
+    """
+    body = np.array(scores[:, :-1].T, dtype=np.float64, order="C")
+    for i in range(1, body.shape[0]):
+        np.maximum(body[i - 1], body[i], out=body[i])
+    return body
+
+
+# a bucket holding more thresholds than this sends the search back to np.searchsorted
+_MAX_BUCKET = 8
+
+
+def count_at_most(sorted_thresholds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``#{t : sorted_thresholds[t] <= v}`` for every value (``np.searchsorted(..., side="right")``).
+
+    The same integers as ``searchsorted``, found by arithmetic instead of a binary search per
+    value: the finite threshold range is cut into equal buckets, each value's bucket is computed
+    as ``floor((v - lo) * scale)`` (clipped), and only the few thresholds in that bucket are
+    compared. The bucket map is monotone in ``v`` (IEEE subtraction and multiplication by a
+    positive constant never reverse an order), and thresholds are bucketed by the very same
+    arithmetic, so every threshold of an earlier bucket is ``<=`` the value and every threshold of
+    a later one is ``>`` it: the result is exact, ties and infinities included. When the
+    thresholds cluster so that a bucket holds more than a few of them, it falls back to
+    ``np.searchsorted``.
+    """
+    th = np.asarray(sorted_thresholds, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    finite = th[np.isfinite(th)]
+    t = th.shape[0]
+    if t < 2 or finite.size < 2 or finite[-1] <= finite[0] or values.size < 4 * t:
+        return np.searchsorted(th, values, side="right")
+    lo = finite[0]
+    for per_threshold in (1, 4):
+        buckets = per_threshold * t
+        scale = buckets / (finite[-1] - lo)
+
+        def bucket(x: np.ndarray, scale: float = scale, buckets: int = buckets) -> np.ndarray:
+            b = np.subtract(x, lo)
+            b *= scale
+            np.minimum(b, buckets - 1, out=b)  # +inf and values above the range: last bucket
+            np.maximum(b, 0, out=b)  # -inf and values below: first bucket
+            return b.astype(np.int64)
+
+        start = np.searchsorted(bucket(th), np.arange(buckets + 1), side="left")
+        occupancy = int(np.diff(start).max())
+        if occupancy <= _MAX_BUCKET:
+            break
+    else:
+        return np.searchsorted(th, values, side="right")
+    # NaN after the last threshold: never <= a value, so the last bucket needs no length check
+    padded = np.concatenate([th, np.full(occupancy, np.nan)])
+    first = start[bucket(values)]
+    out = first.copy()
+    for k in range(occupancy):
+        out += padded[first + k] <= values
+    return out
+
+
 def _shared_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarray]) -> ExitSums:
     n, e = scores.shape
     t = th.shape[0]
@@ -141,23 +204,29 @@ def _shared_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarra
     if e == 1:
         counts[:, 0] = n
         return ExitSums(counts, sums)
-    prefix = np.maximum.accumulate(scores[:, :-1], axis=1)
-    order = np.argsort(th, kind="stable")
-    # sample n passes exit i on for every threshold > prefix[n, i]: sorted thresholds from j[n, i] on
-    j = np.searchsorted(th[order], prefix, side="right")
+    in_order = t < 2 or bool(np.all(th[1:] >= th[:-1]))
+    order = None if in_order else np.argsort(th, kind="stable")
+    sorted_th = th if order is None else th[order]
+    # sample n passes exit i on for every threshold > M[i, n]: sorted thresholds from j[i, n] on
+    j = count_at_most(sorted_th, _running_max_by_exit(scores))  # (E-1, N)
     # one bincount for all exits: exit i's start positions are offset into their own block of t + 1
-    flat = (j + np.arange(e - 1) * (t + 1)).ravel()
+    j += (np.arange(e - 1) * (t + 1))[:, None]
+    flat = j.ravel()
 
     def per_threshold(weights: np.ndarray | None) -> np.ndarray:
         binned = np.bincount(flat, weights=weights, minlength=(e - 1) * (t + 1))
         running = np.cumsum(binned.reshape(e - 1, t + 1)[:, :t], axis=1)  # (E-1, T), sorted order
+        if order is None:
+            return running.T
         out = np.empty((t, e - 1), dtype=running.dtype)
         out[order] = running.T
         return out
 
     beyond = per_threshold(None)  # (T, E-1): samples that pass exit i on (leave later)
     for name, tab in tables.items():
-        steps = per_threshold((tab[:, 1:] - tab[:, :-1]).ravel().astype(np.float64))
+        by_exit = tab.T  # steps in the exit-major order of ``flat``
+        step = np.subtract(by_exit[1:], by_exit[:-1], dtype=np.float64)
+        steps = per_threshold(step.ravel())
         if tab.dtype.kind in "iu":
             steps = np.rint(steps).astype(np.int64)  # integer weights sum exactly in float64
         sums[name] = sums[name] + steps.sum(axis=1)
@@ -168,15 +237,40 @@ def _shared_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarra
 
 
 def _per_exit_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarray]) -> ExitSums:
+    """Per-exit thresholds, a chunk of threshold rows at a time, walking the exits once.
+
+    ``alive[t, n]``: sample ``n`` has passed every exit so far under row ``t``. Its exit index is
+    the number of exits it passed, so the walk is one comparison, one ``&=`` and one ``+=`` on
+    ``(chunk, N)`` arrays per exit (no ``(chunk, N, E)`` array, no ``argmax`` over the short
+    exit axis); counts come from how many stay alive at each exit, and each table's sum from one
+    flat ``take`` of the value at every sample's exit.
+    """
     n, e = scores.shape
     t = th.shape[0]
     counts = np.zeros((t, e), dtype=np.int64)
     sums = {name: np.zeros(t, dtype=tab.dtype) for name, tab in tables.items()}
-    rows = np.arange(n)[None, :]
-    for start, idx in _chunked_exits(scores, th):
-        stop = start + idx.shape[0]
-        for i in range(e):
-            counts[start:stop, i] = (idx == i).sum(axis=1)
-        for name, tab in tables.items():
-            sums[name][start:stop] = tab[rows, idx].sum(axis=1)
+    by_exit = np.ascontiguousarray(scores.T)  # (E, N)
+    flat_tables = {name: np.ascontiguousarray(tab.T).ravel() for name, tab in tables.items()}
+    columns = np.arange(n)
+    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    for start in range(0, t, step):
+        rows = th[start : start + step]
+        m = rows.shape[0]
+        alive = np.ones((m, n), dtype=bool)
+        below = np.empty((m, n), dtype=bool)
+        idx = np.zeros((m, n), dtype=np.int64)
+        passed = np.empty((m, e), dtype=np.int64)
+        passed_before = n
+        for i in range(e - 1):
+            np.less(by_exit[i][None, :], rows[:, i][:, None], out=below)
+            alive &= below
+            idx += alive
+            passed[:, i] = np.count_nonzero(alive, axis=1)
+            counts[start : start + m, i] = passed_before - passed[:, i]
+            passed_before = passed[:, i]
+        counts[start : start + m, e - 1] = passed_before
+        idx *= n
+        idx += columns  # flat position of (exit taken, sample) in the exit-major tables
+        for name, flat in flat_tables.items():
+            sums[name][start : start + m] = np.take(flat, idx).sum(axis=1)
     return ExitSums(counts, sums)

@@ -40,13 +40,25 @@ from eebench.policies.registry import (
     register_policy,
 )
 from eebench.policies.targets import (
+    MSDNET_Q_VALUES,
+    ROUNDINGS,
     check_distribution,
+    exit_counts_for_distributions,
     geometric_exit_distribution,
+    msdnet_exit_distribution,
     thresholds_for_exit_distribution,
+    thresholds_for_exit_distributions,
 )
 from eebench.policies.threshold import IDKCascadePolicy, ThresholdPolicy
 
 __all__ = [
+    "FALLBACKS",
+    "MSDNET_Q_VALUES",
+    "ROUNDINGS",
+    "exit_counts_for_distributions",
+    "most_confident_predictions",
+    "msdnet_exit_distribution",
+    "thresholds_for_exit_distributions",
     "CONFIDENCE",
     "GATE_FEATURES",
     "POLICIES",
