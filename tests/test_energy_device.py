@@ -430,3 +430,27 @@ def test_predicted_energy_of_an_early_exit_run():
     np.testing.assert_allclose(predict_energy([0, 1, 2, 0], stage, head), [1.1, 3.3, 7.7, 1.1])
     with pytest.raises(ValueError, match="exit indices"):
         predict_energy([3], stage, head)
+
+
+def test_update_period_survives_a_poller_that_loses_the_cpu(monkeypatch):
+    """A loaded machine deschedules the poller for several periods now and then: the missed
+    updates must not stretch the period."""
+
+    class StallingClock(Clock):
+        def __init__(self) -> None:
+            super().__init__(tick=100_000)
+            self.reads = 0
+
+        def __call__(self) -> int:
+            self.reads += 1
+            if self.reads % 3000 == 0:  # every 300 ms of polling
+                self.now += 175_000_000  # descheduled for 175 ms: three updates missed
+            return super().__call__()
+
+    clock = StallingClock()
+    gpu = FakeGpu(clock, period_s=0.05)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    period = detect_update_period(NvmlMeter(0, clock=clock), probe_s=3.0, clock=clock)
+    assert period.resolved and period.seconds == pytest.approx(0.05, rel=0.01)
+    naive = 3.0 / period.changes  # what counting changes over the probe would say
+    assert naive > 0.06

@@ -899,6 +899,7 @@ class SuiteRunner:
                 )
                 mode = "per-sample" if bs == 1 else "batched"
                 rows = []
+                energy_check = self._energy_validator(ctx, prepared, backend_name, bs, x)
                 agg = EarlyExitExecutor(prepared, None).run(x, mode="aggregation", batch_size=bs)
                 bb = EarlyExitExecutor(prepared, None).run(
                     x, mode="backbone", batch_size=bs, plain_stages=ctx.cost_table.plain.stages
@@ -970,9 +971,85 @@ class SuiteRunner:
                             **{f"exit_frac_{i}": f for i, f in enumerate(res.exit_fractions)},
                         }
                     )
+                    if energy_check is not None:
+                        rows[-1].update(energy_check(decider, res))
                 return {"validation": pd.DataFrame(rows)}, {}
 
             self._step(key, step)
+
+    def _energy_validator(
+        self, ctx: ModelContext, prepared: Any, backend_name: str, bs: int, x: Any
+    ) -> Callable[[Any, Any], dict[str, Any]] | None:
+        """Energy validation of operating points, where a hardware meter sees the backend's
+        device: a function (decider, executor result) -> validation columns comparing the
+        measured net energy per sample of a true early-exit run with the prediction from the
+        parts' net energy. None at batch > 1 (the parts were measured at batch 1), without
+        part energies, or without a hardware meter (an estimate would validate nothing)."""
+        es = self.spec.measurement.energy
+        if not es.enabled or bs != 1:
+            return None
+        from eebench.backends import EarlyExitExecutor
+        from eebench.measure.energy import (
+            EnergyMeterUnavailable,
+            EnergySession,
+            WindowConfig,
+            choose_meter,
+            cuda_uuid,
+            predict_energy,
+        )
+
+        costs = self._stage_costs_so_far(ctx.spec.label)
+        sel = costs[
+            (costs["backend"] == backend_name)
+            & (costs["batch_size"] == 1)
+            & (costs["threads"] == self.spec.measurement.threads[0])
+            & (costs["source_kind"] == "measured")
+        ]
+        per_part = _per_part(sel, "energy_net_mj", ctx.model.num_exits)
+        if per_part is None:
+            return None
+        device = str(prepared.device)
+        choice = choose_meter(device, backend_name, es.meter, gpu_uuid=cuda_uuid(device))
+        if choice.kind != "measured" or choice.meter is None:
+            return None
+        config = WindowConfig(
+            periods_per_window=es.periods_per_window,
+            min_window_s=es.min_window_s,
+            windows=es.windows,
+            idle_windows=es.idle_windows,
+            probe_s=es.probe_s,
+        )
+        session = EnergySession(choice.meter, sync=prepared.sync, config=config)
+        try:
+            with prepared.activated():
+                session.start()
+        except EnergyMeterUnavailable as err:
+            self.log(f"  no energy validation on {backend_name}: {err}")
+            return None
+        stage_mj, head_mj = per_part
+        source = _energy_source(choice.kind, backend_name, choice.meter, None)
+        n = len(x)
+
+        def check(decider: Any, res: Any) -> dict[str, Any]:
+            executor = EarlyExitExecutor(prepared, decider)
+            part = session.measure(
+                lambda: executor.run(x, mode="per-sample", batch_size=1),
+                inferences_per_call=n,
+                call_s=float(np.sum(res.latency_ns)) / 1e9,
+            )
+            predicted = float(np.mean(predict_energy(res.exit_indices, stage_mj, head_mj)))
+            net = part.energy.net_j
+            return {
+                "predicted_energy_mj": predicted,
+                "measured_energy_mj": net.value * 1e3,
+                "measured_energy_ci_low_mj": net.ci_low * 1e3,
+                "measured_energy_ci_high_mj": net.ci_high * 1e3,
+                "measured_energy_gross_mj": part.energy.gross_j.value * 1e3,
+                "energy_ratio": net.value * 1e3 / predicted if predicted > 0 else float("nan"),
+                "energy_source": source,
+            }
+
+        return check
 
     # ------------------------------------------------------------------ end
     def _summary(self, tables: dict[str, pd.DataFrame]) -> None:

@@ -91,6 +91,10 @@ class MeterPlaces:
     root: Path = Path("/")
 
 
+DEFAULT_PLACES = MeterPlaces()
+"""Where :func:`choose_meter` looks when not told (tests point it at fixture trees)."""
+
+
 def on_jetson(places: MeterPlaces) -> bool:
     """A Jetson: its L4T release file or device-tree model, or INA3221 rails in sysfs."""
     from eebench.profiles.jetson import is_jetson
@@ -122,7 +126,7 @@ def choose_meter(
     field: str = "measurement.energy.meter",
 ) -> MeterChoice:
     """The meter that measures ``backend`` running on ``device``, or why there is none."""
-    places = places or MeterPlaces()
+    places = places or DEFAULT_PLACES
     check_meter_for_device(requested, device, backend, field)
     if requested == "estimated":
         return _estimated(device, power, "the suite asks for estimated energy")

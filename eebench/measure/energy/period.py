@@ -4,8 +4,11 @@ An energy counter read twice within one update period returns the same value,
 so energy over a window shorter than a few periods is mostly quantisation:
 NVML and the Jetson rails update every ~10-100 ms, RAPL about every 1 ms. The
 meter is polled as fast as it answers for ``probe_s``; each change of its raw
-value is one update, and the period is the time between the first and the last
-change divided by the changes in between. Fewer than two changes in the probe
+value is one update, and the time between two changes is one period. A poller
+that loses the CPU (a loaded machine) misses updates, which shows as gaps of
+several periods (and a change seen after a stalled poll is seen late), so the
+period is the median of the gaps between sharply timed changes no longer than
+1.5 times the shortest one. Fewer than two changes in the probe
 leave the period unknown; it is then at least the probe itself, which is what
 :func:`detect_update_period` reports (``resolved`` False), so a window sized
 from it is long rather than too short.
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from eebench.measure.energy.base import EnergyMeter
 from eebench.measure.timing import DEFAULT_CLOCK, Clock
@@ -53,33 +58,62 @@ def detect_update_period(
     start = clock()
     end = start + int(probe_s * 1e9)
     last = meter.update_signal()
-    change_times: list[int] = []
+    # a change seen at poll k happened after the value of poll k - 1 was read, which was
+    # before the clock read of poll k - 1 and after that of poll k - 2: (t[k-2], t[k]]
+    changes: list[tuple[int, int]] = []  # (time seen, width of the interval it lies in)
+    poll_gaps: list[int] = []
     polls = 1
-    now = start
+    t2 = t1 = now = start  # clock reads of polls k - 2 and k - 1
     while now < end and polls < max_polls:
         value = meter.update_signal()
         now = clock()
+        poll_gaps.append(now - t1)
         polls += 1
         if value != last:
-            change_times.append(now)
+            changes.append((now, now - t2))
             last = value
+        t2, t1 = t1, now
     elapsed = (now - start) / 1e9
-    if len(change_times) >= 2:
-        period = (change_times[-1] - change_times[0]) / 1e9 / (len(change_times) - 1)
+    period = _period_from_changes(changes, poll_gaps)
+    if period is not None:
         return UpdatePeriod(
             period,
-            len(change_times),
+            len(changes),
             polls,
             elapsed,
             True,
-            f"{len(change_times)} changes in {polls} polls over {elapsed:.3g} s",
+            f"{len(changes)} changes in {polls} polls over {elapsed:.3g} s",
         )
     return UpdatePeriod(
         max(elapsed, probe_s),
-        len(change_times),
+        len(changes),
         polls,
         elapsed,
         False,
-        f"{len(change_times)} change(s) in {polls} polls over {elapsed:.3g} s: the period is at "
+        f"{len(changes)} change(s) in {polls} polls over {elapsed:.3g} s: the period is at "
         "least the probe",
     )
+
+
+def _period_from_changes(changes: list[tuple[int, int]], poll_gaps: list[int]) -> float | None:
+    """Seconds per update from successive changes, or None with fewer than two usable ones.
+
+    A change seen after a stalled poll happened some time within the stall, so gaps that
+    start or end at one are dropped; of the rest, missed updates make multiples of the
+    period, so the median of the gaps within 1.5 x the shortest is the period.
+    """
+    if len(changes) < 2:
+        return None
+    sharp = 8 * max(float(np.median(poll_gaps)), 1.0)  # two poll gaps, with room for jitter
+    gaps = np.array(
+        [
+            b[0] - a[0]
+            for a, b in zip(changes[:-1], changes[1:], strict=True)
+            if a[1] <= sharp and b[1] <= sharp
+        ],
+        dtype=np.float64,
+    )
+    if gaps.size == 0:
+        return None
+    single = gaps[gaps <= 1.5 * gaps.min()]
+    return float(np.median(single)) / 1e9

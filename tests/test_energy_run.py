@@ -1,0 +1,146 @@
+"""Energy through a real tiny run, on a fixture RAPL tree whose counter moves like the kernel's:
+idle power x wall time plus active power x the process's CPU time, refreshed every 1 ms. The
+run must read it for the CPU backend, subtract the idle power it measured itself, feed the net
+figure (not the gross one) to the cost vectors, validate operating points by energy, and say
+why when no meter fits."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from eebench.errors import ConfigError
+from eebench.measure.energy import MeterPlaces
+from eebench.results import Run
+from eebench.suites.runner import RunOptions, run_suite
+from tests.test_energy import rapl_tree
+from tests.test_suites import TINY
+
+IDLE_W, ACTIVE_W = 4.0, 30.0
+
+SUITE = copy.deepcopy(TINY)
+SUITE["backends"] = ["torch-cpu"]
+SUITE["measurement"]["energy"] = {
+    "windows": 3,
+    "idle_windows": 3,
+    "min_window_s": 0.02,
+    "probe_s": 0.1,
+}
+SUITE["validation"] = {"samples": 10, "repeats": 1}
+
+
+class LiveRapl:
+    """``energy_uj`` of package 0 as the kernel would report it, refreshed every millisecond."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tick = -1
+        self.uj = 0
+        self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+
+    def value(self) -> int:
+        tick = time.perf_counter_ns() // 1_000_000
+        if tick != self.tick:
+            self.tick = tick
+            wall = time.perf_counter() - self.t0
+            cpu = time.process_time() - self.cpu0
+            self.uj = 1_000_000 + int((IDLE_W * wall + ACTIVE_W * cpu) * 1e6)
+        return self.uj
+
+
+@pytest.fixture
+def live_rapl(tmp_path, monkeypatch):
+    root = rapl_tree(tmp_path / "powercap")
+    live = LiveRapl(root)
+    original = Path.read_text
+    counter = root / "intel-rapl:0" / "energy_uj"
+
+    def read_text(self, *args, **kwargs):
+        if self == counter:
+            return f"{live.value()}\n"
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    places = MeterPlaces(powercap=root, sysfs=tmp_path / "sys", root=tmp_path / "root")
+    monkeypatch.setattr("eebench.measure.energy.choice.DEFAULT_PLACES", places)
+    return live
+
+
+def _run(tmp_path: Path, suite: dict, run_id: str) -> Run:
+    path = tmp_path / f"{run_id}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = run_suite(
+        str(path),
+        RunOptions(
+            out_root=tmp_path / "results",
+            cache_root=tmp_path / "cache",
+            run_id=run_id,
+            progress=False,
+            report=False,
+        ),
+    )
+    return Run.open(out)
+
+
+def test_cpu_backend_energy_is_net_of_the_idle_power_and_feeds_the_cost_vectors(
+    tmp_path, live_rapl
+):
+    run = _run(tmp_path, SUITE, "rapl")
+    costs = run.table("stage_costs")
+    energy = costs[costs["metric"].str.startswith(("energy_", "idle_power", "busy_power"))]
+    assert set(energy["source"]) == {"measured:torch-cpu+rapl:package"}
+    assert set(energy["device"]) == {"cpu"} and set(energy["source_kind"]) == {"measured"}
+    wide = energy.pivot_table(index=["part", "index"], columns="metric", values="value")
+    lat = costs[costs["metric"] == "latency_median_ms"].set_index(["part", "index"])["value"]
+    # every stage and head, with the meter's period (1 ms) and calls filling 20 ms windows
+    assert len(wide) == 2 * 2
+    np.testing.assert_allclose(wide["energy_update_period_ms"], 1.0, rtol=0.2)
+    np.testing.assert_allclose(wide["energy_window_s"], 0.02)
+    assert (wide["energy_calls_per_window"] >= 1).all() and (wide["energy_windows"] == 3).all()
+    # idle power measured in this run; gross includes it, net does not
+    np.testing.assert_allclose(wide["idle_power_w"], IDLE_W, rtol=0.25)
+    assert (wide["energy_gross_mj"] > wide["energy_net_mj"]).all()
+    assert (wide["energy_net_ci_low_mj"] <= wide["energy_net_mj"]).all()
+    assert (wide["energy_net_mj"] <= wide["energy_net_ci_high_mj"]).all()
+    # net ~ active power x CPU time per call; CPU time <= wall latency on a shared machine
+    ratio = wide["energy_net_mj"] / (ACTIVE_W * lat.reindex(wide.index))
+    assert ((ratio > 0.1) & (ratio < 2.0)).all(), ratio
+    # the cost vectors carry net energy: a cascade's final-only baseline runs its last member
+    # alone (stage 1 and exit 1), so its expected energy is their net sum, not the gross one
+    ops = run.table("operating_points")
+    final = ops[(ops["policy"] == "final-only") & ops["cost_source"].str.startswith("measured")]
+    assert len(final) > 0
+    last = wide.loc[[("stage", 1), ("exit", 1)]]
+    np.testing.assert_allclose(final["expected_energy_mj"], last["energy_net_mj"].sum())
+    # true early-exit runs validated by energy against the parts' prediction
+    val = run.table("validation")
+    assert len(val) > 0 and (val["energy_source"] == "measured:torch-cpu+rapl:package").all()
+    assert (val["predicted_energy_mj"] > 0).all() and np.isfinite(val["energy_ratio"]).all()
+    assert (val["measured_energy_gross_mj"] > val["measured_energy_mj"]).all()
+
+
+def test_without_a_meter_for_the_device_energy_is_recorded_unavailable(tmp_path, monkeypatch):
+    places = MeterPlaces(powercap=tmp_path / "none", sysfs=tmp_path / "sys", root=tmp_path)
+    monkeypatch.setattr("eebench.measure.energy.choice.DEFAULT_PLACES", places)
+    suite = copy.deepcopy(SUITE)
+    suite["validation"] = {"enabled": False}
+    run = _run(tmp_path, suite, "none")
+    costs = run.table("stage_costs")
+    assert not costs["metric"].str.startswith("energy_").any()
+    skipped = run.table("skipped")
+    row = skipped[skipped["step"] == "energy"]
+    assert len(row) == 1 and row["target"].iloc[0] == "torch-cpu"
+    assert "no RAPL package zones" in row["reason"].iloc[0]
+
+
+def test_a_meter_of_another_device_is_refused(tmp_path):
+    suite = copy.deepcopy(SUITE)
+    suite["measurement"]["energy"] = {"meter": "nvml"}
+    with pytest.raises(ConfigError, match="set meter: rapl"):
+        _run(tmp_path, suite, "mismatch")
