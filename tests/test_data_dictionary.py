@@ -197,3 +197,21 @@ def test_bundle_charges_final_only_the_plain_network(bundle):
     # budgets are fractions of the plain network's MACs: budget 1.0 = exactly its MACs
     budget = ops["target_budget"].dropna() if "target_budget" in ops.columns else pd.Series()
     assert len(budget) and np.allclose(budget.to_numpy(float), plain)
+
+
+def test_report_shows_lost_by_exiting_early_beside_wasted_computation(bundle):
+    from eebench.report.data import load_runs
+    from eebench.report.tables import fmt_pct, operating_points_table
+
+    table = operating_points_table(load_runs([bundle.path]))
+    lost, wasted = (
+        "test lost by exiting early [%]",
+        "test wasted computation [% of MACs] (analytic)",
+    )
+    assert {lost, wasted} <= set(table.columns)
+    ops = bundle.table("operating_points")
+    test = ops[(ops["split"] == "test") & ~ops["calibration"].isin(["sweep", "baseline"])]
+    first = table[table["calibration"] == test["calibration"].iloc[0]].iloc[0]
+    row = test[test["calibration"] == first["calibration"]].iloc[0]
+    assert first[lost] == fmt_pct(row["lost_by_exiting_early"])
+    assert first[wasted] == fmt_pct(row["wasted_frac_macs"])

@@ -94,6 +94,14 @@ def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
         if t is not None and frac_cols:
             fr = [t[c] for c in frac_cols if not pd.isna(t[c])]
             row["test exit distribution [%]"] = " / ".join(f"{100 * f:.0f}" for f in fr)
+        # final exit right, this policy's answer wrong; and SDN's wasted computation (share of
+        # the MACs a sample paid after an exit already had the right answer), side by side
+        row["test lost by exiting early [%]"] = (
+            fmt_pct(t.get("lost_by_exiting_early", math.nan)) if t is not None else ""
+        )
+        row["test wasted computation [% of MACs] (analytic)"] = (
+            fmt_pct(t.get("wasted_frac_macs", math.nan)) if t is not None else ""
+        )
         rows.append(row)
     table = pd.DataFrame(rows)
     test_rows = ops[ops["split"] == "test"]

@@ -94,7 +94,9 @@ TABLES: dict[str, TableSpec] = {
                 "expected_macs",
             ),
             "Per model, policy and thresholds: accuracy, exit fractions (exit_frac_<i>), expected "
-            "MACs (analytic), expected latency/energy with their source columns, overthinking. "
+            "MACs (analytic; final-only pays the plain network's), expected latency/energy with "
+            "their source columns, overthinking, lost_by_exiting_early, wasted computation "
+            "(wasted_<cost>, wasted_frac_<cost>); every column in results/README.md. "
             "calibration names the target that chose the point on val ('sweep' for plain grid points).",
         ),
         TableSpec(
