@@ -26,7 +26,7 @@ from eebench.evaluation.overthinking import (
     overthinking_table,
     wasted_table,
 )
-from eebench.evaluation.pareto import anytime, pareto_front
+from eebench.evaluation.pareto import anytime, front_chosen_on_val, is_reference, pareto_front
 from eebench.evaluation.record import (
     ExitRecord,
     RecordMismatchError,
@@ -70,6 +70,8 @@ __all__ = [
     "exit_indices",
     "exit_sums",
     "first_correct_exit",
+    "front_chosen_on_val",
+    "is_reference",
     "load_or_record",
     "model_key_of",
     "operating_points",

@@ -206,6 +206,11 @@ def _figure_legend(fig, handles: list, labels: list[str], title: str | None = No
 
 
 REFERENCE_MARKERS = {"bound": "^", "baseline": "X"}
+POLICY_MARKERS = {"oracle": "^", "final-only": "s", "aggregation": "X"}
+
+
+def _reference_marker(policy: str, role: str) -> str:
+    return POLICY_MARKERS.get(policy, REFERENCE_MARKERS[role])
 
 
 def _tradeoff_panel(
@@ -254,7 +259,7 @@ def _tradeoff_panel(
         ax.scatter(
             grp[cost],
             grp["accuracy_pct"],
-            marker=REFERENCE_MARKERS[role],
+            marker=_reference_marker(str(policy), role),
             s=60,
             facecolor="none" if role == "bound" else pal.family(fam),
             edgecolor=pal.family(fam) if role == "bound" else "black",
@@ -271,6 +276,8 @@ def _tradeoff_panel(
                 color=pal.family(fam),
                 linestyle=pal.linestyle(run),
                 linewidth=1.5,
+                marker="o",  # a one-point front is still seen
+                markersize=3,
                 zorder=4,
             )
     _maybe_log(ax, pts[cost])
@@ -283,7 +290,7 @@ def _tradeoff_panel(
             markersize=10,
             color="grey",
             markeredgecolor="black",
-            label="calibrated point (chosen on val)",
+            label="calibrated point (val)",
         )
     ]
     for policy, role in sorted(roles.items()):
@@ -292,13 +299,13 @@ def _tradeoff_panel(
             Line2D(
                 [],
                 [],
-                marker=REFERENCE_MARKERS[role],
+                marker=_reference_marker(policy, role),
                 linestyle="",
                 markersize=7,
                 color="grey",
                 markerfacecolor="none" if bound else "grey",
                 markeredgecolor="grey" if bound else "black",
-                label=f"{policy} ({role}{': reads the labels' if bound else ''}; not on a front)",
+                label=f"{policy} ({role}{', reads labels' if bound else ''})",
             )
         )
     if front is not None and not front.empty:
@@ -306,7 +313,7 @@ def _tradeoff_panel(
             name = (
                 f"Pareto front chosen on val ({run})"
                 if pal.multi_run
-                else "Pareto front per family, chosen on val"
+                else "Pareto front per family (val)"
             )
             extra.append(Line2D([], [], color="grey", linestyle=pal.linestyle(run), label=name))
     return extra
@@ -402,8 +409,9 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
             "One panel per cost source. 'measured' panels use per-stage latencies timed on this "
             "machine's backend; 'estimated' panels (shaded) use a hardware profile's estimate and are "
             "not measurements. Lines: Pareto front per family, found on val and drawn at the same "
-            f"points' {split} values; stars: calibrated points (chosen on val). Triangles and "
-            "crosses: the oracle bound and the baselines, never on a front."
+            f"points' {split} values; stars: calibrated points (chosen on val). Hollow triangle: "
+            "the oracle, a bound (it reads the labels); square and cross: the final-only and "
+            "aggregation baselines; none of them is ever on a front."
         ),
         fig,
     )
