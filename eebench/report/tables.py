@@ -11,7 +11,13 @@ import math
 import pandas as pd
 
 from eebench.report.data import RunData, combined, flatten
-from eebench.report.derive import calibrated, exit_fraction_columns, policy_label, unique_points
+from eebench.report.derive import (
+    calibrated,
+    exit_fraction_columns,
+    policy_label,
+    reference_role,
+    unique_points,
+)
 
 
 def fmt_count(value: float) -> str:
@@ -82,7 +88,8 @@ def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
             "model": k[1],
             "family": k[2],
             "policy": policy_label(k[3], k[4]),
-            "calibration": k[5],
+            # baselines and bounds are references, not choices: say which (the oracle reads labels)
+            "calibration": k[5] if k[5] != "baseline" else _reference_label(k[3]),
             "thresholds (chosen on val)": str((v if v is not None else t)["thresholds"]),
         }
         row["val accuracy [%]"] = fmt_pct(v["accuracy"]) if v is not None else ""
@@ -125,6 +132,13 @@ def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
     if table["run"].nunique() == 1:
         table = table.drop(columns="run")
     return table
+
+
+def _reference_label(policy: str) -> str:
+    role = reference_role(policy)
+    if role == "bound":
+        return "bound (reads the labels; not a choice)"
+    return "baseline (not a choice)"
 
 
 def validation_table(runs: list[RunData]) -> pd.DataFrame:
