@@ -28,7 +28,7 @@ from eebench.evaluation import (
     sweep,
 )
 from eebench.models import create_model
-from eebench.policies import POLICIES, PolicyError, create_policy
+from eebench.policies import FALLBACKS, POLICIES, PolicyError, create_policy
 
 # ----------------------------------------------------------------- helpers
 
@@ -100,7 +100,9 @@ def records(draw):
 def record_policy_thresholds(draw):
     record = draw(records())
     name = draw(st.sampled_from(sorted(POLICIES)))
-    policy = create_policy(name)
+    # the threshold policy with either answer for samples no exit is confident about
+    options = {"fallback": draw(st.sampled_from(FALLBACKS))} if name == "threshold" else {}
+    policy = create_policy(name, **options)
     if name == "learned-gate":
         policy.fit(record)
     if not policy.uses_thresholds:

@@ -108,6 +108,12 @@ POLICY_CASES = [
     PolicyCase("threshold-max_softmax", "threshold", {"confidence": "max_softmax"}),
     PolicyCase("threshold-score_margin", "threshold", {"confidence": "score_margin"}),
     PolicyCase("threshold-entropy", "threshold", {"confidence": "entropy"}),
+    # Shallow-Deep Networks: a sample no exit is sure of answers with its most confident exit
+    PolicyCase(
+        "threshold-most-confident",
+        "threshold",
+        {"confidence": "max_softmax", "fallback": "most-confident"},
+    ),
     PolicyCase("idk-cascade", "idk-cascade"),
     PolicyCase("patience-1", "patience", patience=1.0),
     PolicyCase("patience-2", "patience", patience=2.0),

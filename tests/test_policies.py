@@ -372,3 +372,71 @@ def test_thresholds_realise_target_distribution():
     assert np.all(exit_indices(scores, th0[None, :])[0] == 3)
     with pytest.raises(PolicyError, match="sum to 1"):
         thresholds_for_exit_distribution(scores, [0.5, 0.5, 0.5, 0.0])
+
+
+# ----------------------------------------------------------------- Shallow-Deep Networks' fallback
+
+
+def sdn_rule(conf, preds, thresholds):
+    """Shallow-Deep Networks' early exit, from the paper's text, one sample at a time: leave at the
+    first exit whose confidence reaches its threshold; when none does, the sample has run the whole
+    network and answers with its most confident exit (the first of equals)."""
+    exits, answers = [], []
+    last = len(conf[0]) - 1
+    for row_conf, row_pred in zip(conf, preds):
+        for k in range(last + 1):
+            if k < last and row_conf[k] >= thresholds[k]:
+                exits.append(k)
+                answers.append(row_pred[k])
+                break
+        else:
+            best = max(range(last + 1), key=lambda k: (row_conf[k], -k))
+            exits.append(last)
+            answers.append(row_pred[best])
+    return exits, answers
+
+
+@pytest.mark.parametrize("measure", ["max_softmax", "entropy"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_most_confident_fallback_reproduces_sdn(measure, seed):
+    rec = random_record(n=120, e=5, c=4, seed=40 + seed)
+    sdn = create_policy("threshold", confidence=measure, fallback="most-confident")
+    conf = rec.confidence(measure)
+    rng = np.random.default_rng(seed)
+    settings = [np.full(5, v) for v in (0.0, 0.6, 0.9, 1.0)]
+    settings += [np.array([rng.choice(conf[:, i]) for i in range(5)]) for _ in range(4)]
+    for th in settings:
+        exits, answers = sdn_rule(conf.tolist(), rec.predictions.tolist(), th.tolist())
+        point = evaluate(rec, sdn, th[None, :]).iloc[0]
+        want_acc = np.mean(np.asarray(answers) == rec.labels)
+        assert point["accuracy"] == want_acc, th
+        for i in range(5):
+            assert point[f"exit_frac_{i}"] == exits.count(i) / rec.num_samples
+        # the online decider (shrinking batch, rows shuffled) gives every sample the same answer
+        got_exits, got_preds = run_decider(sdn, rec, th, rng)
+        assert got_exits.tolist() == exits and got_preds.tolist() == answers
+    # the fallback changes answers only: exits and costs are those of the final-exit fallback
+    plain = create_policy("threshold", confidence=measure)
+    th = np.full(5, 0.9)
+    a, b = evaluate(rec, sdn, th[None, :]).iloc[0], evaluate(rec, plain, th[None, :]).iloc[0]
+    assert [a[f"exit_frac_{i}"] for i in range(5)] == [b[f"exit_frac_{i}"] for i in range(5)]
+
+
+def test_most_confident_fallback_by_hand():
+    # 3 exits, threshold 0.9 everywhere: nobody leaves early
+    # sample 0: exit 0 most confident (right), final wrong -> SDN right, final-only answer wrong
+    # sample 1: final most confident and right
+    logits = [
+        [[3.0, 0.0], [0.0, 1.0], [0.0, 0.5]],  # label 0
+        [[0.5, 0.0], [0.0, 1.0], [0.0, 2.0]],  # label 1
+    ]
+    rec = make_record(logits, [0, 1])
+    macs = CostVector.macs([10, 20, 30])
+    sdn = evaluate(rec, create_policy("threshold", fallback="most-confident"), [0.96], [macs])
+    final = evaluate(rec, create_policy("threshold"), [0.96], [macs])
+    assert sdn.loc[0, "accuracy"] == 1.0 and final.loc[0, "accuracy"] == 0.5
+    assert sdn.loc[0, "exit_frac_2"] == 1.0
+    assert sdn.loc[0, "expected_macs"] == 30.0  # both samples ran every stage
+    assert sdn.loc[0, "confidence"] == "max_softmax+most-confident"
+    with pytest.raises(PolicyError, match="unknown fallback 'best'.*final, most-confident"):
+        create_policy("threshold", fallback="best")

@@ -12,6 +12,11 @@ in one of two modes:
   the rows that leave are dropped from the state (``select``/index_select)
   and the rest go on, so later stages run on fewer rows.
 
+A third mode, ``parts``, is the per-sample loop that does not stop: every
+sample runs every stage, head, host copy and decision, each timed where it
+runs (after the parts before it, as in a true early-exit run). It measures
+the parts a per-sample run is predicted from, with the same code and clock.
+
 Two baselines use the same loop and the same clock: ``aggregation`` (every
 stage and every exit head run for every sample, the decision applied
 afterwards, so predictions equal the early-exit ones) and ``backbone``
@@ -23,7 +28,11 @@ of the batched run they are compared with.
 
 Latency is per sample, from the moment its input is on the device (after
 ``to_input``) until its exit decision (in a batch: from the batch's start);
-the decision overhead (time inside ``decider.decide``) is recorded per exit.
+the decision overhead (time inside ``decider.decide``) is recorded per exit. At batch
+1 the latency is also split into consecutive clock intervals per exit
+(``part_ns``): stage (with the loop's own step), head with its host copy,
+decision; they sum to the sample's latency exactly. On an asynchronous device
+the stage interval only launches work and the host copy waits for it.
 The clock is injectable and its name is recorded with the result (see
 :data:`eebench.measure.timing.CLOCKS`). The predicted latency of the same run
 is the sum, per sample, of the measured latencies of the stages and heads it
@@ -46,7 +55,9 @@ from eebench.backends.base import PreparedModel
 from eebench.errors import EEBenchError
 from eebench.measure.timing import DEFAULT_CLOCK, Clock, clock_name
 
-MODES = ("per-sample", "batched", "aggregation", "backbone")
+MODES = ("per-sample", "batched", "aggregation", "backbone", "parts")
+PART_KINDS = ("stage", "head", "decision")
+"""The three intervals of ``ExecutionResult.part_ns`` per sample and exit, in this order."""
 
 
 @runtime_checkable
@@ -75,6 +86,8 @@ class ExecutionResult:
 
     ``latency_ns[k]`` is sample k's measured latency; ``decision_ns[e]`` the
     total time spent in ``decide`` at exit e over ``decision_calls[e]`` calls.
+    ``part_ns[k, e]`` (per-sample and ``parts`` modes; None otherwise) is sample
+    k's time at exit e in each of :data:`PART_KINDS`, zero where it did not run.
     """
 
     mode: str
@@ -88,6 +101,7 @@ class ExecutionResult:
     backend: dict[str, Any] = field(default_factory=dict)
     wall_ns: int = 0
     clock: str = "wall"
+    part_ns: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -134,6 +148,7 @@ class ExecutionResult:
             "decision_calls": self.decision_calls.tolist(),
             "wall_ns": self.wall_ns,
             "clock": self.clock,
+            "part_ns": None if self.part_ns is None else self.part_ns.tolist(),
         }
 
     @classmethod
@@ -150,6 +165,9 @@ class ExecutionResult:
             backend=dict(d.get("backend", {})),
             wall_ns=int(d.get("wall_ns", 0)),
             clock=str(d.get("clock", "wall")),
+            part_ns=None
+            if d.get("part_ns") is None
+            else np.asarray(d["part_ns"], dtype=np.int64).reshape(-1, int(d["num_exits"]), 3),
         )
 
 
@@ -178,7 +196,8 @@ class EarlyExitExecutor:
 
         ``batch_size`` applies to ``batched`` mode (default: all of ``x`` at
         once) and to the ``aggregation`` and ``backbone`` baselines (default 1,
-        so they compare with per-sample mode); ``per-sample`` is always batch 1.
+        so they compare with per-sample mode); ``per-sample`` and ``parts`` are
+        always batch 1.
         ``plain_stages`` (``backbone`` mode only, required there) are the stages
         the plain network runs, ``plain_network(model).stages``: the backend
         does not know the model's family, and a cascade's plain network is its
@@ -186,7 +205,7 @@ class EarlyExitExecutor:
         """
         if mode not in MODES:
             raise ValueError(f"unknown executor mode '{mode}'; expected one of {MODES}")
-        if mode in ("per-sample", "batched") and self.decider is None:
+        if mode in ("per-sample", "batched", "parts") and self.decider is None:
             raise ValueError(f"mode '{mode}' needs an exit decider")
         n = int(x.shape[0])
         E = self.prepared.num_stages
@@ -197,11 +216,14 @@ class EarlyExitExecutor:
         dec_ns = np.zeros(E, dtype=np.int64)
         dec_calls = np.zeros(E, dtype=np.int64)
         out = (preds, exits, latency, dec_ns, dec_calls)
-        bs = 1 if mode == "per-sample" else int(batch_size or (n if mode == "batched" else 1))
+        one = mode in ("per-sample", "parts")
+        part_ns = np.zeros((n, E, len(PART_KINDS)), dtype=np.int64) if one else None
+        bs = 1 if one else int(batch_size or (n if mode == "batched" else 1))
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {bs}")
         step = {
-            "per-sample": self._early_exit_sample,
+            "per-sample": partial(self._early_exit_sample, parts=part_ns, through=False),
+            "parts": partial(self._early_exit_sample, parts=part_ns, through=True),
             "batched": self._early_exit_batch,
             "aggregation": self._aggregation_batch,
             "backbone": partial(self._backbone_batch, stages=plain),
@@ -224,6 +246,7 @@ class EarlyExitExecutor:
             describe,
             int(wall),
             clock_name(self.clock),
+            part_ns,
         )
 
     # ------------------------------------------------------------------ modes
@@ -242,8 +265,20 @@ class EarlyExitExecutor:
         dec_calls[e] += 1
         return self._check_mask(e, mask, logits.shape[0])
 
-    def _early_exit_sample(self, xb: Any, offset: int, out: tuple[np.ndarray, ...]) -> None:
-        """Batch 1, kept lean: per exit one head, one host copy, one decision, two clock reads."""
+    def _early_exit_sample(
+        self,
+        xb: Any,
+        offset: int,
+        out: tuple[np.ndarray, ...],
+        parts: np.ndarray,
+        through: bool,
+    ) -> None:
+        """Batch 1, kept lean: per exit one stage, one head, one host copy, one decision and
+        three clock reads, kept in a list and turned into ``parts`` after the sample is done.
+
+        ``through`` (``parts`` mode) goes on through every exit after the decision fired; the
+        sample still leaves, and answers, where it fired first.
+        """
         preds, exits, latency, dec_ns, dec_calls = out
         p = self.prepared
         clock = self.clock
@@ -252,26 +287,39 @@ class EarlyExitExecutor:
         active = np.zeros(1, dtype=np.int64)
         decider.reset(1)
         state = (p.to_input(xb),)
-        t0 = clock()
+        marks = [clock()]
+        mark = marks.append
         e = 0
+        fired = -1
         while True:
             state = p.run_stage(e, state)
+            mark(clock())
             logits = p.to_numpy(p.run_exit(e, state))
+            mark(clock())
             if e == last:  # the final exit always leaves: no decision to make
-                t_end = clock()
                 break
-            td = clock()
             fire = decider.decide(e, logits, active)
-            t_end = clock()
-            dec_ns[e] += t_end - td
-            dec_calls[e] += 1
+            mark(clock())
             if not (isinstance(fire, np.ndarray) and fire.shape == (1,) and fire.dtype == np.bool_):
                 fire = self._check_mask(e, fire, 1)
-            if fire[0]:
-                break
+            if fire[0] and fired < 0:
+                fired, answer = e, logits
+                if not through:
+                    break
             e += 1
-        latency[offset] = t_end - t0
-        preds[offset] = int(logits[0].argmax())
+        if fired >= 0:
+            e, logits = fired, answer
+        t = np.diff(np.asarray(marks, dtype=np.int64))
+        row = parts[offset].reshape(-1)
+        row[: t.size] = t
+        k = (len(marks) - 1) // 3  # decisions made: one per exit passed before the final one
+        dec_ns[:k] += parts[offset, :k, 2]
+        dec_calls[:k] += 1
+        latency[offset] = (marks[3 * e + 3] if e < last else marks[-1]) - marks[0]
+        if e == last and getattr(decider, "overrides_final", False):  # SDN: most confident answers
+            preds[offset] = int(decider.final_predictions(logits, active)[0])
+        else:
+            preds[offset] = int(logits[0].argmax())
         exits[offset] = e
 
     def _check_mask(self, e: int, mask: Any, rows: int) -> np.ndarray:
@@ -302,7 +350,10 @@ class EarlyExitExecutor:
             now = self.clock()
             if mask.any():
                 rows = active[mask]
-                preds[offset + rows] = logits[mask].argmax(axis=1)
+                if e == last and getattr(self.decider, "overrides_final", False):
+                    preds[offset + rows] = self.decider.final_predictions(logits, active)  # type: ignore[union-attr]
+                else:
+                    preds[offset + rows] = logits[mask].argmax(axis=1)
                 exits[offset + rows] = e
                 latency[offset + rows] = now - t0
             if mask.all():
@@ -338,6 +389,10 @@ class EarlyExitExecutor:
         latency[offset : offset + b] = self.clock() - t0
         stacked = np.stack(logits, axis=1)  # (b, E, C)
         preds[offset : offset + b] = stacked[np.arange(b), chosen].argmax(axis=1)
+        if self.decider is not None and getattr(self.decider, "overrides_final", False):
+            rows = np.flatnonzero(chosen == last)  # no exit fired: the decider gives the answer
+            if rows.size:
+                preds[offset + rows] = self.decider.final_predictions(logits[last][rows], rows)
         exits[offset : offset + b] = chosen
 
     def _backbone_batch(

@@ -24,6 +24,7 @@ from eebench.policies.confidence import (
     predictions,
     score_margin,
 )
+from eebench.policies.fallback import FALLBACKS, most_confident_predictions
 from eebench.policies.gate import (
     GATE_FEATURES,
     CrossFittedGate,

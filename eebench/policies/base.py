@@ -191,6 +191,15 @@ class ExitDecider(ABC):
         """The class of each active row if it leaves at ``exit_index`` (after :meth:`decide`)."""
         return predictions(logits)
 
+    overrides_final: ClassVar[bool] = False
+    """True when a row reaching the final exit does not answer with that exit's own class
+    (Shallow-Deep Networks' most-confident fallback): the executor then asks
+    :meth:`final_predictions`; otherwise it takes the final exit's argmax itself."""
+
+    def final_predictions(self, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """The class of each active row reaching the final exit (no decision is made there)."""
+        return predictions(logits)
+
     @abstractmethod
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         """The policy's decision for the active rows (before forcing the final exit)."""

@@ -15,11 +15,17 @@ from eebench.policies.base import (
     ExitDecider,
     ExitView,
     Policy,
+    PolicyError,
     decider_thresholds,
     threshold_at,
     threshold_table,
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
+from eebench.policies.fallback import (
+    FALLBACKS,
+    MostConfidentFallbackDecider,
+    most_confident_predictions,
+)
 from eebench.policies.registry import register_policy
 from eebench.policies.row_confidence import ROW_TOLERANCE, row_kernel
 
@@ -53,23 +59,41 @@ class ConfidenceDecider(ExitDecider):
 
 @register_policy("threshold")
 class ThresholdPolicy(Policy):
-    """Leave at the first exit whose confidence measure reaches its threshold."""
+    """Leave at the first exit whose confidence measure reaches its threshold.
+
+    ``fallback`` is what a sample answers when no early exit fires: ``final`` (the final exit's
+    class) or ``most-confident`` (Shallow-Deep Networks: the class of its most confident exit;
+    see :mod:`eebench.policies.fallback`). Either way it ran every stage.
+    """
 
     threshold_meaning = "minimum confidence to leave (shared or one per exit), in [0, 1]"
 
-    def __init__(self, confidence: str = "max_softmax") -> None:
+    def __init__(self, confidence: str = "max_softmax", fallback: str = "final") -> None:
         CONFIDENCE.get(confidence)  # unknown names fail here, with a did-you-mean
+        if fallback not in FALLBACKS:
+            raise PolicyError(
+                f"policy '{self.name}': unknown fallback {fallback!r}; expected one of "
+                f"{', '.join(FALLBACKS)} (what a sample answers when no exit fires)"
+            )
         self.confidence = confidence
+        self.fallback = fallback
 
     @property
     def confidence_label(self) -> str:
-        return self.confidence
+        if self.fallback == "final":
+            return self.confidence
+        return f"{self.confidence}+{self.fallback}"
 
     def params(self) -> dict[str, Any]:
-        return {"confidence": self.confidence}
+        return {"confidence": self.confidence, "fallback": self.fallback}
 
     def scores(self, record: ExitView) -> np.ndarray:
         return CONFIDENCE.get(self.confidence)(record.log_probs)
+
+    def predictions(self, record: ExitView) -> np.ndarray:
+        if self.fallback == "final":
+            return record.predictions
+        return most_confident_predictions(self.scores(record), record.predictions)
 
     def decider(
         self,
@@ -79,6 +103,8 @@ class ThresholdPolicy(Policy):
         labels: np.ndarray | None = None,
     ) -> ExitDecider:
         th, num_exits = decider_thresholds(self, thresholds, num_exits)
+        if self.fallback == "most-confident":
+            return MostConfidentFallbackDecider(self.confidence, th, num_exits)
         return ConfidenceDecider(self.confidence, th, num_exits)
 
 
