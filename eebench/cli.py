@@ -79,7 +79,7 @@ _OS_FIXES = {
 def _option_for(path: str | None, args: argparse.Namespace) -> str:
     """The argument whose value the failing path is (or lies below)."""
     if not path:
-        return "the output folder options"
+        return "--out or --cache"
     target = os.path.abspath(path)
     best, best_len = "", -1
     for dest, value in vars(args).items():
@@ -92,7 +92,7 @@ def _option_for(path: str | None, args: argparse.Namespace) -> str:
                 root
             ) > best_len:
                 best, best_len = _PATH_OPTIONS.get(dest, "--" + dest.replace("_", "-")), len(root)
-    return f"{best} (now {best and _value_of(best, args)})" if best else "the output folder options"
+    return f"{best} (now {best and _value_of(best, args)})" if best else "--out or --cache"
 
 
 def _value_of(option: str, args: argparse.Namespace) -> str:

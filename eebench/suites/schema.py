@@ -320,7 +320,6 @@ def parse_suite(data: Any, source: str = "<suite>") -> SuiteSpec:
             f"{', '.join(bad)}: numbers must be finite (no .nan, .inf or -.inf); give a finite "
             "value or leave the field out for its default",
             source=source,
-            field=bad[0].split(" = ")[0],
         )
     try:
         return SuiteSpec.model_validate(data)
@@ -385,9 +384,14 @@ def _non_finite(data: Any, path: str = "") -> list[str]:
 
 def load_suite_file(path: Path) -> SuiteSpec:
     try:
-        text = expand_env(path.read_text(), str(path))
+        text = expand_env(path.read_text(encoding="utf-8"), str(path))
     except OSError as err:
         raise ConfigError(f"cannot read suite file: {err.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"not a UTF-8 text file (byte {err.start}: {err.reason}); save the suite as UTF-8 YAML",
+            source=str(path),
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
