@@ -240,3 +240,110 @@ def test_batched_baselines_agree_with_batched_early_exit():
         x, mode="backbone", batch_size=4, plain_stages=(model.num_stages - 1,)
     )
     assert bb.predictions.tolist() == logits[:, -1].argmax(axis=1).tolist()
+
+
+class ScriptedClock:
+    """A fake clock that the scripted model and decider advance by known amounts."""
+
+    def __init__(self) -> None:
+        self.now = 1_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class ScriptedPrepared:
+    """Three stages whose stage, head and host copy take known times on a :class:`ScriptedClock`;
+    the logits say which exit a max-softmax rule leaves at (row k of ``confident`` per exit)."""
+
+    num_stages = 3
+    STAGE_NS = (100, 200, 400)
+    HEAD_NS = (10, 20, 40)
+    COPY_NS = 3
+
+    def __init__(self, clock: ScriptedClock, leave_at: list[int]) -> None:
+        self.clock = clock
+        self.leave_at = leave_at
+
+    def activated(self):
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def describe(self):
+        return {"backend": "scripted", "device": "cpu", "threads": 1}
+
+    def to_input(self, x):
+        return int(x[0, 0])
+
+    def run_stage(self, i, state):
+        self.clock.now += self.STAGE_NS[i]
+        return state
+
+    def run_exit(self, i, state):
+        self.clock.now += self.HEAD_NS[i]
+        return np.array([[9.0, 0.0]]) if self.leave_at[state[0]] == i else np.zeros((1, 2))
+
+    def to_numpy(self, value):
+        self.clock.now += self.COPY_NS
+        return value
+
+
+class ScriptedDecider:
+    DECIDE_NS = 7
+
+    def __init__(self, clock: ScriptedClock) -> None:
+        self.clock = clock
+        self.calls: list[int] = []
+
+    def reset(self, batch_size: int) -> None:
+        pass
+
+    def decide(self, exit_index, logits, active):
+        self.clock.now += self.DECIDE_NS
+        self.calls.append(exit_index)
+        return logits[:, 0] > 1.0
+
+
+def test_per_sample_latency_splits_into_stage_head_and_decision_intervals_that_sum_to_it():
+    clock = ScriptedClock()
+    leave_at = [0, 1, 2, 1]  # sample k leaves at this exit (2 = the final one)
+    prepared = ScriptedPrepared(clock, leave_at)
+    decider = ScriptedDecider(clock)
+    x = np.arange(4)[:, None]
+    res = EarlyExitExecutor(prepared, decider, clock=clock).run(x, mode="per-sample")
+    s, h, c, d = prepared.STAGE_NS, prepared.HEAD_NS, prepared.COPY_NS, decider.DECIDE_NS
+    assert res.exit_indices.tolist() == leave_at
+    for k, e in enumerate(leave_at):
+        want = np.zeros((3, 3), dtype=np.int64)
+        for i in range(e + 1):
+            want[i] = (s[i], h[i] + c, d if i < 2 else 0)
+        assert res.part_ns[k].tolist() == want.tolist(), k
+        assert res.latency_ns[k] == want.sum()
+    # decisions: exit 0 for every sample, exit 1 for the three that got past exit 0
+    assert res.decision_calls.tolist() == [4, 3, 0]
+    assert res.decision_ns.tolist() == [4 * d, 3 * d, 0]
+    back = ExecutionResult.from_dict(res.to_dict())
+    assert back.part_ns.tolist() == res.part_ns.tolist()
+
+
+def test_parts_mode_times_every_part_and_still_leaves_where_the_decision_fired():
+    clock = ScriptedClock()
+    leave_at = [0, 1, 2]
+    prepared = ScriptedPrepared(clock, leave_at)
+    decider = ScriptedDecider(clock)
+    x = np.arange(3)[:, None]
+    res = EarlyExitExecutor(prepared, decider, clock=clock).run(x, mode="parts")
+    s, h, c, d = prepared.STAGE_NS, prepared.HEAD_NS, prepared.COPY_NS, decider.DECIDE_NS
+    full = [[s[i], h[i] + c, d if i < 2 else 0] for i in range(3)]
+    assert res.part_ns.tolist() == [full] * 3  # every part of every sample, left early or not
+    assert res.exit_indices.tolist() == leave_at
+    assert res.predictions.tolist() == [0, 0, 0]
+    assert decider.calls == [0, 1] * 3
+    # latency is still up to the decision that fired: exit 0 -> stage 0, head 0, decision 0
+    assert res.latency_ns.tolist() == [
+        s[0] + h[0] + c + d,
+        s[0] + s[1] + h[0] + h[1] + 2 * c + 2 * d,
+        sum(s) + sum(h) + 3 * c + 2 * d,
+    ]
+    assert res.decision_calls.tolist() == [3, 3, 0]
