@@ -1,5 +1,6 @@
-"""The estimator on hand-computed layers, its measured-micro-benchmark path, and the
-``simulated:<profile>`` backend."""
+"""The estimator on hand-computed layers (read off the analytic cost table), its
+measured-micro-benchmark path, the breakdown of every estimate, where its constants come
+from, and the ``simulated:<profile>`` backend."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from eebench.profiles import (
     estimate_layers,
     estimate_model,
     list_profiles,
-    model_layers,
+    model_operators,
 )
 from eebench.profiles.estimator import ScatterTime, ThroughputCurve
-from eebench.profiles.layers import LayerCost
+from eebench.profiles.operators import Operator
 
 SHEET = {"kind": "datasheet", "document": "made-up data sheet", "url": "https://example.org/sheet"}
 BENCH = {"kind": "measured", "date": "2026-01-01", "tool": "test", "method": "by hand"}
@@ -64,8 +65,8 @@ RATE = 10e9 * DEFAULT_EFFICIENCY["cpu"]  # 5 GMAC/s achievable without micro-ben
 BW = 10e9 * DEFAULT_BANDWIDTH_EFFICIENCY  # 7 GB/s
 
 
-def test_layer_walk_counts_macs_and_bytes() -> None:
-    layers = model_layers(TinyNet())
+def test_operators_carry_the_cost_tables_macs_and_bytes() -> None:
+    layers = model_operators(TinyNet())
     conv = next(lc for lc in layers if lc.op == "conv")
     lin = next(lc for lc in layers if lc.op == "linear")
     assert (conv.part, conv.index, conv.macs, conv.bytes(), conv.kernel) == (
@@ -97,6 +98,19 @@ def test_hand_computed_conv_and_linear() -> None:
     assert lin_s == pytest.approx(6.46743e-6, rel=1e-5)
     assert head["latency_ms"] == pytest.approx(lin_s * 1e3, rel=1e-12)
     assert head["energy_mj"] == pytest.approx(lin_s * 2.0 * 1e3, rel=1e-12)
+    # the breakdown adds up to the latency: the conv is compute-bound, the linear memory-bound
+    assert (stage["compute_bound_ms"], stage["memory_bound_ms"], stage["overhead_ms"]) == (
+        pytest.approx(CONV_MACS / RATE * 1e3, rel=1e-12),
+        0.0,
+        pytest.approx(5e-3, rel=1e-12),
+    )
+    assert (head["compute_bound_ms"], head["memory_bound_ms"], head["overhead_ms"]) == (
+        0.0,
+        pytest.approx(LIN_BYTES / BW * 1e3, rel=1e-12),
+        pytest.approx(5e-3, rel=1e-12),
+    )
+    parts = table["compute_bound_ms"] + table["memory_bound_ms"] + table["overhead_ms"]
+    assert parts.to_numpy() == pytest.approx(table["latency_ms"].to_numpy(), rel=1e-12)
     assert (stage["macs"], head["macs"], stage["layers"], head["layers"]) == (
         CONV_MACS,
         LIN_MACS,
@@ -147,11 +161,11 @@ def test_a_measured_shape_is_reproduced_exactly() -> None:
     data["sources"]["b"] = BENCH
     profile = HardwareProfile.model_validate(data)
     est = Estimator(profile)
-    conv = next(lc for lc in model_layers(TinyNet()) if lc.op == "conv")
+    conv = next(lc for lc in model_operators(TinyNet()) if lc.op == "conv")
     # net 20 - 4 = 16 us of compute, plus the 4 us overhead back: the measured 20 us
     assert est.layer(conv).time_s == pytest.approx(20e-6, rel=1e-12)
     # the linear layer borrows the conv family's data and never runs faster than its fastest layer
-    lin = next(lc for lc in model_layers(TinyNet()) if lc.op == "linear")
+    lin = next(lc for lc in model_operators(TinyNet()) if lc.op == "linear")
     assert est.compute_time(lin) >= 16e-6 * (1 - 1e-12)
     assert any("gemm layers use the" in a for a in est.assumptions)
     # a measured in-sequence slowdown scales every layer of the profile
@@ -220,11 +234,11 @@ def test_fp16_uses_tensor_cores_and_half_the_bytes() -> None:
     assert set(table["engine"]) == {"tensor_cores"}
 
 
-def test_layer_macs_agree_with_the_cost_analysis() -> None:
+def test_operator_macs_agree_with_the_cost_analysis() -> None:
     costs = pytest.importorskip("eebench.costs")
     for name in ("cascade", "sdn-resnet"):
         model = create_model(name, input_shape=(3, 32, 32))
-        layers = model_layers(model)
+        layers = model_operators(model)
         table = costs.analyze_costs(model)
         for i in range(model.num_stages):
             assert (
@@ -237,23 +251,48 @@ def test_layer_macs_agree_with_the_cost_analysis() -> None:
             )
 
 
-def test_functional_ops_outside_modules_are_counted() -> None:
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+class Residual(nn.Module):
+    """conv, then a residual addition and a functional ReLU, then a shared ReLU module twice."""
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.relu(self.conv(x) + x)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
 
-    from eebench.profiles.layers import walk_module
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.act(torch.relu(self.conv(x) + x)))
 
-    rows = walk_module(Residual(), (torch.zeros(1, 4, 8, 8),))
-    assert [(r[0], r[1]) for r in rows] == [
-        ("conv", "conv"),
+
+class ResidualNet(MultiExitModel):
+    family = "test"
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=2, input_shape=(4, 8, 8))
+        self.stages.append(Residual())
+        self.exits.append(nn.Sequential(nn.Flatten(), nn.Linear(256, 2)))
+
+
+def test_functional_ops_and_repeated_calls_are_operators() -> None:
+    ops = [o for o in model_operators(ResidualNet()) if o.part == "stage"]
+    assert sorted((o.name, o.op) for o in ops) == [
         ("fn:add", "elementwise"),
         ("fn:relu", "activation"),
+        ("stages.0", "container"),  # the block's own module call
+        ("stages.0.act", "activation"),
+        ("stages.0.act", "activation"),
+        ("stages.0.conv", "conv"),
     ]
+    add = next(o for o in ops if o.name == "fn:add")
+    # two 4x8x8 inputs in, one out, no weights
+    assert (add.input_elements, add.output_elements, add.weight_elements) == (512, 256, 0)
+    # the shared ReLU's traffic is split over its two calls: 256 in and 256 out each
+    act = [o for o in ops if o.name.endswith("act")]
+    assert [(o.input_elements, o.output_elements) for o in act] == [(256, 256), (256, 256)]
+    # at batch 3, activations triple and weights do not
+    conv1 = next(o for o in ops if o.op == "conv")
+    conv3 = next(o for o in model_operators(ResidualNet(), 3) if o.op == "conv")
+    assert conv3.macs == 3 * conv1.macs == 3 * (4 * 9 * 4 * 64)
+    assert conv3.input_elements == 3 * 256 and conv3.weight_elements == conv1.weight_elements
 
 
 def test_simulated_backend_times_with_the_estimate() -> None:
@@ -279,6 +318,74 @@ def test_simulated_backend_times_with_the_estimate() -> None:
     assert "simulated:jetson-nano-10w" in backends.list_backends(expand_families=True)
 
 
-def test_layer_cost_bytes_follow_the_precision() -> None:
-    lc = LayerCost("stage", 0, "x", "conv", 10, 100, 50, 25)
+def test_operator_bytes_follow_the_precision() -> None:
+    lc = Operator("stage", 0, "x", "conv", 10, 100, 50, 25)
     assert lc.bytes(4) == 700 and lc.bytes(2) == 350 and lc.bytes(1) == 175
+
+
+def test_profile_constants_are_used_and_labelled_with_their_source() -> None:
+    data = made_up_profile().model_dump(by_alias=True, exclude_none=True)
+    data["estimation"] = {
+        "compute_efficiency": {"cpu": {"value": 0.2, "unit": "ratio", "provenance": "guess"}},
+        "bandwidth_efficiency": {"value": 0.5, "unit": "ratio", "provenance": "s"},
+    }
+    data["sources"]["guess"] = {"kind": "assumption", "note": "nobody measured it"}
+    est = Estimator(HardwareProfile.model_validate(data))
+    conv = next(o for o in model_operators(TinyNet()) if o.op == "conv")
+    # 10 GMAC/s x 0.2 = 2 GMAC/s: 13824 MACs take 6.912 us
+    assert est.compute_time(conv) == pytest.approx(CONV_MACS / 2e9, rel=1e-12)
+    text = "; ".join(est.assumptions)
+    assert "compute = 0.2 x peak fp32/cpu" in text
+    assert "estimation.compute_efficiency.cpu: unsourced assumption" in text
+    assert "bandwidth = 0.5 x peak (profile estimation.bandwidth_efficiency, datasheet)" in text
+    assert "per-op overhead 5 us (profile overhead.per_op, datasheet)" in text
+    # without stated constants the built-in defaults are used and called unsourced
+    bare = "; ".join(Estimator(made_up_profile()).assumptions)
+    assert "compute = 0.5 x peak fp32/cpu, no micro-benchmarks (eebench default: unsourced" in bare
+
+
+def test_jetson_estimates_say_what_dominates_and_that_it_is_assumed() -> None:
+    table = estimate_model(create_model("cascade", input_shape=(3, 32, 32)), "jetson-nano-10w")
+    total = table["latency_ms"].sum()
+    assert (table["compute_bound_ms"] + table["memory_bound_ms"] + table["overhead_ms"]).sum() == (
+        pytest.approx(total, rel=1e-9)
+    )
+    # the assumed 10 us is paid once per operator (views and module calls are free without a
+    # measured module-call overhead): 0.01 ms x the operators of each part
+    assert table["overhead_ms"].to_numpy() == pytest.approx(0.01 * table["layers"].to_numpy())
+    text = table["assumptions"].iat[0]
+    assert "per-op overhead 10 us (profile overhead.per_op: unsourced assumption)" in text
+    assert "estimation.compute_efficiency.cuda_cores: unsourced assumption" in text
+
+
+def test_measured_overhead_comes_from_the_chain_slope() -> None:
+    data = made_up_profile().model_dump(by_alias=True, exclude_none=True)
+    data["measured"] = {
+        "provenance": "b",
+        "engine": "cpu",
+        "precision": "fp32",
+        "per_op_overhead": {"value": 2, "unit": "us"},
+        "overhead_chain": [
+            {"ops": 1, "time": {"value": 5, "unit": "us"}},
+            {"ops": 4, "time": {"value": 11, "unit": "us"}},
+        ],
+        "bandwidth": {"value": 9, "unit": "GB/s"},
+        "gemm": [
+            {
+                "m": 1,
+                "n": 100,
+                "k": 100,
+                "time": {"value": 10, "unit": "us"},
+                "achieved": {"value": 1e4 / 10e-6 / 1e9, "unit": "gmacs_per_s"},
+            }
+        ],
+    }
+    data["sources"]["b"] = BENCH
+    est = Estimator(HardwareProfile.model_validate(data))
+    head = est.parts_table(model_operators(TinyNet()))
+    head = head[head["part"] == "exit"].iloc[0]
+    # one linear operator pays the 2 us slope (not the 5 us of a chain of one)
+    assert head["overhead_ms"] == pytest.approx(2e-3, rel=1e-12)
+    assert "per-op overhead 2 us (measured: slope of chains of 1, 4 operators)" in "; ".join(
+        est.assumptions
+    )

@@ -7,6 +7,7 @@ import copy
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,8 +27,8 @@ from eebench.profiles import (
 )
 from eebench.profiles.locate import load_named_file, profile_entries
 from eebench.profiles.measure import build_profile, write_profile
-from eebench.profiles.microbench import ConvShape, run_microbenchmarks
-from eebench.profiles.timing import clock_named, time_call
+from eebench.profiles.microbench import ConvShape, clock_named, run_microbenchmarks, statistic_s
+from eebench.profiles.overhead import fit_chain
 from eebench.profiles.validate import parse_profile
 
 SHIPPED = sorted(builtin_profiles_dir().glob("*.yaml")) + sorted(
@@ -123,7 +124,7 @@ def test_every_number_in_shipped_profiles_has_a_resolvable_provenance() -> None:
         p = load_profile(entry.name)
         for path, _q, prov in p.quantities():
             assert prov is not None, f"{entry.name}: {path}"
-            assert p.resolve(prov).kind in ("datasheet", "measured", "derived")
+            assert p.resolve(prov).kind in ("datasheet", "measured", "derived", "assumption")
 
 
 def test_good_fixture_is_valid(tmp_path: Path) -> None:
@@ -404,14 +405,24 @@ def test_not_a_jetson(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ measuring
-def test_fake_clock_timing_is_deterministic() -> None:
-    ticks = iter(range(0, 10**9, 250))
-    timing = time_call(
-        lambda: None, warmup=1, min_repeats=7, min_time_s=0, clock=lambda: next(ticks)
-    )
-    assert timing.repeats == 7
-    assert timing.median_s == pytest.approx(250e-9)
-    assert timing.statistic_s("min") == pytest.approx(250e-9)
+def test_statistic_of_pooled_samples() -> None:
+    assert statistic_s([300, 100, 200, 900], "median") == pytest.approx(250e-9)
+    assert statistic_s([300, 100, 200, 900], "min") == pytest.approx(100e-9)
+    with pytest.raises(ConfigError, match="unknown statistic 'mean'"):
+        statistic_s([1], "mean")
+
+
+def test_chain_fit_separates_per_operator_cost_from_the_fixed_cost() -> None:
+    # 3 us to call the chain + 2 us per operator, exactly: the fit recovers both
+    fit = fit_chain([(k, 3e-6 + 2e-6 * k) for k in (1, 2, 4, 8, 16)])
+    assert fit.slope_s == pytest.approx(2e-6, rel=1e-9)
+    assert fit.intercept_s == pytest.approx(3e-6, rel=1e-9)
+    assert fit.r2 == pytest.approx(1.0)
+    # by hand, (1, 10), (3, 14), (5, 24): mean x 3, mean y 16, slope = (-2*-6 + 2*8) / 8 = 3.5
+    noisy = fit_chain([(1, 10.0), (3, 14.0), (5, 24.0)])
+    assert (noisy.slope_s, noisy.intercept_s) == pytest.approx((3.5, 5.5))
+    with pytest.raises(ValueError, match="two different chain lengths"):
+        fit_chain([(4, 1.0), (4, 2.0)])
 
 
 def test_thread_clock_refuses_more_than_one_thread() -> None:
@@ -430,6 +441,7 @@ def test_measured_profile_validates_and_is_labelled(tmp_path: Path) -> None:
         op_shapes=((8, 8),),
         bandwidth_bytes=2**20,
         rounds=2,
+        chain_lengths=(1, 2, 4, 8),
     )
     data = build_profile(
         "unit-host",
@@ -451,6 +463,20 @@ def test_measured_profile_validates_and_is_labelled(tmp_path: Path) -> None:
     assert len(profile.measured.conv) == 2 and len(profile.measured.ops) == 6
     assert profile.power.unavailable == "no meter in tests"
     assert profile.measured.sequence_slowdown.base > 0 and profile.measured.module_overhead.base > 0
+    # the per-op overhead is the slope of the measured chains, not a constant
+    m = profile.measured
+    assert [c.ops for c in m.overhead_chain] == [1, 2, 4, 8] == [c.ops for c in m.module_chain]
+    times = [c.time.base for c in m.overhead_chain]
+    slope = float(np.polyfit([1, 2, 4, 8], times, 1)[0])
+    assert m.per_op_overhead.base == pytest.approx(max(slope, 1e-9), rel=2e-3, abs=2e-9)
+    assert profile.overhead.per_op.base == pytest.approx(m.per_op_overhead.base)
+    assert profile.resolve(profile.overhead.per_op.provenance).derived_from == (
+        "measured.overhead_chain"
+    )
+    # the CPU it was measured on, for the host check
+    from eebench.measure.environment import cpu_flags
+
+    assert profile.identity.cpu_flags == (cpu_flags() or None)
     best = max(p.achieved.base for p in [*profile.measured.gemm, *profile.measured.conv])
     assert profile.peak("fp32", "cpu").base == pytest.approx(best, rel=1e-3)
     out = write_profile(data, tmp_path / "unit-host.yaml")
@@ -473,3 +499,53 @@ def test_profile_power_comes_from_the_rapl_meter_or_says_why(tmp_path: Path) -> 
     power = measure_power("2026-01-01", seconds=0.01, meter=RaplMeter(root=tmp_path))
     # a counter that does not move reads as zero watts, never NaN
     assert power["idle"]["value"] == 0.0 and power["active"]["value"] == 0.0
+
+
+def test_per_op_overhead_must_match_the_slope_of_its_chains(tmp_path: Path) -> None:
+    data = good_profile()
+    data["measured"]["overhead_chain"] = [
+        {"ops": 1, "time": {"value": 8, "unit": "us"}},
+        {"ops": 4, "time": {"value": 14, "unit": "us"}},
+    ]
+    # slope (14 - 8) / 3 = 2 us per operator, but per_op_overhead says 5 us
+    issues = validate_file(write(tmp_path, data))
+    assert any(
+        i.field == "measured.per_op_overhead" and "slope" in i.message and "2 us" in i.message
+        for i in issues
+    ), issues
+    data["measured"]["per_op_overhead"] = {"value": 2, "unit": "us"}
+    assert validate_file(write(tmp_path, data)) == []
+
+
+def test_unsourced_assumptions_need_a_note_and_efficiencies_are_fractions(tmp_path: Path) -> None:
+    data = good_profile()
+    data["estimation"] = {
+        "bandwidth_efficiency": {"value": 0.7, "unit": "ratio", "provenance": "guess"}
+    }
+    data["sources"]["guess"] = {"kind": "assumption"}
+    issues = validate_file(write(tmp_path, data))
+    assert any("unsourced assumption needs a 'note'" in i.message for i in issues), issues
+    data["sources"]["guess"]["note"] = "typical of LPDDR4"
+    assert validate_file(write(tmp_path, data)) == []
+    data["estimation"]["compute_efficiency"] = {
+        "cpu": {"value": 1.5, "unit": "ratio", "provenance": "guess"}
+    }
+    issues = validate_file(write(tmp_path, data))
+    assert [i.field for i in issues] == ["estimation.compute_efficiency.cpu"]
+
+
+@pytest.mark.parametrize("name", BUILTIN_JETSONS)
+def test_datasheet_profiles_name_every_constant_the_estimate_assumes(name: str) -> None:
+    profile = load_profile(name)
+    assert profile.measured is None
+    constants = [("overhead.per_op", profile.overhead.per_op)]
+    constants.append(("estimation.bandwidth_efficiency", profile.estimation.bandwidth_efficiency))
+    for engine in {e for pr in ("fp32", "fp16", "int8") for e in profile.engines(pr)}:
+        q = getattr(profile.estimation.compute_efficiency, engine)
+        constants.append((f"estimation.compute_efficiency.{engine}", q))
+    for path, q in constants:
+        assert q is not None, f"{name}: {path} is not stated"
+        prov = profile.resolve(q.provenance)
+        assert prov.kind in ("datasheet", "assumption"), (path, prov.kind)
+        if prov.kind == "assumption":
+            assert prov.describe().startswith("unsourced assumption: ") and len(prov.note) > 40

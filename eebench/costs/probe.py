@@ -9,7 +9,11 @@ records what actually happened:
 * for every leaf module: float32 bytes of its tensor inputs and outputs,
   summed over its calls;
 * every parameter passed to a torch operation (a ``TorchFunctionMode`` sees
-  functional use too, e.g. ``F.linear(x, self.weight)`` in a custom forward).
+  functional use too, e.g. ``F.linear(x, self.weight)`` in a custom forward);
+* how often each module was called, and every tensor-producing torch function
+  called *outside* any leaf module (a residual ``+``, ``torch.cat``, a functional
+  ``relu``): fvcore's counts fold these into their parent, but each is an
+  operator with its own dispatch cost, which the hardware-profile estimator prices.
 """
 
 from __future__ import annotations
@@ -51,29 +55,71 @@ class LeafTraffic:
     output_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class FunctionCall:
+    """One tensor-producing torch function called outside every leaf module.
+
+    ``weight_bytes`` are the float32 bytes of the ``nn.Parameter`` arguments; the other
+    tensor arguments are ``input_bytes``. Views (``reshape``, indexing) are recorded too:
+    the reader decides what moves data.
+    """
+
+    name: str
+    input_bytes: int
+    output_bytes: int
+    weight_bytes: int
+
+
 @dataclass
 class ProbeResult:
-    """What one eager call touched (modules and parameters identified by object)."""
+    """What one eager call touched (modules and parameters identified by object).
+
+    ``calls`` counts the calls of every module (leaves and containers);
+    ``functions`` lists, in order, the torch functions called outside leaf modules.
+    """
 
     output: Any
     called: set[int] = field(default_factory=set)
     leaves: dict[int, LeafTraffic] = field(default_factory=dict)
     parameters: dict[int, nn.Parameter] = field(default_factory=dict)
+    calls: dict[int, int] = field(default_factory=dict)
+    functions: list[FunctionCall] = field(default_factory=list)
+    leaf_depth: int = 0
+
+
+def _function_name(func: Any) -> str:
+    return getattr(func, "__name__", None) or str(func)
 
 
 class _ParameterRecorder(TorchFunctionMode):
-    """Records every ``nn.Parameter`` handed to a torch function or tensor method."""
+    """Records every ``nn.Parameter`` handed to a torch function or tensor method, and the
+    functions called while no leaf module is running."""
 
-    def __init__(self, found: dict[int, nn.Parameter]) -> None:
+    def __init__(self, result: ProbeResult) -> None:
         super().__init__()
-        self.found = found
+        self.result = result
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
+        elements = weights = 0
         for t in iter_tensors((args, kwargs)):
             if isinstance(t, nn.Parameter):
-                self.found[id(t)] = t
-        return func(*args, **kwargs)
+                self.result.parameters[id(t)] = t
+                weights += t.numel()
+            elements += t.numel()
+        out = func(*args, **kwargs)
+        if self.result.leaf_depth == 0:
+            produced = float32_bytes(out)
+            if produced:
+                self.result.functions.append(
+                    FunctionCall(
+                        _function_name(func),
+                        FLOAT32_BYTES * (elements - weights),
+                        produced,
+                        FLOAT32_BYTES * weights,
+                    )
+                )
+        return out
 
 
 def probe(module: nn.Module, inputs: tuple[Tensor, ...]) -> ProbeResult:
@@ -83,8 +129,13 @@ def probe(module: nn.Module, inputs: tuple[Tensor, ...]) -> ProbeResult:
 
     def pre_hook(mod: nn.Module, args: Any) -> None:
         result.called.add(id(mod))
+        result.calls[id(mod)] = result.calls.get(id(mod), 0) + 1
+
+    def leaf_pre_hook(mod: nn.Module, args: Any) -> None:
+        result.leaf_depth += 1
 
     def leaf_hook(mod: nn.Module, args: Any, output: Any) -> None:
+        result.leaf_depth -= 1
         traffic = result.leaves.setdefault(id(mod), LeafTraffic())
         traffic.calls += 1
         traffic.input_bytes += float32_bytes(args)
@@ -94,8 +145,9 @@ def probe(module: nn.Module, inputs: tuple[Tensor, ...]) -> ProbeResult:
         for mod in module.modules():
             handles.append(mod.register_forward_pre_hook(pre_hook))
             if next(mod.children(), None) is None:
+                handles.append(mod.register_forward_pre_hook(leaf_pre_hook))
                 handles.append(mod.register_forward_hook(leaf_hook))
-        with torch.no_grad(), _ParameterRecorder(result.parameters):
+        with torch.no_grad(), _ParameterRecorder(result):
             result.output = module(*inputs)
     finally:
         for h in handles:

@@ -64,6 +64,8 @@ class Environment:
     cuda: CudaInfo | None = None
     git_commit: str | None = None
     git_dirty: bool | None = None
+    cpu_vendor: str | None = None
+    cpu_flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +96,62 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     if "cpu implementer" in fields:
         return f"ARM implementer {fields['cpu implementer']} part {fields.get('cpu part', '?')}"
     return platform.processor() or platform.machine() or "unknown"
+
+
+_VENDORS = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel", "0x41": "ARM", "0x4e": "NVIDIA"}
+
+# instruction-set flags that change how fast the same operator runs (SIMD width, FMA,
+# VNNI/AMX matrix units; NEON/SVE on ARM): what a host profile is compared on
+SPEED_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "asimdhp",
+    "asimddp",
+    "sve",
+    "sve2",
+)
+
+
+def _cpuinfo_fields(cpuinfo: str | Path) -> dict[str, str]:
+    """The first value of every key of /proc/cpuinfo (lower-case keys); empty when unreadable."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_vendor(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU vendor (``AMD``, ``Intel``, ``ARM``, or /proc/cpuinfo's raw id), None if unknown."""
+    fields = _cpuinfo_fields(cpuinfo)
+    raw = fields.get("vendor_id") or fields.get("cpu implementer")
+    return _VENDORS.get(raw, raw) if raw else None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+    """The speed-relevant instruction-set flags (:data:`SPEED_FLAGS`) the CPU reports, sorted."""
+    fields = _cpuinfo_fields(cpuinfo)
+    have = set((fields.get("flags") or fields.get("features") or "").split())
+    return sorted(f for f in SPEED_FLAGS if f in have)
 
 
 def cpu_frequency(sys_root: str | Path = "/sys") -> tuple[dict[str, float], str | None]:
@@ -246,4 +304,6 @@ def capture_environment(
         cuda=cuda_info(),
         git_commit=commit,
         git_dirty=dirty,
+        cpu_vendor=cpu_vendor(Path(proc_root) / "cpuinfo"),
+        cpu_flags=cpu_flags(Path(proc_root) / "cpuinfo"),
     )

@@ -15,8 +15,8 @@ from eebench.profiles.estimator import (
     estimate_layers,
     estimate_model,
 )
+from eebench.profiles.host import HostMismatch, host_mismatch
 from eebench.profiles.jetson import detect_jetson, is_jetson
-from eebench.profiles.layers import LayerCost, model_layers
 from eebench.profiles.locate import (
     builtin_profiles_dir,
     community_profiles_dir,
@@ -24,6 +24,7 @@ from eebench.profiles.locate import (
     list_profiles,
     load_profile,
 )
+from eebench.profiles.operators import Operator, model_operators
 from eebench.profiles.schema import ENGINES, PRECISIONS, HardwareProfile, Provenance, Quantity
 from eebench.profiles.simulated import SimulatedBackend, SimulatedPrepared
 from eebench.profiles.submit import Submission, slugify, submit_profile
@@ -43,7 +44,8 @@ __all__ = [
     "PRECISIONS",
     "Estimator",
     "HardwareProfile",
-    "LayerCost",
+    "HostMismatch",
+    "Operator",
     "ProfileError",
     "ProfileIssue",
     "Provenance",
@@ -62,7 +64,8 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "load_profile_file",
-    "model_layers",
+    "host_mismatch",
+    "model_operators",
     "slugify",
     "submit_profile",
     "validate_file",

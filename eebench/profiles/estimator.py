@@ -6,8 +6,13 @@ Per operator (a roofline plus a fixed dispatch cost)::
     energy = time x active power                      (power figures of the mode), or
            = MACs x energy/MAC + bytes x energy/byte  (+ time x idle power, when given)
 
-summed over the operators of a stage or head. Where the numbers come from, in
-order of preference:
+summed over the operators of a stage or head. The operators are the analytic
+cost table's (:mod:`eebench.profiles.operators`). Every part's latency is
+split three ways that add up to it, so a reader sees what dominates:
+``compute_bound_ms`` (operators whose arithmetic term is the larger),
+``memory_bound_ms`` (operators whose memory term is the larger) and
+``overhead_ms`` (the fixed cost per operator and per module call).
+Where the numbers come from, in order of preference:
 
 * **achievable compute**: the profile's measured micro-benchmarks of the same
   engine and precision. Each benchmark gives a net throughput
@@ -16,25 +21,31 @@ order of preference:
   (linear, matmul), convolution, strided convolution, 1x1 convolution or
   depthwise convolution -- nearest to it in (log weight reuse, log weight
   count), see :class:`ScatterTime`, and never less time than the fastest
-  measured layer of the family. Without
-  micro-benchmarks: the datasheet peak times :data:`DEFAULT_EFFICIENCY` of its
-  engine.
+  measured layer of the family. The micro-benchmark shapes are disjoint from
+  the layers of the registered models, so an estimate is always an
+  interpolation, never a look-up. Without micro-benchmarks: the datasheet
+  peak times the profile's ``estimation.compute_efficiency`` of the engine,
+  else :data:`DEFAULT_EFFICIENCY` (an unsourced assumption, listed as such).
 * **bandwidth**: for memory-bound operators (pooling, normalisation,
   activations, element-wise arithmetic) the measured bytes/s of the same
   operator kind, interpolated on log(bytes) (:class:`ThroughputCurve`); for
   the others, and without such benchmarks, the measured copy bandwidth; else
-  the datasheet peak times :data:`DEFAULT_BANDWIDTH_EFFICIENCY`.
-* **per-op overhead**: measured, else the profile's ``overhead.per_op``, else
-  :data:`DEFAULT_OVERHEAD_S` of the engine; calls that do no work (container
-  modules, flatten) cost the measured module-call overhead, else nothing.
+  the datasheet peak times ``estimation.bandwidth_efficiency``, else
+  :data:`DEFAULT_BANDWIDTH_EFFICIENCY` (unsourced).
+* **per-op overhead**: measured (the slope of chains of tiny operators, see
+  :mod:`eebench.profiles.overhead`), else the profile's ``overhead.per_op``
+  (with its provenance), else :data:`DEFAULT_OVERHEAD_S` of the engine
+  (unsourced); calls that do no work (container modules, flatten) cost the
+  measured module-call overhead, else nothing.
 * **in-sequence slowdown**: micro-benchmarks repeat one layer in a loop, which
   keeps its weights, its input and the dispatcher's caches warm; in a network
   they are not. A measured profile carries the slowdown of a small network
   timed whole against its layers timed alone, and every layer time of that
   profile is multiplied by it.
 
-Every fallback used is listed in the ``assumptions`` column, and every number
-is labelled ``estimated:<profile>``: an estimate is never a measurement.
+Every constant used is listed in the ``assumptions`` column with where it comes
+from (an unsourced assumption says so), and every number is labelled
+``estimated:<profile>``: an estimate is never a measurement.
 """
 
 from __future__ import annotations
@@ -47,21 +58,24 @@ from dataclasses import dataclass, field
 import pandas as pd
 from torch import nn
 
+from eebench.costs import CostTable
 from eebench.errors import ConfigError
-from eebench.profiles.layers import LayerCost, model_layers
+from eebench.profiles.operators import Operator, model_operators
 from eebench.profiles.schema import (
     BYTES_PER_ELEMENT,
     ENGINES,
     MEMORY_OPS,
     PRECISIONS,
     HardwareProfile,
+    Quantity,
 )
 
+# Last-resort constants for a profile that states neither micro-benchmarks nor its own
+# estimation constants. They are unsourced assumptions and every estimate using one says so.
 # Fraction of the datasheet peak a framework sustains on the small layers of
-# early-exit CNNs when no micro-benchmark of the device exists. Assumptions to
-# be replaced by measurements: roughly what cuDNN/oneDNN reach on layers of a
-# few MMACs (far below their large-GEMM efficiency); tensor cores and DLAs
-# need large, aligned layers to approach their peak, hence lower factors.
+# early-exit CNNs: roughly what cuDNN/oneDNN reach on layers of a few MMACs (far
+# below their large-GEMM efficiency); tensor cores and DLAs need large, aligned
+# layers to approach their peak, hence lower factors.
 DEFAULT_EFFICIENCY: dict[str, float] = {
     "cpu": 0.5,
     "cuda_cores": 0.4,
@@ -138,8 +152,10 @@ class ScatterTime:
     the family's exponent ``beta`` (time ~ MACs^beta, the least-squares slope of
     log time on log MACs over the family's measurements, within [0, 1]): beta
     near 1 for compute-bound families, near 0 for ones whose time hardly
-    depends on size (a depthwise convolution on a CPU). A measured shape gets
-    its own time back exactly.
+    depends on size (a depthwise convolution on a CPU). A layer of exactly a
+    measured shape would get that time back; the shipped micro-benchmark shapes
+    are disjoint from the models' layers (tests hold them apart), so model
+    estimates are interpolations.
     """
 
     def __init__(self, points: Sequence[tuple[float, float, float]], k: int = 4) -> None:
@@ -174,7 +190,7 @@ class ScatterTime:
 class LayerEstimate:
     """The estimate of one operator; times in seconds, energy in joules."""
 
-    layer: LayerCost
+    layer: Operator
     bytes: int
     compute_s: float
     memory_s: float
@@ -184,6 +200,27 @@ class LayerEstimate:
     @property
     def time_s(self) -> float:
         return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def compute_bound_s(self) -> float:
+        """The roofline time when arithmetic bounds this operator, else 0."""
+        return self.compute_s if self.compute_s >= self.memory_s else 0.0
+
+    @property
+    def memory_bound_s(self) -> float:
+        """The roofline time when memory traffic bounds this operator, else 0."""
+        return self.memory_s if self.memory_s > self.compute_s else 0.0
+
+
+def _origin(profile: HardwareProfile, path: str, q: Quantity) -> str:
+    """Where a profile constant comes from, for the assumptions column."""
+    prov = q.provenance
+    if prov is None:
+        return f"profile {path}"
+    prov = profile.resolve(prov)
+    if prov.kind == "assumption":
+        return f"profile {path}: unsourced assumption"
+    return f"profile {path}, {prov.kind}"
 
 
 @dataclass
@@ -227,6 +264,10 @@ class Estimator:
             if self._uses_measured() and m is not None and m.sequence_slowdown is not None
             else 1.0
         )
+        if self._uses_measured() and m is not None and m.sequence_slowdown is not None:
+            self.assumptions.append(
+                f"every operator x {self._slowdown:.3g} (measured.sequence_slowdown)"
+            )
         self._note_energy()
 
     # ------------------------------------------------------------ choices
@@ -303,11 +344,20 @@ class Estimator:
                 f"profile '{self.profile.name}' has no peak compute.{self.precision}.{self.engine} "
                 "and no micro-benchmarks for it"
             )
-        eff = self.efficiency if self.efficiency is not None else DEFAULT_EFFICIENCY[self.engine]
+        stated = getattr(self.profile.estimation.compute_efficiency, self.engine)
+        path = f"estimation.compute_efficiency.{self.engine}"
+        if self.efficiency is not None:
+            eff, origin = self.efficiency, "given by the caller"
+        elif stated is not None:
+            eff, origin = stated.base, _origin(self.profile, path, stated)
+        else:
+            eff = DEFAULT_EFFICIENCY[self.engine]
+            origin = "eebench default: unsourced assumption"
         if not 0 < eff <= 1:
             raise ConfigError(f"efficiency must be in (0, 1], got {eff}")
         self.assumptions.append(
-            f"compute = {eff:g} x peak {self.precision}/{self.engine} (no micro-benchmarks)"
+            f"compute = {eff:g} x peak {self.precision}/{self.engine}, no micro-benchmarks "
+            f"({origin})"
         )
         return peak.base * eff
 
@@ -320,17 +370,38 @@ class Estimator:
             raise ConfigError(
                 f"profile '{self.profile.name}' has no memory.bandwidth and no measured bandwidth"
             )
-        self.assumptions.append(f"bandwidth = {DEFAULT_BANDWIDTH_EFFICIENCY:g} x peak")
-        return bw.base * DEFAULT_BANDWIDTH_EFFICIENCY
+        stated = self.profile.estimation.bandwidth_efficiency
+        if stated is not None:
+            eff = stated.base
+            origin = _origin(self.profile, "estimation.bandwidth_efficiency", stated)
+        else:
+            eff, origin = DEFAULT_BANDWIDTH_EFFICIENCY, "eebench default: unsourced assumption"
+        self.assumptions.append(f"bandwidth = {eff:g} x peak ({origin})")
+        return bw.base * eff
 
     def _choose_overhead(self) -> float:
         m = self.profile.measured
         if self._uses_measured() and m is not None and m.per_op_overhead is not None:
+            how = (
+                f"slope of chains of {', '.join(str(c.ops) for c in m.overhead_chain)} operators"
+                if m.overhead_chain
+                else "one tiny operator timed alone"
+            )
+            self.assumptions.append(
+                f"per-op overhead {m.per_op_overhead.base * 1e6:.3g} us (measured: {how})"
+            )
             return m.per_op_overhead.base
-        if self.profile.overhead.per_op is not None:
-            return self.profile.overhead.per_op.base
+        per_op = self.profile.overhead.per_op
+        if per_op is not None:
+            self.assumptions.append(
+                f"per-op overhead {per_op.base * 1e6:.3g} us "
+                f"({_origin(self.profile, 'overhead.per_op', per_op)})"
+            )
+            return per_op.base
         value = DEFAULT_OVERHEAD_S[self.engine]
-        self.assumptions.append(f"per-op overhead {value * 1e6:g} us assumed")
+        self.assumptions.append(
+            f"per-op overhead {value * 1e6:g} us (eebench default: unsourced assumption)"
+        )
         return value
 
     def _note_energy(self) -> None:
@@ -345,14 +416,14 @@ class Estimator:
         )
 
     # ------------------------------------------------------------ estimates
-    def compute_rate(self, layer: LayerCost) -> float:
+    def compute_rate(self, layer: Operator) -> float:
         """Achievable MAC/s for this layer."""
         if self._flat_rate is not None or not layer.macs:
             return self._flat_rate or 0.0
         return layer.macs / self.compute_time(layer)
 
     @staticmethod
-    def _kind(layer: LayerCost) -> str:
+    def _kind(layer: Operator) -> str:
         if layer.op in _GEMM_OPS:
             return "gemm"
         if layer.op == "depthwise_conv":
@@ -361,14 +432,14 @@ class Estimator:
             return "pointwise"
         return "strided" if layer.stride > 1 else "conv"
 
-    def bandwidth(self, layer: LayerCost, nbytes: int) -> float:
+    def bandwidth(self, layer: Operator, nbytes: int) -> float:
         """Achievable bytes/s for this layer: its kind's micro-benchmarks, else DRAM bandwidth."""
         op = layer.op if layer.op in MEMORY_OPS else "elementwise" if layer.op == "other" else None
         if op is not None and op in self._op_bandwidth:
             return self._op_bandwidth[op](nbytes)
         return self._bandwidth
 
-    def compute_time(self, layer: LayerCost) -> float:
+    def compute_time(self, layer: Operator) -> float:
         """Seconds of arithmetic, net of the per-op overhead.
 
         From micro-benchmarks: :class:`ScatterTime` of the layer's family, never below
@@ -383,7 +454,7 @@ class Estimator:
         weights = max(layer.weight_elements, 1)
         return max(self._times[kind](layer.macs / weights, weights), self._floor[kind])
 
-    def layer(self, layer: LayerCost) -> LayerEstimate:
+    def layer(self, layer: Operator) -> LayerEstimate:
         k = self._slowdown
         if layer.is_call_only:
             t = self._module_overhead * k
@@ -397,7 +468,7 @@ class Estimator:
             layer, nbytes, compute_s, memory_s, overhead_s, self._energy(layer, nbytes, time_s)
         )
 
-    def _energy(self, layer: LayerCost, nbytes: int, time_s: float) -> float:
+    def _energy(self, layer: Operator, nbytes: int, time_s: float) -> float:
         pw = self.profile.power
         if pw.energy_per_mac is not None and pw.energy_per_byte is not None:
             energy = layer.macs * pw.energy_per_mac.base + nbytes * pw.energy_per_byte.base
@@ -409,7 +480,7 @@ class Estimator:
             energy = math.nan
         return energy
 
-    def layers_table(self, layers: Sequence[LayerCost]) -> pd.DataFrame:
+    def layers_table(self, layers: Sequence[Operator]) -> pd.DataFrame:
         """One row per operator (views included, at zero cost)."""
         rows = []
         for est in (self.layer(lc) for lc in layers):
@@ -425,6 +496,8 @@ class Estimator:
                     "compute_ms": est.compute_s * 1e3,
                     "memory_ms": est.memory_s * 1e3,
                     "overhead_ms": est.overhead_s * 1e3,
+                    "compute_bound_ms": est.compute_bound_s * 1e3,
+                    "memory_bound_ms": est.memory_bound_s * 1e3,
                     "latency_ms": est.time_s * 1e3,
                     "energy_mj": est.energy_j * 1e3,
                     "source": self.label,
@@ -432,7 +505,7 @@ class Estimator:
             )
         return pd.DataFrame(rows)
 
-    def parts_table(self, layers: Sequence[LayerCost]) -> pd.DataFrame:
+    def parts_table(self, layers: Sequence[Operator]) -> pd.DataFrame:
         """One row per stage and per exit head: the sums of their operators."""
         per_layer = self.layers_table(layers)
         if per_layer.empty:
@@ -447,6 +520,8 @@ class Estimator:
                     "bytes",
                     "compute_ms",
                     "memory_ms",
+                    "compute_bound_ms",
+                    "memory_bound_ms",
                     "overhead_ms",
                     "latency_ms",
                     "energy_mj",
@@ -471,6 +546,8 @@ class Estimator:
             "bytes",
             "compute_ms",
             "memory_ms",
+            "compute_bound_ms",
+            "memory_bound_ms",
             "overhead_ms",
             "latency_ms",
             "energy_mj",
@@ -497,10 +574,11 @@ def estimate_layers(
     batch_size: int = 1,
     precision: str = "fp32",
     engine: str | None = None,
+    cost_table: CostTable | None = None,
 ) -> pd.DataFrame:
     """Per-operator estimates for every stage and exit head of ``model``."""
     est = Estimator(_as_profile(profile), precision=precision, engine=engine)
-    return est.layers_table(model_layers(model, batch_size))
+    return est.layers_table(model_operators(model, batch_size, cost_table))
 
 
 def estimate_model(
@@ -509,17 +587,20 @@ def estimate_model(
     batch_size: int = 1,
     precision: str = "fp32",
     engine: str | None = None,
+    cost_table: CostTable | None = None,
 ) -> pd.DataFrame:
     """Estimated latency (ms) and energy (mJ) of every stage and exit head of ``model``.
 
     One row per stage and per exit head (``part`` = stage|exit, ``index``),
-    with MACs, bytes, the compute / memory / overhead parts of the latency,
+    with MACs, bytes, the latency split into ``compute_bound_ms`` +
+    ``memory_bound_ms`` + ``overhead_ms`` (which add up to ``latency_ms``),
     ``source`` = ``estimated:<profile>`` and the assumptions that were needed.
+    ``cost_table`` is the model's analytic cost table when the caller has it already.
     """
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
     est = Estimator(_as_profile(profile), precision=precision, engine=engine)
-    table = est.parts_table(model_layers(model, batch_size))
+    table = est.parts_table(model_operators(model, batch_size, cost_table))
     table.insert(0, "batch_size", batch_size)
     meta = getattr(model, "metadata", None)
     table.insert(0, "model", meta.name if meta is not None else type(model).__name__)

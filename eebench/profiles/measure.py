@@ -23,6 +23,7 @@ import yaml
 
 from eebench import __version__
 from eebench.errors import ConfigError
+from eebench.measure import environment
 from eebench.profiles.microbench import MicroBenchResults, run_microbenchmarks
 from eebench.profiles.submit import slugify
 from eebench.profiles.validate import ProfileError, parse_profile
@@ -41,25 +42,12 @@ def _sig(x: float, digits: int = 4) -> float:
 
 
 def cpu_model() -> str:
-    """The CPU model name as the OS reports it (``/proc/cpuinfo`` on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    """The CPU model name as the OS reports it (the environment capture's reader)."""
+    return environment.cpu_model()
 
 
 def _cpu_vendor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("vendor_id"):
-                raw = line.split(":", 1)[1].strip()
-                return {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(raw, raw)
-    except OSError:
-        pass
-    return platform.machine() or "unknown"
+    return environment.cpu_vendor() or platform.machine() or "unknown"
 
 
 def _cpu_max_mhz() -> float | None:
@@ -139,8 +127,10 @@ def build_profile(
         "without bias, batch 1 unless stated); bandwidth: copy of a 64 MiB float32 tensor "
         "(read + write bytes); memory-bound ops (nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), "
         "nn.BatchNorm2d, nn.LocalResponseNorm(3), nn.ReLU(inplace=True), torch.add): bytes = input + output + weights; "
-        "per-op overhead: nn.ReLU on a one-element tensor; module overhead: an empty "
-        "nn.Sequential; sequence slowdown: a 20-layer CIFAR-scale chain timed whole over the "
+        "per-op overhead: least-squares slope of the time of chains of k nn.ReLU calls on a "
+        f"one-element tensor over k = {', '.join(str(k) for k, _ in results.overhead_chain)}; "
+        "module overhead: the same slope for chains of k empty nn.Sequential calls; "
+        "sequence slowdown: a 20-layer CIFAR-scale chain timed whole over the "
         "sum of its layers timed alone; clock: " + _CLOCK_TEXT[results.clock],
         "eebench_version": __version__,
         "backend": backend,
@@ -164,6 +154,9 @@ def build_profile(
         "memory": _q(psutil.virtual_memory().total / 2**30, "GiB", "host-os"),
         "cores": {"cpu": _q(float(os.cpu_count() or 1), "count", "host-os")},
     }
+    flags = environment.cpu_flags()
+    if flags:
+        identity["cpu_flags"] = flags
     mhz = _cpu_max_mhz()
     if mhz:
         identity["clocks"] = {"cpu_max": _q(mhz, "MHz", "host-os")}
@@ -197,11 +190,19 @@ def build_profile(
             },
         )
     }
+    per_op_us = max(results.per_op_overhead_s * 1e6, 1e-3)  # a quantity is > 0
+    module_us = max(results.module_overhead_s * 1e6, 1e-3)
+    fit = results.overhead_fit
     profile["overhead"] = {
         "per_op": _q(
-            results.per_op_overhead_s * 1e6,
+            per_op_us,
             "us",
-            {"kind": "derived", "from": "measured.per_op_overhead"},
+            {
+                "kind": "derived",
+                "from": "measured.overhead_chain",
+                "formula": f"least-squares slope of time over chain length (R^2 = {fit.r2:.3f}, "
+                f"intercept {fit.intercept_s * 1e6:.3g} us per chain call)",
+            },
         )
     }
     profile["power"] = power
@@ -209,8 +210,12 @@ def build_profile(
         "provenance": "host-measure",
         "engine": engine,
         "precision": "fp32",
-        "per_op_overhead": _q(results.per_op_overhead_s * 1e6, "us"),
-        "module_overhead": _q(results.module_overhead_s * 1e6, "us"),
+        "per_op_overhead": _q(per_op_us, "us"),
+        "overhead_chain": [
+            {"ops": k, "time": _q(t * 1e6, "us")} for k, t in results.overhead_chain
+        ],
+        "module_overhead": _q(module_us, "us"),
+        "module_chain": [{"ops": k, "time": _q(t * 1e6, "us")} for k, t in results.module_chain],
         "sequence_slowdown": _q(results.sequence_slowdown, "ratio"),
         "bandwidth": _q(results.bandwidth_bytes_per_s / 1e9, "GB/s"),
         "gemm": gemm,
@@ -262,7 +267,8 @@ def measure_profile(
     """Run the micro-benchmarks and return the validated profile as YAML-ready data.
 
     ``clock`` is ``wall`` (elapsed time) or ``thread`` (CPU time of the calling thread, for
-    one thread on a machine shared with other work; see :data:`eebench.profiles.timing.CLOCKS`).
+    one thread on a machine shared with other work; see
+    :data:`eebench.profiles.microbench.PROFILE_CLOCKS`).
     """
     if backend not in _ENGINE_OF_BACKEND:
         raise ConfigError(

@@ -1,22 +1,27 @@
 """Micro-benchmarks of one device: GEMM, convolution and memory-bound operators, bandwidth, overhead.
 
-The shapes cover the layers of early-exit CNNs at small batch. Convolutions
-form a grid over the two things that set their speed: how often each weight is
-reused (output positions: 32x32 down to 2x2) and how many weights there are
-(3 -> 16 up to 512 -> 512 channels), with 1x1, strided and depthwise variants.
+The shapes cover the range of the layers of early-exit CNNs at small batch
+without being any of them (see :data:`CONV_SHAPES`). Convolutions form a grid
+over the two things that set their speed: how often each weight is reused
+(output positions: 36x36 down to 1x1) and how many weights there are (3 -> 20
+up to 1200 -> 1200 channels), with 1x1, strided and depthwise variants.
 Memory-bound operators (max/avg pooling, batch norm, local response norm,
-ReLU, addition) are timed
-over tensor sizes from 1 K to 256 K elements, because their cost on a CPU is
-far from a DRAM-bandwidth roofline.
+ReLU, addition) are timed over tensor sizes from 432 to 250 K elements,
+because their cost on a CPU is far from a DRAM-bandwidth roofline.
 
-Layers run as ``nn.Module`` calls, exactly as model stages run them, so the
-per-op overhead measured here (a module call on a one-element tensor) is the
-one a stage pays per layer; the module-call overhead (an empty
-``nn.Sequential``) is what each container module call adds.
+Layers run as ``nn.Module`` calls, exactly as model stages run them. The
+per-op overhead is measured, not assumed: chains of k ``nn.ReLU`` calls on a
+one-element tensor for k in :data:`CHAIN_LENGTHS`, and the least-squares slope
+over k is what each operator adds (the intercept, the cost of calling the
+chain and of the timer, is not charged per operator). The module-call overhead
+is the slope of chains of k empty ``nn.Sequential`` calls: what each container
+module call adds. Timing uses the measure package's timer
+(:func:`eebench.measure.timing.collect_samples`).
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,19 +30,57 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from eebench.errors import BackendUnavailable
-from eebench.profiles.timing import Timing, clock_named, time_call
+from eebench.errors import BackendUnavailable, ConfigError
+from eebench.measure.timing import CLOCKS, Clock, HostTimer, TimingConfig, collect_samples
+from eebench.profiles.overhead import ChainFit, fit_chain
+
+PROFILE_CLOCKS = {"wall": "wall", "thread": "thread-cpu"}
+"""Clock names in a profile -> the measure package's clocks. ``wall``: elapsed time.
+``thread``: CPU time of the calling thread -- on a shared machine it excludes the time the
+thread waited for a core, and with one torch thread (all compute on the calling thread) it
+equals the latency on an idle core. Meaningless with more than one thread."""
+STATISTICS = ("median", "min")
+
+
+def clock_named(name: str, threads: int, device: str = "cpu") -> Clock:
+    """The clock a profile calls ``name``; refuses the thread clock where it would under-count."""
+    if name not in PROFILE_CLOCKS:
+        raise ConfigError(
+            f"unknown clock '{name}'; expected one of {', '.join(PROFILE_CLOCKS)}", field="clock"
+        )
+    if name == "thread" and (threads != 1 or device != "cpu"):
+        raise ConfigError(
+            "the thread clock counts only the calling thread's CPU time: use it with --threads 1 on "
+            f"the CPU (got {threads} threads on {device}), or use --clock wall",
+            field="clock",
+        )
+    return CLOCKS[PROFILE_CLOCKS[name]]
+
+
+def statistic_s(samples_ns: list[int], statistic: str) -> float:
+    """``median`` (typical call) or ``min`` (the call least disturbed by other work), seconds."""
+    if statistic not in STATISTICS:
+        raise ConfigError(
+            f"unknown statistic '{statistic}'; expected one of {', '.join(STATISTICS)}"
+        )
+    value = statistics.median(samples_ns) if statistic == "median" else min(samples_ns)
+    return value * 1e-9
+
 
 # (m, k, n): a batch of m rows through a k -> n linear layer
 GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
-    (1, 64, 10),
-    (1, 256, 10),
-    (1, 512, 512),
-    (1, 1024, 1024),
-    (1, 4096, 1024),
-    (16, 256, 256),
-    (64, 512, 512),
-    (256, 1024, 1024),
+    (1, 48, 12),
+    (1, 200, 12),
+    (1, 600, 12),
+    (1, 3000, 12),
+    (1, 12000, 12),
+    (1, 400, 400),
+    (1, 800, 200),
+    (1, 1500, 1500),
+    (1, 3000, 1200),
+    (16, 300, 300),
+    (64, 600, 600),
+    (256, 1200, 1200),
 )
 
 
@@ -65,78 +108,100 @@ def _c(cin: int, cout: int, size: int, **kw: int) -> ConvShape:
     return ConvShape(cin, cout, size, **kw)
 
 
+# Sides (36, 28, 24, 14, 12, 7, 6, 3, 1) and channel counts (multiples of 6, 10 and 12)
+# deliberately off the power-of-two grid of CIFAR/ImageNet networks: no shape here is a
+# layer of a registered model (tests/test_profiles.py holds them apart), so the accuracy
+# check measures interpolation, not look-up. Together they span the same range of weight
+# reuse (output positions, 1 .. 1296) and weight count (1e2 .. 4e6) as those layers.
 CONV_SHAPES: tuple[ConvShape, ...] = (
-    # 32x32 outputs
-    _c(3, 16, 32),
-    _c(3, 64, 32),
-    _c(4, 4, 32),
-    _c(16, 16, 32),
-    _c(16, 32, 32),
-    _c(32, 32, 32),
-    _c(64, 64, 32),
-    # 16x16
-    _c(8, 8, 16),
-    _c(12, 6, 16),
-    _c(16, 32, 16),
-    _c(32, 64, 16),
-    _c(64, 64, 16),
-    _c(64, 128, 16),
-    _c(128, 128, 16),
-    # 8x8
-    _c(4, 4, 8),
-    _c(24, 12, 8),
-    _c(64, 128, 8),
-    _c(128, 128, 8),
-    _c(128, 256, 8),
-    _c(256, 256, 8),
-    # 4x4
-    _c(16, 8, 4),
-    _c(128, 256, 4),
-    _c(256, 256, 4),
-    _c(256, 512, 4),
-    _c(512, 512, 4),
-    # 2x2
-    _c(64, 64, 2),
-    _c(256, 512, 2),
-    _c(512, 512, 2),
-    # 1x1
-    _c(8, 4, 32, kernel=1),
-    _c(32, 8, 32, kernel=1),
-    _c(96, 24, 32, kernel=1),
-    _c(16, 8, 16, kernel=1),
-    _c(64, 32, 16, kernel=1),
-    _c(64, 128, 16, kernel=1),
-    _c(32, 16, 8, kernel=1),
-    _c(112, 48, 8, kernel=1),
-    _c(128, 256, 8, kernel=1),
-    _c(256, 512, 4, kernel=1),
-    _c(512, 512, 2, kernel=1),
-    _c(1024, 1024, 2, kernel=1),
+    # 3x3, stride 1
+    _c(3, 24, 36),
+    _c(12, 12, 36),
+    _c(24, 24, 36),
+    _c(48, 48, 36),
+    _c(3, 20, 28),
+    _c(6, 6, 28),
+    _c(20, 20, 28),
+    _c(20, 40, 28),
+    _c(40, 40, 28),
+    _c(60, 60, 28),
+    _c(24, 48, 24),
+    _c(10, 10, 14),
+    _c(20, 40, 14),
+    _c(40, 40, 14),
+    _c(40, 80, 14),
+    _c(80, 80, 14),
+    _c(120, 120, 14),
+    _c(24, 48, 12),
+    _c(72, 72, 12),
+    _c(6, 6, 7),
+    _c(40, 80, 7),
+    _c(80, 80, 7),
+    _c(80, 160, 7),
+    _c(160, 160, 7),
+    _c(240, 240, 7),
+    _c(48, 96, 6),
+    _c(144, 144, 6),
+    _c(12, 12, 3),
+    _c(160, 320, 3),
+    _c(320, 320, 3),
+    _c(320, 640, 3),
+    _c(640, 640, 3),
+    _c(96, 96, 1),
+    _c(480, 480, 1),
     # 5x5
-    _c(3, 32, 32, kernel=5),
-    _c(32, 64, 16, kernel=5),
+    _c(3, 24, 28, kernel=5),
+    _c(8, 16, 14, kernel=5),
+    _c(24, 48, 14, kernel=5),
+    _c(12, 24, 7, kernel=5),
+    # 1x1
+    _c(12, 6, 28, kernel=1),
+    _c(24, 12, 28, kernel=1),
+    _c(60, 20, 28, kernel=1),
+    _c(120, 30, 28, kernel=1),
+    _c(20, 10, 14, kernel=1),
+    _c(60, 30, 14, kernel=1),
+    _c(120, 60, 14, kernel=1),
+    _c(150, 90, 14, kernel=1),
+    _c(60, 30, 7, kernel=1),
+    _c(150, 60, 7, kernel=1),
+    _c(240, 120, 7, kernel=1),
+    _c(300, 150, 7, kernel=1),
+    _c(300, 600, 3, kernel=1),
+    _c(600, 600, 3, kernel=1),
+    _c(1200, 1200, 1, kernel=1),
     # strided
-    _c(4, 4, 32, stride=2),
-    _c(6, 6, 32, stride=2),
-    _c(16, 8, 32, stride=2),
-    _c(16, 32, 32, stride=2),
-    _c(24, 12, 16, stride=2),
-    _c(32, 32, 16, stride=2),
-    _c(64, 128, 16, stride=2),
-    _c(48, 32, 8, stride=2),
-    _c(128, 256, 8, stride=2),
+    _c(6, 6, 28, stride=2),
+    _c(12, 24, 28, stride=2),
+    _c(20, 40, 28, stride=2),
+    _c(24, 24, 14, stride=2),
+    _c(40, 80, 14, stride=2),
+    _c(60, 120, 14, stride=2),
+    _c(100, 120, 7, stride=2),
+    _c(180, 120, 7, stride=2),
+    _c(240, 160, 7, stride=2),
     # depthwise
-    _c(32, 32, 32, groups=32),
-    _c(64, 64, 16, groups=64),
-    _c(128, 128, 8, groups=128),
-    _c(256, 256, 4, groups=256),
-    _c(512, 512, 2, groups=512),
-    _c(1024, 1024, 2, groups=1024),
+    _c(24, 24, 28, groups=24),
+    _c(48, 48, 14, groups=48),
+    _c(96, 96, 14, stride=2, groups=96),
+    _c(192, 192, 7, groups=192),
+    _c(384, 384, 3, groups=384),
+    _c(768, 768, 3, groups=768),
 )
 
-# (channels, side): 1 K .. 256 K elements
-OP_SHAPES: tuple[tuple[int, int], ...] = ((256, 2), (64, 8), (16, 32), (64, 32), (256, 32))
+# (channels, side): 432 .. 250 K elements, off the power-of-two grid like the conv shapes
+OP_SHAPES: tuple[tuple[int, int], ...] = (
+    (12, 6),
+    (240, 3),
+    (60, 7),
+    (20, 28),
+    (60, 28),
+    (320, 28),
+)
 OP_KINDS = ("maxpool", "avgpool", "norm", "lrn", "activation", "elementwise")
+
+# chain lengths for the per-operator and module-call overheads (slope of time over length)
+CHAIN_LENGTHS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 
 BANDWIDTH_BYTES = 64 * 2**20
 
@@ -208,7 +273,11 @@ class OpResult:
 
 @dataclass(frozen=True)
 class MicroBenchResults:
-    """Medians (seconds) of every micro-benchmark, and how they were taken."""
+    """Medians (seconds) of every micro-benchmark, and how they were taken.
+
+    ``overhead_chain`` / ``module_chain`` are ``(chain length, seconds)``; the per-op and
+    module-call overheads are the slopes of their least-squares lines.
+    """
 
     device: str
     threads: int
@@ -216,11 +285,29 @@ class MicroBenchResults:
     conv: list[ConvResult]
     ops: list[OpResult]
     bandwidth_bytes_per_s: float
-    per_op_overhead_s: float
-    module_overhead_s: float
+    overhead_chain: list[tuple[int, float]]
+    module_chain: list[tuple[int, float]]
     sequence_slowdown: float = 1.0
     clock: str = "wall"
     statistic: str = "median"
+
+    @property
+    def overhead_fit(self) -> ChainFit:
+        return fit_chain(self.overhead_chain)
+
+    @property
+    def module_fit(self) -> ChainFit:
+        return fit_chain(self.module_chain)
+
+    @property
+    def per_op_overhead_s(self) -> float:
+        """What each operator adds (slope of the operator chains), never below 0."""
+        return max(self.overhead_fit.slope_s, 0.0)
+
+    @property
+    def module_overhead_s(self) -> float:
+        """What each container module call adds (slope of the module chains), never below 0."""
+        return max(self.module_fit.slope_s, 0.0)
 
 
 def _device(backend: str) -> torch.device:
@@ -239,7 +326,7 @@ def _device(backend: str) -> torch.device:
 
 def _op_case(op: str, c: int, side: int, device: torch.device) -> tuple[Callable[[], object], int]:
     """The call to time for a memory-bound operator and the float32 bytes it moves
-    (input + output + weights, counted as :mod:`eebench.profiles.layers` counts a layer)."""
+    (input + output + weights, as :mod:`eebench.profiles.operators` counts an operator)."""
     x = torch.randn(1, c, side, side, device=device)
     n = x.numel()
     if op == "maxpool":
@@ -305,6 +392,7 @@ def run_microbenchmarks(
     statistic: str = "median",
     rounds: int = 3,
     between_rounds: Callable[[int], None] | None = None,
+    chain_lengths: tuple[int, ...] = CHAIN_LENGTHS,
 ) -> MicroBenchResults:
     """Time every benchmark at ``threads`` torch threads (restored afterwards).
 
@@ -321,19 +409,29 @@ def run_microbenchmarks(
     previous = torch.get_num_threads()
     threads = threads or previous
     tick = clock_named(clock, threads, device.type)
+    statistic_s([1], statistic)  # refuse an unknown statistic before timing anything
+    if len(set(chain_lengths)) < 2:
+        raise ConfigError(
+            f"chain_lengths needs at least two different lengths, got {chain_lengths}"
+        )
     rounds = max(1, int(rounds))
+    timer = HostTimer(tick, sync)
     try:
         torch.set_num_threads(threads)
         with torch.inference_mode():
             tiny = torch.zeros(1, device=device)
-            relu, empty = nn.ReLU(), nn.Sequential()
             src = torch.ones(bandwidth_bytes // 4, device=device)
             dst = torch.empty_like(src)
-            cases = [
-                _Case("per-op overhead", lambda: relu(tiny), 50),
-                _Case("module-call overhead", lambda: empty(tiny), 50),
-                _Case("bandwidth", lambda: dst.copy_(src), 3),
-            ]
+            cases = []
+            for k in chain_lengths:
+                ops = nn.Sequential(*[nn.ReLU() for _ in range(k)])
+                cases.append(_Case(f"overhead: chain of {k} ops", lambda f=ops: f(tiny), 50))
+            for k in chain_lengths:
+                calls = nn.Sequential(*[nn.Sequential() for _ in range(k)])
+                cases.append(
+                    _Case(f"overhead: chain of {k} module calls", lambda f=calls: f(tiny), 50)
+                )
+            cases.append(_Case("bandwidth", lambda: dst.copy_(src), 3))
             cases += [
                 _Case(f"gemm {m}x{k}x{n}", _linear_layer(m, k, n, device))
                 for m, k, n in gemm_shapes
@@ -365,14 +463,14 @@ def run_microbenchmarks(
                 for r in range(rounds):
                     for case in cases:
                         bar.set_postfix_str(f"round {r + 1}/{rounds}: {case.label}")
-                        run = time_call(
-                            case.fn,
-                            min_time_s=min_time_s / rounds,
-                            sync=sync,
-                            clock=tick,
-                            min_repeats=max(1, case.min_repeats // rounds),
+                        config = TimingConfig(
                             warmup=2,
+                            min_runs=max(1, case.min_repeats // rounds),
+                            min_time_s=min_time_s / rounds,
+                            max_time_s=max(10 * min_time_s / rounds, 2.0),
+                            max_runs=5000,
                         )
+                        run = collect_samples(case.fn, config, timer=timer, clock=tick)
                         case.samples_ns.extend(run.samples_ns)
                         bar.update()
                     if between_rounds is not None:
@@ -382,15 +480,18 @@ def run_microbenchmarks(
     finally:
         torch.set_num_threads(previous)
 
-    values = [Timing(c.samples_ns).statistic_s(statistic) for c in cases]
-    overhead, module_overhead, copy_s = values[:3]
-    it = iter(values[3:])
+    values = [statistic_s(c.samples_ns, statistic) for c in cases]
+    it = iter(values)
+    overhead_chain = [(k, next(it)) for k in chain_lengths]
+    module_chain = [(k, next(it)) for k in chain_lengths]
+    copy_s = next(it)
     gemm = [GemmResult(m, k, n, next(it)) for m, k, n in gemm_shapes]
     conv = [ConvResult(s, next(it)) for s in conv_shapes]
     chain_s = next(it)
     alone_s = sum(next(it) for _ in range(len(chain_cases) - 1))
     ops = [OpResult(op, shape, nbytes, next(it)) for op, shape, nbytes in op_bytes]
     # the chain's own container call is not one of the layers timed alone
+    module_overhead = max(fit_chain(module_chain).slope_s, 0.0)
     slowdown = max(chain_s - module_overhead, 1e-12) / alone_s
     bandwidth = 2 * (bandwidth_bytes // 4) * 4 / copy_s  # read + write
     return MicroBenchResults(
@@ -400,8 +501,8 @@ def run_microbenchmarks(
         conv,
         ops,
         bandwidth,
-        overhead,
-        module_overhead,
+        overhead_chain,
+        module_chain,
         slowdown,
         clock,
         statistic,

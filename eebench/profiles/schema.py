@@ -8,7 +8,9 @@ number is a :class:`Quantity` ``{value, unit, provenance}``:
 * ``unit`` belongs to the field's dimension (see :mod:`eebench.profiles.units`);
 * ``provenance`` is either the id of an entry in the profile's ``sources``
   table or an inline source, of kind ``datasheet`` (document + URL or document
-  number), ``measured`` (date, tool, method) or ``derived`` (from what).
+  number), ``measured`` (date, tool, method), ``derived`` (from what) or
+  ``assumption`` (an *unsourced assumption*: a ``note`` says what it rests on, and
+  every estimate that uses it lists it).
   Numbers inside ``measured`` (the micro-benchmarks) inherit the section's
   provenance. ``uncertain: true`` plus a ``note`` marks a figure that could not
   be confirmed.
@@ -32,7 +34,7 @@ from eebench.profiles.units import Dimension
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINES = ("cpu", "cuda_cores", "tensor_cores", "dla")
-PROVENANCE_KINDS = ("datasheet", "measured", "derived")
+PROVENANCE_KINDS = ("datasheet", "measured", "derived", "assumption")
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -50,7 +52,7 @@ class Provenance(_Strict):
     """
 
     ref: str | None = None
-    kind: Literal["datasheet", "measured", "derived"] | None = None
+    kind: Literal["datasheet", "measured", "derived", "assumption"] | None = None
     # datasheet
     document: str | None = None
     document_number: str | None = None
@@ -104,7 +106,15 @@ class Provenance(_Strict):
                 )
         if self.kind == "derived" and not self.derived_from:
             raise ValueError("a derived value needs 'from' (the figures or method it comes from)")
+        if self.kind == "assumption" and not self.note:
+            raise ValueError(
+                "an unsourced assumption needs a 'note' saying what the value rests on"
+            )
         return self
+
+    @property
+    def unsourced(self) -> bool:
+        return self.kind == "assumption"
 
     def describe(self) -> str:
         """One line for humans: kind plus the reference a reader would follow."""
@@ -116,6 +126,8 @@ class Provenance(_Strict):
         if self.kind == "measured":
             extra = f", {self.backend}, {self.threads} threads" if self.backend else ""
             return f"measured {self.date} with {self.tool}{extra}: {self.method}"
+        if self.kind == "assumption":
+            return f"unsourced assumption: {self.note}"
         return f"derived from {self.derived_from}" + (f" ({self.formula})" if self.formula else "")
 
 
@@ -226,6 +238,11 @@ class Identity(_Strict):
     memory: Size | None = None
     clocks: Clocks = Field(default_factory=Clocks)
     cores: Cores = Field(default_factory=Cores)
+    cpu_flags: list[str] | None = Field(
+        None,
+        description="instruction-set flags of the CPU a host profile was measured on (the "
+        "speed-relevant subset of /proc/cpuinfo's flags, e.g. avx2, avx512f, amx_tile)",
+    )
 
 
 class EnginePeaks(_Strict):
@@ -251,6 +268,28 @@ class Overhead(_Strict):
     """Fixed cost of dispatching one operator (framework + kernel launch)."""
 
     per_op: Time | None = None
+
+
+class EngineRatios(_Strict):
+    """One fraction per engine."""
+
+    cpu: Ratio | None = None
+    cuda_cores: Ratio | None = None
+    tensor_cores: Ratio | None = None
+    dla: Ratio | None = None
+
+
+class Estimation(_Strict):
+    """The constants a datasheet-only estimate rests on, each with its provenance.
+
+    ``compute_efficiency``: the fraction of an engine's datasheet peak a framework
+    sustains on small early-exit layers; ``bandwidth_efficiency``: the sustained
+    fraction of the datasheet memory bandwidth. Both are in (0, 1]. A value nobody
+    has measured or published is written with provenance kind ``assumption``.
+    """
+
+    compute_efficiency: EngineRatios = Field(default_factory=EngineRatios)
+    bandwidth_efficiency: Ratio | None = None
 
 
 class PowerSection(_Strict):
@@ -351,6 +390,14 @@ class OpPoint(_Strict):
     achieved: Bandwidth
 
 
+class ChainPoint(_Strict):
+    """The time of one call of a chain of ``ops`` tiny operators (the slope over ``ops`` is the
+    cost each operator adds; the intercept is the fixed cost of calling the chain)."""
+
+    ops: int = Field(gt=0)
+    time: Time
+
+
 class MicroBenchmarks(_Strict):
     """What ``eebench profile measure`` (or a user's own tool) measured on the device.
 
@@ -364,7 +411,19 @@ class MicroBenchmarks(_Strict):
     conv: list[ConvPoint] = Field(default_factory=list)
     ops: list[OpPoint] = Field(default_factory=list)
     bandwidth: Bandwidth | None = None
-    per_op_overhead: Time | None = None
+    per_op_overhead: Time | None = Field(
+        None,
+        description="cost each operator adds: the least-squares slope of overhead_chain when "
+        "it is given",
+    )
+    overhead_chain: list[ChainPoint] = Field(
+        default_factory=list,
+        description="chains of k nn.ReLU calls on a one-element tensor, for several k",
+    )
+    module_chain: list[ChainPoint] = Field(
+        default_factory=list,
+        description="chains of k empty nn.Sequential calls, for several k",
+    )
     module_overhead: Time | None = Field(
         None, description="cost of a module call that does no work (an empty nn.Sequential)"
     )
@@ -387,6 +446,7 @@ class HardwareProfile(_Strict):
     memory: Memory = Field(default_factory=Memory)
     overhead: Overhead = Field(default_factory=Overhead)
     power: PowerSection = Field(default_factory=PowerSection)
+    estimation: Estimation = Field(default_factory=Estimation)
     measured: MicroBenchmarks | None = None
     sources: dict[str, Provenance] = Field(default_factory=dict)
 

@@ -28,7 +28,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from eebench.errors import ConfigError
-from eebench.profiles.schema import HardwareProfile, Provenance
+from eebench.profiles.overhead import fit_chain
+from eebench.profiles.schema import ENGINES, HardwareProfile, Provenance
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # rounding in YAML files (4 significant digits) must not trip "achieved above peak"
@@ -195,7 +196,7 @@ def check_profile(profile: HardwareProfile, source: str) -> list[ProfileIssue]:
             add(
                 f"{path}.provenance",
                 "missing provenance: name an entry of 'sources' or write "
-                "{kind: datasheet|measured|derived, ...} inline",
+                "{kind: datasheet|measured|derived|assumption, ...} inline",
             )
         elif prov.ref is not None and prov.ref not in profile.sources:
             close = difflib.get_close_matches(prov.ref, known, n=1, cutoff=0.5)
@@ -238,6 +239,25 @@ def check_profile(profile: HardwareProfile, source: str) -> list[ProfileIssue]:
                         f"{achieved / 1e9:.4g} GMAC/s does not match MACs / time = "
                         f"{p.macs} / {p.time.value:g} {p.time.unit} = {expected / 1e9:.4g} GMAC/s",
                     )
+        for name, chain, fitted in (
+            ("overhead_chain", m.overhead_chain, m.per_op_overhead),
+            ("module_chain", m.module_chain, m.module_overhead),
+        ):
+            if len({c.ops for c in chain}) < 2:
+                if chain:
+                    add(f"measured.{name}", "needs chains of at least two different lengths")
+                continue
+            # a slope below zero (noise on a machine with almost no overhead) is stored as ~0
+            slope = max(fit_chain([(c.ops, c.time.base) for c in chain]).slope_s, 0.0)
+            if fitted is not None and abs(fitted.base - slope) > (
+                CONSISTENCY_TOLERANCE * slope + 1e-8
+            ):
+                field = "per_op_overhead" if name == "overhead_chain" else "module_overhead"
+                add(
+                    f"measured.{field}",
+                    f"{fitted.value:g} {fitted.unit} does not match the slope of measured.{name} "
+                    f"({slope * 1e6:.4g} us per operator)",
+                )
         for i, op in enumerate(m.ops):
             expected = op.bytes / op.time.base
             if abs(op.achieved.base - expected) > CONSISTENCY_TOLERANCE * expected:
@@ -257,6 +277,15 @@ def check_profile(profile: HardwareProfile, source: str) -> list[ProfileIssue]:
                 f"achieved {m.bandwidth.base / 1e9:.4g} GB/s is above the peak memory.bandwidth = "
                 f"{bw.base / 1e9:.4g} GB/s",
             )
+
+    est = profile.estimation
+    ratios = [
+        (f"estimation.compute_efficiency.{e}", getattr(est.compute_efficiency, e)) for e in ENGINES
+    ]
+    ratios.append(("estimation.bandwidth_efficiency", est.bandwidth_efficiency))
+    for path, q in ratios:
+        if q is not None and q.base > 1:
+            add(path, f"an efficiency is a fraction of the peak in (0, 1], got {q.value:g}")
 
     pw = profile.power
     if pw.idle is not None and pw.active is not None and pw.active.base < pw.idle.base:
