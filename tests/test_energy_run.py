@@ -123,6 +123,26 @@ def test_cpu_backend_energy_is_net_of_the_idle_power_and_feeds_the_cost_vectors(
     assert len(val) > 0 and (val["energy_source"] == "measured:torch-cpu+rapl:package").all()
     assert (val["predicted_energy_mj"] > 0).all() and np.isfinite(val["energy_ratio"]).all()
     assert (val["measured_energy_gross_mj"] > val["measured_energy_mj"]).all()
+    # every energy column is in the data dictionary
+    readme = (Path(__file__).resolve().parents[1] / "results" / "README.md").read_text()
+    for column in [c for c in val.columns if "energy" in c]:
+        assert f"| {column} |" in readme, column
+    for metric in wide.columns:
+        if "_ci_" in metric:  # documented as `<metric>` with `*_ci_low_<unit>` / `*_ci_high_...`
+            base = metric.split("_ci_")[0]
+            assert f"`{base}_" in readme and "`*_ci_low_" in readme, metric
+        else:
+            assert f"`{metric}`" in readme, metric
+    # the report shows net with gross beside it, and the meter and device
+    from eebench.report import build_report
+
+    md = build_report([run.path], tmp_path / "report").markdown.read_text()
+    section = md[md.index("Energy per stage and exit head") :]
+    assert "net energy [mJ/sample] (95% CI)" in section and "gross energy [mJ/sample]" in section
+    assert "measured:torch-cpu+rapl:package" in section and "| cpu |" in section
+    net = wide.loc[("stage", 0), "energy_net_mj"]
+    assert f"{net:.3g} [" in section
+    assert "Energy validation: true early-exit runs" in md
 
 
 def test_without_a_meter_for_the_device_energy_is_recorded_unavailable(tmp_path, monkeypatch):

@@ -13,7 +13,9 @@ from pathlib import Path
 from eebench import __version__
 from eebench.errors import ResultsError
 from eebench.report.data import RunData, load_runs
+from eebench.report.energy import energy_table, energy_validation_table
 from eebench.report.figures import draw_figures
+from eebench.report.latency import latency_table
 from eebench.report.render import RenderedFigure, ReportContent, Section, to_html, to_markdown
 from eebench.report.tables import (
     environment_table,
@@ -80,10 +82,35 @@ def report_content(runs: list[RunData]) -> ReportContent:
             operating_points_table(runs),
         ),
         Section(
+            "Measured latency per stage and exit head",
+            "Every measured statistic with its sample count and 95% interval (order statistics "
+            "for the median and percentiles, a block bootstrap for the mean). 'noisy': the "
+            "median's interval is wider than the run's target (2% unless the suite says "
+            "otherwise); a percentile the sample count cannot support (64 samples for p90, 662 "
+            "for p99: MLPerf LoadGen's rule) says 'insufficient samples' instead of a number.",
+            latency_table(runs),
+        ),
+        Section(
             "Validation: true early-exit runs",
             "Calibrated operating points run with true early exit: latency predicted from the "
             "measured per-stage costs vs measured end to end.",
             validation_table(runs),
+        ),
+        Section(
+            "Energy per stage and exit head",
+            "Net energy per sample (idle power measured in the same run subtracted; the figure "
+            "the cost vectors use) with its 95% interval, gross energy (idle included) beside "
+            "it, and the meter and device every number comes from: RAPL for CPU backends, NVML "
+            "for CUDA, the board input rail on a Jetson; estimated:<profile> where no meter of "
+            "the device was readable. Each window spans many meter updates.",
+            energy_table(runs),
+        ),
+        Section(
+            "Energy validation: true early-exit runs",
+            "Net energy per sample of each calibrated operating point run with true early exit, "
+            "measured with the backend's meter, vs predicted from the parts' net energy (the "
+            "prediction leaves out the exit decisions).",
+            energy_validation_table(runs),
         ),
         Section(
             "Skipped on this machine",
