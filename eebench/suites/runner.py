@@ -1063,6 +1063,16 @@ class SuiteRunner:
                 "labelled):"
             )
             print(table.to_string(index=False))
+        from eebench.report.latency import noisy_lines
+
+        noisy = noisy_lines(tables.get("stage_costs", pd.DataFrame()))
+        if noisy:
+            target = self.spec.measurement.rel_ci_target
+            print(
+                f"\nNoisy measurements: the median's 95% interval is wider than ±{target:.0%} "
+                "(latencies built on them are less certain):"
+            )
+            print("\n".join(noisy))
         assert self.writer is not None
         print(f"\nrun written to {self.writer.path}")
 
