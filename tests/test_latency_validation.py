@@ -49,7 +49,7 @@ def test_prediction_is_the_exit_mix_weighted_sum_of_part_means_and_a_gap_is_attr
     assert cols["measured_head_ms"] == pytest.approx((100 + 0.75 * 800) / 1e6)
     assert "head 1 dominates the gap" in cols["gap_note"] and "(100%)" in cols["gap_note"]
     assert cols["ratio"] == pytest.approx(
-        cols["measured_mean_latency_ms"] / cols["predicted_mean_latency_ms"]
+        cols["measured_latency_ms"] / cols["predicted_latency_ms"]
     )
 
 
