@@ -58,6 +58,9 @@ EXIT_INTERRUPTED = 130
 # the command-line spelling of argument names that hold paths (others: --<dest>)
 _PATH_OPTIONS = {"suite": "SUITE", "runs": "RUN", "run_a": "RUN_A", "run_b": "RUN_B"}
 
+# argument names whose values are never paths (sub-command names and the like)
+_NOT_PATHS = frozenset({"command", "what", "results_command", "profile_command", "func"})
+
 # how to fix an operating-system error, by errno; {option} names the argument involved
 _OS_FIXES = {
     errno.ENOSPC: "the file system is full: free space or choose another {option}; an "
@@ -85,14 +88,14 @@ def _option_for(path: str | None, args: argparse.Namespace) -> str:
     for dest, value in vars(args).items():
         values = value if isinstance(value, list) else [value]
         for v in values:
-            if not isinstance(v, (str, os.PathLike)) or dest.startswith("_"):
+            if not isinstance(v, (str, os.PathLike)) or dest.startswith("_") or dest in _NOT_PATHS:
                 continue
             root = os.path.abspath(os.fspath(v))
             if (target == root or target.startswith(root.rstrip(os.sep) + os.sep)) and len(
                 root
             ) > best_len:
                 best, best_len = _PATH_OPTIONS.get(dest, "--" + dest.replace("_", "-")), len(root)
-    return f"{best} (now {best and _value_of(best, args)})" if best else "--out or --cache"
+    return f"{best} (now {_value_of(best, args)})" if best else "--out or --cache"
 
 
 def _value_of(option: str, args: argparse.Namespace) -> str:
