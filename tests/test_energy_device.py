@@ -350,10 +350,10 @@ def test_session_sizes_windows_to_the_detected_period_and_synchronises_every_rea
     first_window = events[reads[0] - 1 : reads[1] + 1]
     assert first_window == ["sync", "read"] + ["call"] * 20_000 + ["sync", "read"]
     # 1 s windows on a 100 ms meter: net energy within a quantum of the true 100 W x 50 us
-    net = part.energy.net_j.value
+    net = part.energy.net_j.estimate
     assert net == pytest.approx(5e-3, rel=0.15)
-    assert part.energy.idle_w.value == pytest.approx(60.0, rel=0.15)
-    assert part.energy.gross_j.value > net
+    assert part.energy.idle_w.estimate == pytest.approx(60.0, rel=0.15)
+    assert part.energy.gross_j.estimate > net
 
 
 def test_a_counter_wrap_inside_a_window_is_handled(tmp_path):
@@ -374,9 +374,9 @@ def test_a_counter_wrap_inside_a_window_is_handled(tmp_path):
     part = session.start().measure(lambda: advance(0.01, 25.0), inferences_per_call=2, call_s=0.01)
     # 10 calls of 10 ms at 25 W per window (2.5 J; the counter wraps in the first window)
     assert part.calls_per_window == 10
-    assert part.energy.gross_j.value == pytest.approx(25.0 * 0.01 / 2)
-    assert part.energy.idle_w.value == pytest.approx(5.0)
-    assert part.energy.net_j.value == pytest.approx(20.0 * 0.01 / 2)
+    assert part.energy.gross_j.estimate == pytest.approx(25.0 * 0.01 / 2)
+    assert part.energy.idle_w.estimate == pytest.approx(5.0)
+    assert part.energy.net_j.estimate == pytest.approx(20.0 * 0.01 / 2)
 
 
 # ---------------------------------------------------------------------- net vs gross
@@ -386,19 +386,19 @@ def test_net_and_gross_per_inference_with_intervals_by_hand():
     r = net_energy(busy, idle)
     t1 = 12.706204736174698  # Student t, 97.5%, 1 degree of freedom
     # gross: 20 mJ and 24 mJ per inference; mean 22 mJ, sd 2.828 mJ, se 2 mJ
-    assert r.gross_j.value == pytest.approx(0.022)
-    assert r.gross_j.ci_high - r.gross_j.value == pytest.approx(t1 * 0.002)
+    assert r.gross_j.estimate == pytest.approx(0.022)
+    assert r.gross_j.hi - r.gross_j.estimate == pytest.approx(t1 * 0.002)
     # idle: 0.5 W and 0.7 W; mean 0.6 W, se 0.1 W
-    assert r.idle_w.value == pytest.approx(0.6)
-    assert r.idle_w.ci_low == pytest.approx(0.6 - t1 * 0.1)
+    assert r.idle_w.estimate == pytest.approx(0.6)
+    assert r.idle_w.lo == pytest.approx(0.6 - t1 * 0.1)
     # net: 20 - 0.6 W x 10 ms = 14 mJ and 18 mJ; mean 16 mJ
-    assert r.net_j.value == pytest.approx(0.016)
+    assert r.net_j.estimate == pytest.approx(0.016)
     # spread: busy var(u)/W = 8e-6/2 = 4e-6; idle (10 ms)^2 x 0.02/2 = 1e-6; total 5e-6 J^2,
     # Welch-Satterthwaite dof = 25e-12 / (16e-12 + 1e-12)
     dof = 25 / 17
     half = stats.t.ppf(0.975, dof) * math.sqrt(5e-6)
-    assert r.net_j.ci_low == pytest.approx(0.016 - half)
-    assert r.net_j.ci_high == pytest.approx(0.016 + half)
+    assert r.net_j.lo == pytest.approx(0.016 - half)
+    assert r.net_j.hi == pytest.approx(0.016 + half)
     assert r.busy_w == pytest.approx(2.2) and r.inferences == 200
 
 
@@ -412,7 +412,7 @@ def test_net_interval_covers_the_true_net_energy_about_95_percent_of_the_time():
         busy = [Window(j * 500, s * 500, 500) for j in e]
         idle = [Window(w, 1.0) for w in p]
         r = net_energy(busy, idle)
-        covered += r.net_j.ci_low <= true_net <= r.net_j.ci_high
+        covered += r.net_j.lo <= true_net <= r.net_j.hi
     assert 930 <= covered <= 975
 
 

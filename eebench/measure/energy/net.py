@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-CONFIDENCE = 0.95
+from eebench.measure.stats import DEFAULT_CONFIDENCE as CONFIDENCE
+from eebench.measure.stats import Interval
+
+T_METHOD = "student-t over windows"
+NET_METHOD = "student-t over windows, idle spread added (Welch-Satterthwaite)"
 
 
 @dataclass(frozen=True)
@@ -38,31 +42,22 @@ class Window:
     inferences: int = 0
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A mean with its confidence interval and the number of windows behind it."""
-
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean of ``values`` with a Student-t interval (NaN bounds for fewer than two values)."""
+    """Mean of ``values`` with a Student-t interval (NaN bounds for fewer than two values).
+
+    A handful of long windows is too few for a bootstrap to reach its nominal coverage;
+    the t interval is exact for normal window-to-window spread and close to it otherwise.
+    """
     v = np.asarray(values, dtype=np.float64)
     n = int(v.size)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
+        return Interval(math.nan, math.nan, math.nan, confidence, 0, T_METHOD)
     mean = float(v.mean())
     if n < 2:
-        return Interval(mean, math.nan, math.nan, n)
+        return Interval(mean, math.nan, math.nan, confidence, n, T_METHOD)
     se = float(v.std(ddof=1)) / math.sqrt(n)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    return Interval(mean, mean - half, mean + half, n)
+    return Interval(mean, mean - half, mean + half, confidence, n, T_METHOD)
 
 
 @dataclass(frozen=True)
@@ -76,13 +71,7 @@ class NetEnergy:
     inferences: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "gross_j": self.gross_j.to_dict(),
-            "net_j": self.net_j.to_dict(),
-            "idle_w": self.idle_w.to_dict(),
-            "busy_w": self.busy_w,
-            "inferences": self.inferences,
-        }
+        return asdict(self)
 
 
 def net_energy(
@@ -98,20 +87,20 @@ def net_energy(
     p = np.array([w.joules / w.seconds for w in idle])
     gross = mean_interval(e, confidence)
     idle_w = mean_interval(p, confidence)
-    u = e - idle_w.value * s
+    u = e - idle_w.estimate * s
     net = float(u.mean())
     n_b, n_i = len(busy), len(idle)
     a = float(u.var(ddof=1)) / n_b if n_b > 1 else math.nan
     b = float(s.mean()) ** 2 * (float(p.var(ddof=1)) / n_i if n_i > 1 else 0.0)
     if not math.isfinite(a):
-        net_iv = Interval(net, math.nan, math.nan, n_b)
+        net_iv = Interval(net, math.nan, math.nan, confidence, n_b, NET_METHOD)
     elif a + b == 0:
-        net_iv = Interval(net, net, net, n_b)
+        net_iv = Interval(net, net, net, confidence, n_b, NET_METHOD)
     else:
         dof_terms = a**2 / (n_b - 1) + (b**2 / (n_i - 1) if n_i > 1 else 0.0)
         dof = (a + b) ** 2 / dof_terms
         half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(a + b)
-        net_iv = Interval(net, net - half, net + half, n_b)
+        net_iv = Interval(net, net - half, net + half, confidence, n_b, NET_METHOD)
     total_j = sum(w.joules for w in busy)
     total_s = sum(w.seconds for w in busy)
     return NetEnergy(
