@@ -51,6 +51,13 @@ class RegisteredModels:
 
     track_macs.unit = "MACs to the final exit (analytic)"
 
+    def track_plain_network_macs(self, model_name):
+        from eebench.costs import analyze_costs
+
+        return float(analyze_costs(self.model).plain_macs)
+
+    track_plain_network_macs.unit = "MACs without early exits (analytic)"
+
     def track_params(self, model_name):
         return float(sum(p.numel() for p in self.model.parameters()))
 
