@@ -12,6 +12,7 @@ reads those estimates as a model of this host.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +56,20 @@ def _norm(text: str | None) -> str:
 
 def host_mismatch(profile: HardwareProfile, env: Any) -> HostMismatch | None:
     """The differences between a host profile's CPU and ``env``'s (an
-    :class:`~eebench.measure.environment.Environment` or anything with ``cpu_model``,
-    ``cpu_vendor`` and ``cpu_flags``); None when they match, when the profile is not a
-    host profile, or when the host does not say what it is."""
+    :class:`~eebench.measure.environment.Environment`, its ``to_dict()`` as stored in a
+    manifest, or anything with ``cpu_model``, ``cpu_vendor`` and ``cpu_flags``); None when
+    they match, when the profile is not a host profile, or when the host does not say what
+    it is."""
     if not is_host_profile(profile):
         return None
+
+    def get(key: str) -> Any:
+        return env.get(key) if isinstance(env, Mapping) else getattr(env, key, None)
+
     ident = profile.identity
-    host_model = getattr(env, "cpu_model", None)
-    host_vendor = getattr(env, "cpu_vendor", None)
-    host_flags = set(getattr(env, "cpu_flags", None) or ())
+    host_model = get("cpu_model")
+    host_vendor = get("cpu_vendor")
+    host_flags = set(get("cpu_flags") or ())
     reasons: list[str] = []
     if host_vendor and _norm(ident.vendor) != _norm(host_vendor):
         reasons.append(f"vendor {ident.vendor} (profile) vs {host_vendor} (host)")

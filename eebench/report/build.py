@@ -14,6 +14,7 @@ from eebench import __version__
 from eebench.errors import ResultsError
 from eebench.report.data import RunData, load_runs
 from eebench.report.energy import energy_table, energy_validation_table
+from eebench.report.estimates import estimates_intro, estimates_table
 from eebench.report.figures import draw_figures
 from eebench.report.latency import latency_table
 from eebench.report.render import RenderedFigure, ReportContent, Section, to_html, to_markdown
@@ -111,6 +112,11 @@ def report_content(runs: list[RunData]) -> ReportContent:
             "measured with the backend's meter, vs predicted from the parts' net energy (the "
             "prediction leaves out the exit decisions).",
             energy_validation_table(runs),
+        ),
+        Section(
+            "Estimated from hardware profiles",
+            estimates_intro(runs),
+            estimates_table(runs),
         ),
         Section(
             "Skipped on this machine",

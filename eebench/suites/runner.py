@@ -653,14 +653,30 @@ class SuiteRunner:
         from eebench.profiles import estimate_model
 
         label = ctx.spec.label
+        self._check_host_profile(profile)
         for bs in self.spec.measurement.batch_sizes:
             key = f"estimate:{label}:{profile}:b{bs}"
 
             def step(bs: int = bs) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-                est = estimate_model(ctx.model, profile, batch_size=bs)
+                est = estimate_model(ctx.model, profile, batch_size=bs, cost_table=ctx.cost_table)
                 return {"stage_costs": estimated_rows(label, est, profile)}, {}
 
             self._step(key, step)
+
+    def _check_host_profile(self, profile: str) -> None:
+        """Once per profile: when a host profile's CPU is not this host's, say so in the
+        manifest (``host_profile_mismatch``: profile -> what differs, or null when it matches
+        or is not a host profile) and on the console."""
+        from eebench.profiles import host_mismatch, load_profile
+
+        assert self.writer is not None
+        checked = self.writer.manifest.setdefault("host_profile_mismatch", {})
+        if profile in checked:
+            return
+        found = host_mismatch(load_profile(profile), self.writer.manifest.get("environment", {}))
+        checked[profile] = None if found is None else found.to_dict()
+        if found is not None:
+            self.log(f"WARNING: {found.message()}")
 
     # ------------------------------------------------------------------ policies
     def _cost_vectors(

@@ -163,13 +163,23 @@ def measured_rows(
 
 
 def estimated_rows(model_id: str, estimate: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """stage_costs rows for the estimator's latency and energy (source: estimated:<profile>)."""
+    """stage_costs rows for the estimator's latency and energy (source: estimated:<profile>).
+
+    The latency comes with its breakdown -- ``latency_compute_ms`` (compute-bound
+    operators), ``latency_memory_ms`` (memory-bound operators) and
+    ``latency_overhead_ms`` (per-operator and module-call overhead), which add up to
+    ``latency_median_ms`` -- so a reader sees what dominates an estimate; the latency row's
+    ``note`` lists the constants the estimate assumed and where each comes from.
+    """
     rows = []
     source = f"estimated:{profile}"
     for _, r in estimate.iterrows():
         bs = int(r.get("batch_size", 1))
         for metric, col, unit in (
             ("latency_median_ms", "latency_ms", "ms"),
+            ("latency_compute_ms", "compute_bound_ms", "ms"),
+            ("latency_memory_ms", "memory_bound_ms", "ms"),
+            ("latency_overhead_ms", "overhead_ms", "ms"),
             ("energy_mj", "energy_mj", "mJ"),
         ):
             if col in estimate.columns and pd.notna(r[col]):
@@ -189,6 +199,8 @@ def estimated_rows(model_id: str, estimate: pd.DataFrame, profile: str) -> pd.Da
                         bs,
                     )
                 )
+                if metric == "latency_median_ms" and "assumptions" in estimate.columns:
+                    rows[-1]["note"] = f"assumed: {r['assumptions']}"
     return pd.DataFrame(rows)
 
 
