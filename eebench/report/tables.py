@@ -141,7 +141,37 @@ def _reference_label(policy: str) -> str:
     return "baseline (not a choice)"
 
 
+_SHOWN_DIGITS = 4
+"""Significant digits of the validation table's mean latencies; its ratio is computed from
+the numbers as shown, so a reader dividing the two columns gets exactly the ratio column."""
+
+
+def _with_ci(val: pd.DataFrame, col: str) -> pd.Series:
+    """``value [lo, hi]`` where the table has the interval columns, the value alone otherwise."""
+    base = col.removesuffix("_ms")
+    lo, hi = f"{base}_ci_low_ms", f"{base}_ci_high_ms"
+    shown = val[col].map(lambda v: fmt_num(v, _SHOWN_DIGITS))
+    if lo not in val.columns or hi not in val.columns:
+        return shown
+    ci = [
+        f" [{fmt_num(a, 3)}, {fmt_num(b, 3)}]" if not (pd.isna(a) or pd.isna(b)) else ""
+        for a, b in zip(val[lo], val[hi], strict=True)
+    ]
+    return shown + pd.Series(ci, index=val.index)
+
+
+def _shown_ratio(measured: float, predicted: float) -> str:
+    """measured / predicted from the two values rounded as the table shows them."""
+    if pd.isna(measured) or pd.isna(predicted):
+        return ""
+    m = float(fmt_num(measured, _SHOWN_DIGITS))
+    p = float(fmt_num(predicted, _SHOWN_DIGITS))
+    return f"{m / p:.3f}" if p else ""
+
+
 def validation_table(runs: list[RunData]) -> pd.DataFrame:
+    """Mean measured vs mean predicted latency per calibrated point, with 95% intervals, the
+    clock both sides used, and where the ±10% goal is missed, the part that dominates the gap."""
     val = combined(runs, "validation")
     if val.empty:
         return pd.DataFrame()
@@ -154,13 +184,33 @@ def validation_table(runs: list[RunData]) -> pd.DataFrame:
             "calibration": val["calibration"],
             "batch size": val["batch_size"].map(lambda v: fmt_num(v, 6)),
             "threads": val["threads"].map(lambda v: fmt_num(v, 6)),
-            "predicted [ms] (from measured stages)": val["predicted_latency_ms"].map(fmt_num),
-            "measured [ms] (true early exit)": val["measured_latency_ms"].map(fmt_num),
-            "measured / predicted": val["ratio"].map(lambda v: fmt_num(v, 3)),
+            "predicted mean [ms] (parts x exit mix) [95% CI]": _with_ci(
+                val, "predicted_latency_ms"
+            ),
+            "measured mean [ms] (true early exit) [95% CI]": _with_ci(val, "measured_latency_ms"),
+            "measured / predicted": [
+                _shown_ratio(m, p)
+                for m, p in zip(
+                    val["measured_latency_ms"], val["predicted_latency_ms"], strict=True
+                )
+            ],
             "decision overhead [µs]": val["decision_overhead_us"].map(fmt_num),
             "agreement with exit record [%]": val["agreement"].map(fmt_pct),
         }
     )
+    if "ratio_ci_low" in val.columns:
+        out.insert(
+            out.columns.get_loc("measured / predicted") + 1,
+            "ratio 95% CI",
+            [
+                f"[{a:.3f}, {b:.3f}]" if not (pd.isna(a) or pd.isna(b)) else ""
+                for a, b in zip(val["ratio_ci_low"], val["ratio_ci_high"], strict=True)
+            ],
+        )
+    if "gap_note" in val.columns:
+        out["outside ±10%: the part that dominates the gap"] = val["gap_note"].fillna("")
+    if "clock" in val.columns:
+        out["clock"] = val["clock"]
     for col, name in (
         ("speedup_vs_aggregation", "speedup vs aggregation [x]"),
         ("speedup_vs_backbone", "speedup vs plain network [x]"),

@@ -114,13 +114,13 @@ TABLES: dict[str, TableSpec] = {
                 "decision_overhead_us",
                 "agreement",
             ),
-            "True early-exit runs of calibrated operating points: predicted (sum of the measured "
-            "median latencies of the stages and heads each sample ran) vs measured per-sample "
-            "latency, both as medians over the samples (means in measured_mean_latency_ms); ratio "
-            "= median per-sample measured/predicted; decision overhead; agreement of the executor's "
-            "exits with the exit record; speedups vs aggregation (every exit computed) and vs the "
-            "backbone, i.e. the plain network (every stage and the final head only; a cascade's "
-            "last member alone), as medians.",
+            "True early-exit runs of calibrated operating points: mean measured vs mean predicted "
+            "per-sample latency with 95% intervals, same clock and loop on both sides (predicted "
+            "= exit mix x mean stage, head+copy and decision times from the executor's parts "
+            "mode); ratio = measured / predicted; the part that dominates a gap (gap_part, "
+            "gap_note); decision overhead; agreement of the executor's exits with the exit "
+            "record; speedups (means) vs aggregation (every exit computed) and vs the plain "
+            "network (every stage and the final head only; a cascade's last member alone).",
         ),
         TableSpec(
             "skipped",
