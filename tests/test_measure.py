@@ -274,7 +274,7 @@ def test_injected_delay_hook_marks_the_slowed_stage_only(monkeypatch):
     cfg = TimingConfig(warmup=0, min_runs=3, min_time_s=0.0)
     label = measure_parts(prepared, config=cfg).stages[0].spec.model
     monkeypatch.setenv(INJECT_DELAY_ENV, f"{label}:1:1.3")
-    for context in ("isolated", "pipeline"):
+    for context in ("interleaved", "isolated", "pipeline"):
         parts = measure_parts(prepared, config=cfg, context=context)
         marked = [
             (m.spec.part, m.spec.index) for m in parts.all if "injected_factor" in m.spec.extra
@@ -291,6 +291,20 @@ def test_injected_delay_hook_marks_the_slowed_stage_only(monkeypatch):
         monkeypatch.setenv(INJECT_DELAY_ENV, bad)
         with pytest.raises(ConfigError, match=INJECT_DELAY_ENV):
             InjectedDelay.from_env()
+
+
+def test_interleaved_context_spreads_every_part_over_the_whole_window():
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=3, width=4)
+    prepared = get_backend("torch-cpu").prepare(model, threads=1)
+    clock = FakeClock(read_cost_ns=1000)  # every reading costs 1 us: each timed call "takes" 1 us
+    cfg = TimingConfig(warmup=1, min_runs=5, min_time_s=0.005)
+    parts = measure_parts(prepared, config=cfg, clock=clock)  # interleaved is the default
+    assert all(m.spec.extra["context"] == "interleaved" for m in parts.all)
+    for m in parts.all:
+        assert len(m.warmup_ns) == 1 and m.stopped_by == "min-runs-and-time"
+        # a burst is BURST_S / 1 us = 5000 calls, capped at 1000; one round costs a part
+        # 1000 x 2 readings + 2 = 2.002 ms of its own time, so 5 ms take 3 rounds
+        assert len(m.samples_ns) == 3 * 1000 and set(m.samples_ns) == {1000}
 
 
 def test_thread_count_is_applied_during_measurement_and_restored():
