@@ -141,9 +141,15 @@ class SuiteRunner:
             Path(opts.out_root).mkdir(parents=True, exist_ok=True)
         extra = {"run_options": {"cache": str(Path(cache).resolve()), "backends": opts.backends}}
         if opts.resume is not None and adopt is None:
-            self.writer = RunWriter.resume(
-                opts.resume, env, identity, force=opts.force_resume, log=self.log
-            )
+            try:
+                self.writer = RunWriter.resume(
+                    opts.resume, env, identity, force=opts.force_resume, log=self.log
+                )
+            except KeyboardInterrupt:
+                raise RunInterrupted(
+                    f"interrupted while reopening {opts.resume}; its steps are as they were; "
+                    f"continue with: eebench run {self.source} --resume {opts.resume}"
+                ) from None
             done = len(self.writer.manifest["steps"])
             self.log(
                 f"resuming {self.writer.path} ({done} steps done"
