@@ -14,6 +14,7 @@ from eebench.evaluation import (
     calibrate_budget,
     calibrate_budgeted_batch,
     calibrate_exit_distribution,
+    calibrate_idk,
     calibration_table,
     evaluate,
 )
@@ -259,3 +260,63 @@ def test_msdnet_rounding_differs_from_cumulative_and_calibrates_budgets(val, tes
     np.testing.assert_array_equal(cal.thresholds, want)
     with pytest.raises(CalibrationError, match="unknown rounding 'nearest'"):
         calibrate_budgeted_batch(val, test, policy, 500.0, COSTS, rounding="nearest")
+
+
+# ----------------------------------------------------------------- IDK cascades, patience grid
+
+
+def test_idk_calibration_minimises_its_objective_on_val(val, test):
+    two = val.subset(slice(None))  # a two-member cascade: the first and the last exit
+    pair = [
+        ExitRecord(
+            r.logits[:, [0, E - 1]],
+            r.labels,
+            r.sample_ids,
+            r.model_key,
+            r.split_fingerprint,
+            r.split,
+        )
+        for r in (two, test)
+    ]
+    macs = CostVector.macs(MACS.values[[0, E - 1]])
+    policy = create_policy("idk-cascade", error_weight=2.0)
+    cal = calibrate_idk(pair[0], pair[1], policy, [macs])
+    assert cal.method == "idk-objective" and cal.target["error_weight"] == 2.0
+    # by hand: every threshold where a val decision changes; J = cost / cost_all + 2 x error
+    conf = pair[0].confidence("max_softmax")
+    right = pair[0].correct
+
+    def objective(t):
+        early = conf[:, 0] >= t
+        paid = np.where(early, macs.values[0], macs.values[1]) / macs.values[1]
+        wrong = ~np.where(early, right[:, 0], right[:, 1])
+        return float(np.mean(paid + 2.0 * wrong))
+
+    best = min(objective(t) for t in [*np.unique(conf[:, 0]), np.inf])
+    assert objective(cal.thresholds[0]) == pytest.approx(best, abs=1e-12)
+    assert cal.details["objective_val"] == pytest.approx(best, abs=1e-12)
+    again = evaluate(pair[1], policy, cal.thresholds[None, :], [macs]).iloc[0]
+    assert cal.test["accuracy"] == again["accuracy"]  # chosen on val, applied unchanged to test
+    within = calibrate_idk(val, test, create_policy("idk-cascade"), COSTS, accuracy_within=0.01)
+    assert within.val["accuracy"] >= val.exit_accuracy[-1] - 0.01 - 1e-12
+    assert within.val["expected_macs"] < MACS.values[-1]
+    with pytest.raises(CalibrationError, match="needs the 'idk-cascade' policy"):
+        calibrate_idk(val, test, create_policy("threshold"), COSTS)
+
+
+def test_patience_is_calibrated_on_the_grid_only(val, test):
+    policy = create_policy("patience")
+    grid = np.array([1.0, 2.0])
+    for cal in (
+        calibrate_accuracy_drop(val, test, policy, 0.01, COSTS, thresholds=grid),
+        calibrate_accuracy_drop(val, test, policy, 0.5, COSTS, thresholds=grid),
+        calibrate_budget(val, test, policy, 1e9, COSTS, thresholds=grid),
+    ):
+        assert set(cal.thresholds.tolist()) <= {1.0, 2.0}
+    # without a grid: every patience count 0 .. E-1 (E-1 never leaves early), never inf
+    free = calibrate_accuracy_drop(val, test, policy, 0.0, COSTS)
+    assert np.isfinite(free.thresholds).all() and free.thresholds[0] in range(E)
+    with pytest.raises(CalibrationError, match="grid of whole values; budgeted-batch"):
+        calibrate_budgeted_batch(val, test, policy, 500.0, COSTS)
+    with pytest.raises(CalibrationError, match="exit-distribution calibration sets"):
+        calibrate_exit_distribution(val, test, policy, [0.2] * 5, COSTS)

@@ -19,6 +19,8 @@ from eebench.policies import (
     confidence,
     create_policy,
     geometric_exit_distribution,
+    idk_thresholds,
+    idk_thresholds_for_accuracy,
     list_policies,
     patience_counters,
     thresholds_for_exit_distribution,
@@ -440,3 +442,94 @@ def test_most_confident_fallback_by_hand():
     assert sdn.loc[0, "confidence"] == "max_softmax+most-confident"
     with pytest.raises(PolicyError, match="unknown fallback 'best'.*final, most-confident"):
         create_policy("threshold", fallback="best")
+
+
+# ----------------------------------------------------------------- IDK cascades
+
+
+def idk_cost(scores, correct, cost, thresholds, weight):
+    """The IDK objective by hand: per sample, the member that answers (first with confidence >=
+    its threshold, else the last), its cumulative cost over the whole cascade's, plus the weight
+    if that answer is wrong; averaged."""
+    total = 0.0
+    for s, ok in zip(scores.tolist(), correct.tolist()):
+        k = next((i for i in range(len(s) - 1) if s[i] >= thresholds[i]), len(s) - 1)
+        total += cost[k] / cost[-1] + weight * (not ok[k])
+    return total / len(scores)
+
+
+def small_cascade(seed, members, n=40):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random((n, members)), 2)
+    # a member is more often right when it is confident, and later members are better
+    correct = rng.random((n, members)) < 0.3 + 0.5 * scores * np.linspace(0.7, 1.0, members)
+    return scores, correct, np.cumsum(np.linspace(1.0, 4.0, members))
+
+
+@pytest.mark.parametrize("weight", [0.05, 0.5, 3.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_idk_thresholds_are_the_global_optimum_of_a_two_member_cascade(seed, weight):
+    scores, correct, cost = small_cascade(seed, 2)
+    th = idk_thresholds(scores, correct, cost, weight)
+    every = [*np.unique(scores[:, 0]), np.inf]
+    best = min(idk_cost(scores, correct, cost, [t, -np.inf], weight) for t in every)
+    assert idk_cost(scores, correct, cost, th, weight) == pytest.approx(best, abs=1e-12)
+    assert th[0] in every and th[-1] == -np.inf
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_idk_thresholds_of_three_members_no_single_member_can_improve(seed):
+    scores, correct, cost = small_cascade(seed, 3)
+    th = idk_thresholds(scores, correct, cost, 1.0)
+    j = idk_cost(scores, correct, cost, th, 1.0)
+    assert j <= idk_cost(scores, correct, cost, [np.inf, np.inf, -np.inf], 1.0)
+    for i in range(2):
+        for t in [*np.unique(scores[:, i]), np.inf]:
+            moved = th.copy()
+            moved[i] = t
+            assert idk_cost(scores, correct, cost, moved, 1.0) >= j - 1e-12
+
+
+def test_idk_weights_trade_cost_for_accuracy_and_targets_are_met():
+    scores, correct, cost = small_cascade(7, 3, n=200)
+    rows = np.arange(200)
+
+    def outcome(th):
+        exits = exit_indices(scores, th[None, :])[0]
+        return correct[rows, exits].mean(), cost[exits].mean()
+
+    cheap, careful = (outcome(idk_thresholds(scores, correct, cost, w)) for w in (0.01, 100.0))
+    assert cheap[1] < careful[1] and cheap[0] <= careful[0]
+    target = correct[:, -1].mean() - 0.02
+    acc, paid = outcome(idk_thresholds_for_accuracy(scores, correct, cost, target))
+    assert acc >= target and paid <= cost[-1]
+    with pytest.raises(PolicyError, match="no thresholds reach val accuracy 1.0100"):
+        idk_thresholds_for_accuracy(scores, correct, cost, 1.01)
+
+
+def test_idk_cascade_options_and_families(tmp_path):
+    policy = create_policy("idk-cascade", error_weight=4)
+    assert policy.params() == {"confidence": "max_softmax", "error_weight": 4.0}
+    with pytest.raises(PolicyError, match="error_weight must be finite and >= 0"):
+        create_policy("idk-cascade", error_weight=-1.0)
+    from pathlib import Path
+
+    from eebench.suites import load_suite_file
+    from eebench.suites.names import check_names, model_family
+
+    assert model_family("big-little") == "cascade" and model_family("msdnet") == "msdnet"
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: s\nmodels:\n  - {name: big-little}\n  - {name: branchynet-resnet, id: branchy}\n"
+        "policies:\n  - {name: threshold}\n  - {name: idk-cascade, options: {error_weight: 2}}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"'idk-cascade' applies to cascade models only.*'branchy' \(models\[1\], 'branchynet-resnet'\) is of the intermediate family; use the 'threshold' policy",
+    ) as err:
+        check_names(load_suite_file(Path(suite)), str(suite))
+    assert "policies[1].name" in str(err.value)
+    suite.write_text(
+        "name: s\nmodels:\n  - {name: big-little}\npolicies:\n  - {name: idk-cascade}\n"
+    )
+    check_names(load_suite_file(Path(suite)), str(suite))  # a cascade-only suite is fine

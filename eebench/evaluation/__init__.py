@@ -16,6 +16,7 @@ from eebench.evaluation.calibration import (
     calibrate_budget,
     calibrate_budgeted_batch,
     calibrate_exit_distribution,
+    calibrate_idk,
     calibration_table,
 )
 from eebench.evaluation.cost_vector import CostVector, check_costs
@@ -64,6 +65,7 @@ __all__ = [
     "calibrate_budget",
     "calibrate_budgeted_batch",
     "calibrate_exit_distribution",
+    "calibrate_idk",
     "calibration_table",
     "check_costs",
     "evaluate",

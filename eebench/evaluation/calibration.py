@@ -31,6 +31,12 @@ from eebench.evaluation.cost_vector import CostVector, check_costs
 from eebench.evaluation.operating_points import OperatingPoints, operating_points
 from eebench.evaluation.record import ExitRecord
 from eebench.policies.base import Policy, PolicyError
+from eebench.policies.idk import (
+    IDKCascadePolicy,
+    idk_objective,
+    idk_thresholds,
+    idk_thresholds_for_accuracy,
+)
 from eebench.policies.targets import (
     ROUNDINGS,
     check_distribution,
@@ -89,6 +95,17 @@ def _check_pair(val: ExitRecord, test: ExitRecord, policy: Policy) -> Policy:
             "calibrate on the validation record of the same checkpoint"
         )
     return policy.for_calibration(val)
+
+
+def _refuse_grid_only(policy: Policy, method: str) -> None:
+    """Rank-based targets choose arbitrary per-exit thresholds; a policy whose thresholds are a
+    discrete grid (patience counts) cannot take them."""
+    if getattr(policy, "calibrates_on_grid", False):
+        raise CalibrationError(
+            f"policy '{policy.name}' takes its thresholds from a grid of whole values; {method} "
+            "calibration sets each exit's threshold by ranking samples, which it cannot follow. "
+            "Use accuracy-drop or budget calibration with thresholds=<the grid>"
+        )
 
 
 def _cost_name(costs: tuple[CostVector, ...], cost: str) -> str:
@@ -232,6 +249,7 @@ def calibrate_exit_distribution(
     (MSDNet's public code); see :func:`~eebench.policies.thresholds_for_exit_distributions`.
     """
     policy = _check_pair(val, test, policy)
+    _refuse_grid_only(policy, "exit-distribution")
     costs = check_costs(costs, val.num_exits)
     p = check_distribution(target, val.num_exits)
     policy.check_record(val)
@@ -278,6 +296,7 @@ def calibrate_budgeted_batch(
     :func:`~eebench.evaluation.budgeted_batch_sweep`.
     """
     policy = _check_pair(val, test, policy)
+    _refuse_grid_only(policy, "budgeted-batch")
     costs = check_costs(costs, val.num_exits)
     name = _cost_name(costs, cost)
     policy.check_record(val)
@@ -342,3 +361,63 @@ def calibration_table(calibrations: Sequence[Calibration]) -> pd.DataFrame:
     """Val and test rows of several calibrations in one tidy table."""
     frames = [c.to_frame() for c in calibrations]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def calibrate_idk(
+    val: ExitRecord,
+    test: ExitRecord,
+    policy: Policy,
+    costs: Sequence[CostVector],
+    *,
+    cost: str = "macs",
+    accuracy_within: float | None = None,
+    model: str | None = None,
+) -> Calibration:
+    """IDK cascade thresholds, one per member, chosen on val as Wang et al. choose them.
+
+    By default they minimise the policy's objective, expected ``cost`` over the cost of running
+    every member plus ``error_weight`` x error rate (method ``idk-objective``). With
+    ``accuracy_within`` (a drop ``delta``) they are the cheapest found whose val accuracy is
+    within ``delta`` of the last member's (method ``idk-accuracy``). See
+    :mod:`eebench.policies.idk` for the search.
+    """
+    policy = _check_pair(val, test, policy)
+    if not isinstance(policy, IDKCascadePolicy):
+        raise CalibrationError(
+            f"IDK calibration needs the 'idk-cascade' policy, got '{policy.name}'; calibrate "
+            "other policies with calibrate_accuracy_drop or calibrate_budget"
+        )
+    costs = check_costs(costs, val.num_exits)
+    name = _cost_name(costs, cost)
+    policy.check_record(val)
+    cumulative = costs[[c.name for c in costs].index(name)].values
+    scores = policy.scores(val)
+    correct = policy.predictions(val) == val.labels[:, None]
+    final_accuracy = float(correct[:, -1].mean())
+    if accuracy_within is None:
+        method = "idk-objective"
+        target: dict[str, Any] = {"error_weight": policy.error_weight, "cost": name}
+        th = idk_thresholds(scores, correct, cumulative, policy.error_weight)
+    else:
+        if not (accuracy_within >= 0 and math.isfinite(accuracy_within)):
+            raise CalibrationError(
+                f"accuracy_within must be a finite accuracy drop >= 0 (e.g. 0.01), got "
+                f"{accuracy_within!r}"
+            )
+        method = "idk-accuracy"
+        target = {
+            "delta": float(accuracy_within),
+            "final_accuracy_val": final_accuracy,
+            "cost": name,
+        }
+        try:
+            th = idk_thresholds_for_accuracy(
+                scores, correct, cumulative, final_accuracy - accuracy_within
+            )
+        except PolicyError as err:
+            raise CalibrationError(str(err)) from None
+    pts = operating_points(val, policy, th[None, :], costs, model=model)
+    objective = idk_objective(scores, correct, cumulative, th, policy.error_weight)
+    return _finish(
+        method, policy, pts, 0, test, costs, target, model, details={"objective_val": objective}
+    )

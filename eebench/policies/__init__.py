@@ -32,6 +32,12 @@ from eebench.policies.gate import (
     cross_fitting_folds,
     gate_features,
 )
+from eebench.policies.idk import (
+    IDKCascadePolicy,
+    idk_objective,
+    idk_thresholds,
+    idk_thresholds_for_accuracy,
+)
 from eebench.policies.patience import PatiencePolicy, patience_counters
 from eebench.policies.registry import (
     POLICIES,
@@ -50,7 +56,7 @@ from eebench.policies.targets import (
     thresholds_for_exit_distribution,
     thresholds_for_exit_distributions,
 )
-from eebench.policies.threshold import IDKCascadePolicy, ThresholdPolicy
+from eebench.policies.threshold import ThresholdPolicy
 
 __all__ = [
     "FALLBACKS",
@@ -69,6 +75,9 @@ __all__ = [
     "ExitView",
     "FinalOnlyPolicy",
     "IDKCascadePolicy",
+    "idk_objective",
+    "idk_thresholds",
+    "idk_thresholds_for_accuracy",
     "LearnedGatePolicy",
     "LogitsView",
     "NonFiniteLogitsError",

@@ -10,6 +10,8 @@ never leaves early. The counter is the policy's score, so patience shares the
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from eebench.policies.base import (
@@ -91,8 +93,16 @@ class PatiencePolicy(Policy):
     def scores(self, record: ExitView) -> np.ndarray:
         return patience_counters(record.predictions)
 
+    calibrates_on_grid: ClassVar[bool] = True
+    """Patience values are whole counts a suite lists (its grid): calibration picks among them,
+    never a value in between, ``0`` or ``inf`` that the suite did not offer."""
+
     def default_thresholds(self, scores: np.ndarray, num: int = 101) -> np.ndarray:
         return np.arange(scores.shape[1], dtype=np.float64)
+
+    def candidate_thresholds(self, scores: np.ndarray) -> np.ndarray:
+        """Every patience ``k = 0 .. E-1`` (``E-1``: never leave early), as counts, not ``inf``."""
+        return self.default_thresholds(scores)
 
     def decider(
         self,

@@ -1,8 +1,7 @@
 """Threshold policies: ``D_i(x) = conf_i(x) >= theta_i``; the final exit takes what is left.
 
-One shared threshold or one per exit. The IDK cascade is the same decision
-over the members of a cascade: a member that is not confident enough says
-"I don't know" and passes the sample on to the next, larger member.
+One shared threshold or one per exit. The IDK cascade (:mod:`eebench.policies.idk`) makes
+the same decision over the members of a cascade and chooses its thresholds its own way.
 """
 
 from __future__ import annotations
@@ -106,10 +105,3 @@ class ThresholdPolicy(Policy):
         if self.fallback == "most-confident":
             return MostConfidentFallbackDecider(self.confidence, th, num_exits)
         return ConfidenceDecider(self.confidence, th, num_exits)
-
-
-@register_policy("idk-cascade")
-class IDKCascadePolicy(ThresholdPolicy):
-    """Cascade members answer "I don't know" below their confidence threshold; the next member runs."""
-
-    threshold_meaning = "minimum confidence of a cascade member to answer (shared or per member)"

@@ -59,6 +59,7 @@ def check_names(spec: SuiteSpec, source: str) -> None:
             )
     for i, b in enumerate(spec.baselines):
         _check(b, list_policies(), "policy", source, f"baselines[{i}]")
+    _check_policy_families(spec, source)
     profiles = list_profiles()
     for i, b in enumerate(spec.backends):
         if b.startswith("simulated:"):
@@ -67,3 +68,40 @@ def check_names(spec: SuiteSpec, source: str) -> None:
             _check(
                 b, [n for n in list_backends() if ":" not in n], "backend", source, f"backends[{i}]"
             )
+
+
+def model_family(name: str) -> str | None:
+    """The family a registered model's entry point builds, read from its return annotation (the
+    model class's ``family``) without building it; None when the annotation does not say."""
+    import typing
+
+    from eebench.models.registry import MODELS
+
+    try:
+        hints = typing.get_type_hints(MODELS.get(name))
+    except Exception:  # an annotation that does not resolve: the family is found when built
+        return None
+    family = getattr(hints.get("return"), "family", None)
+    return family if isinstance(family, str) and family != "unknown" else None
+
+
+def _check_policy_families(spec: SuiteSpec, source: str) -> None:
+    """Refuse a policy defined for some model families only (``applies_to_families``, e.g. the
+    IDK cascade) in a suite with a model of another family, naming both and the alternative."""
+    from eebench.policies import POLICIES
+
+    for i, p in enumerate(spec.policies):
+        families = getattr(POLICIES.get(p.name), "applies_to_families", None)
+        if not families:
+            continue
+        for j, m in enumerate(spec.models):
+            family = model_family(m.name)
+            if family is not None and family not in families:
+                raise ConfigError(
+                    f"policy '{p.name}' applies to {' and '.join(families)} models only, but model "
+                    f"'{m.label}' (models[{j}], '{m.name}') is of the {family} family; use the "
+                    f"'threshold' policy for it, or move '{p.name}' to a suite of "
+                    f"{' and '.join(families)} models",
+                    source=source,
+                    field=f"policies[{i}].name",
+                )

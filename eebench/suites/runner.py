@@ -815,6 +815,7 @@ class SuiteRunner:
                 # a learned policy scores val out of fold: its val sweep and every threshold
                 # chosen on val come from scores the fit did not see (test: the deployed gate)
                 policy = policy.fit(val).for_calibration(val)
+                _check_family(policy, ctx)
                 grid = np.asarray(pspec.threshold_values(), dtype=float)
                 if not policy.uses_thresholds:
                     continue
@@ -823,43 +824,7 @@ class SuiteRunner:
                         operating_points(rec, policy, grid, vectors, model=label).to_frame(),
                         "sweep",
                     )
-                cals = []
-                for delta in cal.accuracy_within:
-                    cals.append(
-                        (
-                            "accuracy-drop",
-                            lambda d=delta, policy=policy: calibrate_accuracy_drop(
-                                val, test, policy, d, vectors, model=label
-                            ),
-                        )
-                    )
-                for frac in cal.budget_fractions:
-                    cals.append(
-                        (
-                            "budget",
-                            lambda f=frac, policy=policy: calibrate_budget(
-                                val, test, policy, f * plain_macs, vectors, model=label
-                            ),
-                        )
-                    )
-                    cals.append(
-                        (
-                            "budgeted-batch",
-                            lambda f=frac, policy=policy: calibrate_budgeted_batch(
-                                val, test, policy, f * plain_macs, vectors, model=label
-                            ),
-                        )
-                    )
-                for dist in cal.exit_distributions:
-                    if len(dist) == val.num_exits:
-                        cals.append(
-                            (
-                                "exit-distribution",
-                                lambda d=dist, policy=policy: calibrate_exit_distribution(
-                                    val, test, policy, d, vectors, model=label
-                                ),
-                            )
-                        )
+                cals = _calibrations(policy, val, test, vectors, cal, plain_macs, label, grid)
                 for method, fn in cals:
                     try:
                         c = fn()
@@ -891,8 +856,11 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ validate
     def _validate(self, ctx: ModelContext, backend_name: str) -> None:
+        """True early-exit runs of the calibrated points: mean measured vs mean predicted latency
+        (:mod:`eebench.measure.latency_validation`), at batch 1 from parts timed by the executor's
+        own loop on the same samples and clock, alternating with the true runs repeat by repeat."""
         from eebench.backends import EarlyExitExecutor, get_backend
-        from eebench.measure.parts import predict_latency
+        from eebench.measure.latency_validation import reach_fractions, validate_latency
         from eebench.policies import create_policy
 
         label = ctx.spec.label
@@ -1229,14 +1197,6 @@ def _calibration_name(c: Any) -> str:
     if c.method == "exit-distribution":
         return "exit-distribution-" + "-".join(f"{p:.2g}" for p in t["exit_distribution"])
     return c.method
-
-
-def _decisions_per_exit(res: Any) -> np.ndarray:
-    """How many decide() calls each exit saw: every sample that reached a non-final exit."""
-    e = res.num_exits
-    reached = np.array([(res.exit_indices >= i).sum() for i in range(e)], dtype=float)
-    reached[-1] = 0.0  # the final exit always leaves without a decision
-    return reached
 
 
 def _gate_state(policy: Any) -> Any:

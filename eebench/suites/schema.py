@@ -15,7 +15,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -106,6 +106,14 @@ class CalibrationSpec(_Strict):
         ),
     )
     exit_distributions: list[list[float]] = Field(default_factory=list)
+    rounding: Literal["cumulative", "msdnet"] = Field(
+        "cumulative",
+        description=(
+            "how budgeted-batch and exit-distribution targets become samples per exit: "
+            "'cumulative' rounds the cumulative counts; 'msdnet' takes floor(n x p_k) per exit in "
+            "float32 as MSDNet's public code does (leftovers to the final exit)"
+        ),
+    )
 
     @field_validator("accuracy_within", "budget_fractions")
     @classmethod
