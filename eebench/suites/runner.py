@@ -785,14 +785,7 @@ class SuiteRunner:
         ctx.parts["_calibrated"] = info.get("calibrated", [])
 
     def _evaluate_policies(self, ctx: ModelContext) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        from eebench.evaluation import (
-            CalibrationError,
-            calibrate_accuracy_drop,
-            calibrate_budget,
-            calibrate_budgeted_batch,
-            calibrate_exit_distribution,
-            operating_points,
-        )
+        from eebench.evaluation import CalibrationError, operating_points
         from eebench.policies import create_policy
 
         val, test = ctx.records["val"], ctx.records["test"]
@@ -856,11 +849,8 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ validate
     def _validate(self, ctx: ModelContext, backend_name: str) -> None:
-        """True early-exit runs of the calibrated points: mean measured vs mean predicted latency
-        (:mod:`eebench.measure.latency_validation`), at batch 1 from parts timed by the executor's
-        own loop on the same samples and clock, alternating with the true runs repeat by repeat."""
         from eebench.backends import EarlyExitExecutor, get_backend
-        from eebench.measure.latency_validation import reach_fractions, validate_latency
+        from eebench.measure.parts import predict_latency
         from eebench.policies import create_policy
 
         label = ctx.spec.label
@@ -1188,15 +1178,126 @@ def _make_policy(
     return create_policy(name, **kwargs)
 
 
+def _calibrations(
+    policy: Any,
+    val: Any,
+    test: Any,
+    vectors: list[Any],
+    cal: Any,
+    plain_macs: float,
+    label: str,
+    grid: np.ndarray,
+) -> list[tuple[str, Callable[[], Any]]]:
+    """The suite's calibration targets for one policy, as (method, thunk) pairs.
+
+    The IDK cascade chooses its thresholds its own way (its objective, and its accuracy target
+    for each ``accuracy_within``). A policy whose thresholds are a discrete grid (patience)
+    picks only values of the suite's grid, for the accuracy and budget targets; rank-based
+    targets (budgeted batch, exit distributions) do not apply to it. Budgets are fractions of
+    the plain network's MACs; ``rounding`` applies to budgeted batch and exit distributions.
+    """
+    from eebench.evaluation import (
+        calibrate_accuracy_drop,
+        calibrate_budget,
+        calibrate_budgeted_batch,
+        calibrate_exit_distribution,
+        calibrate_idk,
+    )
+    from eebench.policies import IDKCascadePolicy
+
+    if isinstance(policy, IDKCascadePolicy):
+        cals: list[tuple[str, Callable[[], Any]]] = [
+            ("idk-objective", lambda: calibrate_idk(val, test, policy, vectors, model=label))
+        ]
+        for delta in cal.accuracy_within:
+            cals.append(
+                (
+                    "idk-accuracy",
+                    lambda d=delta: calibrate_idk(
+                        val, test, policy, vectors, accuracy_within=d, model=label
+                    ),
+                )
+            )
+        return cals
+    on_grid = bool(getattr(policy, "calibrates_on_grid", False))
+    among = grid if on_grid else None
+    rounding = getattr(cal, "rounding", "cumulative")
+    cals = []
+    for delta in cal.accuracy_within:
+        cals.append(
+            (
+                "accuracy-drop",
+                lambda d=delta: calibrate_accuracy_drop(
+                    val, test, policy, d, vectors, thresholds=among, model=label
+                ),
+            )
+        )
+    for frac in cal.budget_fractions:
+        cals.append(
+            (
+                "budget",
+                lambda f=frac: calibrate_budget(
+                    val, test, policy, f * plain_macs, vectors, thresholds=among, model=label
+                ),
+            )
+        )
+        if not on_grid:
+            cals.append(
+                (
+                    "budgeted-batch",
+                    lambda f=frac: calibrate_budgeted_batch(
+                        val, test, policy, f * plain_macs, vectors, rounding=rounding, model=label
+                    ),
+                )
+            )
+    for dist in cal.exit_distributions:
+        if len(dist) == val.num_exits and not on_grid:
+            cals.append(
+                (
+                    "exit-distribution",
+                    lambda d=dist: calibrate_exit_distribution(
+                        val, test, policy, d, vectors, rounding=rounding, model=label
+                    ),
+                )
+            )
+    return cals
+
+
+def _check_family(policy: Any, ctx: ModelContext) -> None:
+    """Refuse a policy defined for other model families (the suite check catches registered
+    models before the run; this catches models given as a file or a function)."""
+    from eebench.errors import ConfigError
+
+    families = getattr(policy, "applies_to_families", None)
+    if families and ctx.family not in families:
+        raise ConfigError(
+            f"policy '{policy.name}' applies to {' and '.join(families)} models only, but model "
+            f"'{ctx.spec.label}' is of the {ctx.family} family; use the 'threshold' policy for it",
+            field="policies",
+        )
+
+
 def _calibration_name(c: Any) -> str:
     t = c.target
     if c.method == "accuracy-drop":
         return f"within-{t['delta'] * 100:g}%-of-final"
+    if c.method == "idk-objective":
+        return f"idk-objective-error-weight-{t['error_weight']:g}"
+    if c.method == "idk-accuracy":
+        return f"idk-within-{t['delta'] * 100:g}%-of-final"
     if c.method in ("budget", "budgeted-batch"):
         return f"{c.method}-{t['budget']:.3g}-macs"
     if c.method == "exit-distribution":
         return "exit-distribution-" + "-".join(f"{p:.2g}" for p in t["exit_distribution"])
     return c.method
+
+
+def _decisions_per_exit(res: Any) -> np.ndarray:
+    """How many decide() calls each exit saw: every sample that reached a non-final exit."""
+    e = res.num_exits
+    reached = np.array([(res.exit_indices >= i).sum() for i in range(e)], dtype=float)
+    reached[-1] = 0.0  # the final exit always leaves without a decision
+    return reached
 
 
 def _gate_state(policy: Any) -> Any:
