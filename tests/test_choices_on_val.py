@@ -256,3 +256,21 @@ def test_summary_picks_on_val_never_a_baseline_and_reports_test():
     assert (pick["val_accuracy"], pick["val_cost"]) == (0.80, 0.25)
     assert (pick["accuracy"], pick["expected_macs"]) == (0.70, 2.9)
     assert (pick["final_accuracy"], pick["final_macs"]) == (0.80, 4.0)
+
+
+def test_report_table_marks_the_oracle_as_a_bound_and_the_others_as_baselines(two_runs):
+    from eebench.report.data import load_runs
+    from eebench.report.tables import operating_points_table
+
+    plain, _ = two_runs
+    table = operating_points_table(load_runs([plain.path]))
+    # policy labels carry the confidence measure: 'threshold (max_softmax)', 'oracle (-)'
+    by_policy = dict(zip(table["policy"].str.split(" ").str[0], table["calibration"]))
+    assert by_policy["oracle"].startswith("bound (reads the labels")
+    assert by_policy["final-only"].startswith("baseline")
+    assert by_policy["aggregation"].startswith("baseline")
+    assert (
+        not table.loc[table["policy"] == "threshold (max_softmax)", "calibration"]
+        .str.contains("baseline|bound")
+        .any()
+    )
