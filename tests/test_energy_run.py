@@ -164,3 +164,54 @@ def test_a_meter_of_another_device_is_refused(tmp_path):
     suite["measurement"]["energy"] = {"meter": "nvml"}
     with pytest.raises(ConfigError, match="set meter: rapl"):
         _run(tmp_path, suite, "mismatch")
+
+
+def test_energy_options_in_the_suite_file():
+    from eebench.suites.schema import parse_suite
+
+    base = {"name": "s", "models": [{"name": "big-little"}]}
+    off = parse_suite({**base, "measurement": {"energy": False}}).measurement.energy
+    assert off.enabled is False and off.meter == "auto"
+    on = parse_suite({**base, "measurement": {"energy": {"meter": "nvml", "windows": 8}}})
+    assert on.measurement.energy.meter == "nvml" and on.measurement.energy.windows == 8
+    with pytest.raises(ConfigError, match="measurement.energy.meter.*did you mean 'rapl'"):
+        parse_suite({**base, "measurement": {"energy": {"meter": "rap"}}}, source="s.yaml")
+    with pytest.raises(ConfigError, match="needs 'profile'"):
+        parse_suite({**base, "measurement": {"energy": {"meter": "estimated"}}})
+    with pytest.raises(ConfigError, match="measurement.energy.windows"):
+        parse_suite({**base, "measurement": {"energy": {"windows": 1}}})
+
+
+def test_a_profile_without_power_figures_cannot_estimate(tmp_path):
+    suite = copy.deepcopy(SUITE)
+    suite["measurement"]["energy"] = {"profile": "amd-epyc-1t"}
+    with pytest.raises(ConfigError, match="amd-epyc-1t' cannot estimate energy.*power.active"):
+        _run(tmp_path, suite, "no-power")
+
+
+def test_without_the_device_meter_a_named_profile_estimates_and_says_so(tmp_path, monkeypatch):
+    places = MeterPlaces(powercap=tmp_path / "none", sysfs=tmp_path / "sys", root=tmp_path)
+    monkeypatch.setattr("eebench.measure.energy.choice.DEFAULT_PLACES", places)
+    suite = copy.deepcopy(SUITE)
+    suite["measurement"]["energy"].update(profile="jetson-orin-nano-8gb-15w")
+    suite["validation"] = {"enabled": False}
+    run = _run(tmp_path, suite, "estimated")
+    costs = run.table("stage_costs")
+    net = costs[costs["metric"] == "energy_net_mj"]
+    assert len(net) == 4 and set(net["source_kind"]) == {"estimated"}
+    assert set(net["source"]) == {"estimated:jetson-orin-nano-8gb-15w+time:measured:torch-cpu"}
+    # power x time with the profile's figures
+    from eebench.profiles import load_profile
+
+    power = load_profile("jetson-orin-nano-8gb-15w").power
+    wide = costs[costs["source"] == net["source"].iloc[0]].pivot_table(
+        index=["part", "index"], columns="metric", values="value"
+    )
+    assert power.idle is None  # the profile names only the mode's power budget
+    np.testing.assert_allclose(wide["idle_power_w"], 0.0)
+    np.testing.assert_allclose(wide["busy_power_w"], power.active.base, rtol=1e-6)
+    np.testing.assert_allclose(wide["energy_net_mj"], wide["energy_gross_mj"])
+    # an estimate never passes for a measurement: the measured cost vectors get no energy
+    ops = run.table("operating_points")
+    measured = ops[ops["cost_source"].str.startswith("measured")]
+    assert measured["expected_energy_mj"].isna().all()

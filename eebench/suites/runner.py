@@ -1100,47 +1100,16 @@ def _profile_power(profile: str | None, source: str) -> Any:
         raise ConfigError(
             f"cannot load hardware profile '{profile}': {err}", source, field
         ) from None
-    if power.idle is None or power.active is None:
-        why = power.unavailable or "the profile gives no idle and active power"
+    if power.active is None:
+        why = power.unavailable or "the profile gives no active power"
         raise ConfigError(
             f"hardware profile '{profile}' cannot estimate energy: {why}; name a profile with "
-            "power.idle and power.active",
+            "power.active (and power.idle)",
             source,
             field,
         )
-    return ProfilePower(profile, power.idle.base, power.active.base)
-
-
-def _energy_source(kind: str, backend: str, meter: Any, profile: str | None) -> str:
-    """``measured:<backend>+<meter>:<domain>``, or for an estimate the profile and the timing."""
-    if kind == "estimated":
-        return f"estimated:{profile}+time:measured:{backend}"
-    return f"measured:{backend}+{meter.name}:{meter.total_domain}"
-
-
-def _profile_power(profile: str | None, source: str) -> Any:
-    """Idle and active power of the hardware profile that estimates energy (None without one)."""
-    if not profile:
-        return None
-    from eebench.errors import ConfigError
-    from eebench.measure.energy import ProfilePower
-    from eebench.profiles import load_profile
-
-    field = "measurement.energy.profile"
-    try:
-        power = load_profile(profile).power
-    except Exception as err:
-        raise ConfigError(
-            f"cannot load hardware profile '{profile}': {err}", source, field
-        ) from None
-    if power.idle is None or power.active is None:
-        why = power.unavailable or "the profile gives no idle and active power"
-        raise ConfigError(
-            f"hardware profile '{profile}' cannot estimate energy: {why}; name a profile with "
-            "power.idle and power.active",
-            source,
-            field,
-        )
+    if power.idle is None:  # net = gross: nothing known to subtract, and the choice says so
+        return ProfilePower(profile, 0.0, power.active.base, idle_known=False)
     return ProfilePower(profile, power.idle.base, power.active.base)
 
 

@@ -65,11 +65,16 @@ def check_meter_for_device(meter: str, device: str, backend: str, field: str = "
 
 @dataclass(frozen=True)
 class ProfilePower:
-    """Idle and active power (watts) of a hardware profile, for estimated energy."""
+    """Idle and active power (watts) of a hardware profile, for estimated energy.
+
+    ``idle_known`` False: the profile gives no idle power, so idle counts as 0 W and the
+    estimate's net energy equals its gross (active power x time), as the choice's reason says.
+    """
 
     profile: str
     idle_w: float
     active_w: float
+    idle_known: bool = True
 
 
 @dataclass
@@ -154,12 +159,16 @@ def _estimated(device: str, power: ProfilePower | None, why: str) -> MeterChoice
             "measurement.energy.profile",
         )
     meter = EstimatedEnergyMeter(power.idle_w, power.active_w, profile=power.profile)
+    idle = (
+        f"idle {power.idle_w:g} W"
+        if power.idle_known
+        else "no idle power (counted as 0 W: net equals gross)"
+    )
     return MeterChoice(
         meter,
         "estimated",
         device,
-        f"{why}; estimated from {power.profile}'s idle {power.idle_w:g} W and active "
-        f"{power.active_w:g} W",
+        f"{why}; estimated from {power.profile}'s active {power.active_w:g} W and {idle}",
     )
 
 
