@@ -12,9 +12,10 @@ from synthetic_run import make_run, tamper
 
 from eebench.cli import main
 from eebench.errors import ResultsError
-from eebench.measure.stats import median_ratio_ci
+from eebench.measure.stats import RatioInterval, median_ratio_ci
 from eebench.results.compare import (
     BOOTSTRAP_RESAMPLES,
+    between_run_sd,
     compare_runs,
     has_regression,
     judge_ratio,
@@ -207,3 +208,44 @@ def test_two_proportion_test():
     assert two_proportion_pvalue(0.9, 50, 0.9, 50) == pytest.approx(1.0)
     assert two_proportion_pvalue(0.9, 500, 0.5, 500) < 1e-6
     assert 0.05 < two_proportion_pvalue(0.90, 50, 0.88, 50) < 1
+
+
+def _every_part():
+    from synthetic_run import BACKENDS, MODELS, _parts
+
+    return [(m, p, i, b) for m in MODELS for p, i, _ in _parts(m) for b in BACKENDS]
+
+
+def test_between_run_spread_absorbs_a_machine_that_moved_part_by_part(root, base_run):
+    # every part 3-15% off in B (a busy neighbour during parts of the run): within-run
+    # intervals are tight (30 samples, 4% noise) and alone would flag the large shifts
+    rng = np.random.default_rng(3)
+    moved = {k: float(np.exp(rng.normal(0, 0.07))) for k in _every_part()}
+    shifted = make_run(root, "moved", latency_seed=5, latency_scale=moved)
+    lat = compare_runs(base_run, shifted)
+    lat = lat[lat["kind"] == "latency"]
+    assert lat["rel_change"].abs().max() > 0.10  # some parts moved beyond the factor
+    assert lat["between_run_sd"].iloc[0] > 0.03
+    assert not (lat["verdict"] == "regression").any()
+
+
+def test_every_part_slower_alike_is_still_a_regression_of_each(root, base_run):
+    slower = make_run(
+        root, "all-slower", latency_seed=6, latency_scale=dict.fromkeys(_every_part(), 1.3)
+    )
+    lat = compare_runs(base_run, slower)
+    lat = lat[lat["kind"] == "latency"]
+    assert (lat["verdict"] == "regression").all() and len(lat) == 24
+    assert lat["between_run_sd"].iloc[0] < 0.02  # the common shift is not spread
+
+
+def test_between_run_sd_by_hand():
+    def interval(ratio, se):
+        return RatioInterval(ratio, math.nan, math.nan, 0.95, se, 1, 1, 100, 100)
+
+    logs = [0.0, 0.1, -0.1, 0.2, -0.2]
+    rs = [interval(math.exp(v), 0.05) for v in logs]
+    # MAD of the logs around 0 is 0.1; (1.4826 * 0.1)^2 - 0.05^2
+    assert between_run_sd(rs) == pytest.approx(math.sqrt((0.14826) ** 2 - 0.0025))
+    assert between_run_sd(rs[:4]) == 0.0  # too few parts to estimate it
+    assert between_run_sd([interval(1.0, 0.5)] * 6) == 0.0  # bootstrap error explains all

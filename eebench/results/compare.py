@@ -19,7 +19,15 @@ thousands of independent observations: a rank test on them calls any drift
 
 Within-run dependence widens the interval; a change of the machine between the
 two runs (another tenant, a frequency change) does not show in either run's
-samples, which is what the minimum effect absorbs. Parts with fewer than
+samples. Two things absorb it: the minimum effect, and a **between-run term**:
+the log ratios of all parts compared spread more than their bootstrap errors
+explain when the machine moved between the runs, so that excess spread
+(a robust estimate: the squared scaled MAD of the log ratios around their
+median, minus the median squared bootstrap error; needs ``MIN_PARTS_BETWEEN``
+parts, else 0) is added to every part's variance. It is estimated around the
+median log ratio, so a change of *every* part alike (a slower code path
+everywhere) stays visible as a regression of each; a few parts that changed
+are outliers and barely move the robust estimate. Parts with fewer than
 ``MIN_SAMPLES`` raw samples on either side are not tested.
 
 Accuracy at matching calibrated operating points (same model, policy,
@@ -31,6 +39,7 @@ exit record gives the number of test samples, with an absolute band (default
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +71,15 @@ COLUMNS = [
     "ci_level",
     "block_a",
     "block_b",
+    "between_run_sd",
 ]
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 MIN_SAMPLES = 10
 """Fewest raw samples per side for a latency verdict (a block bootstrap of fewer is meaningless)."""
 BOOTSTRAP_RESAMPLES = 500
+MIN_PARTS_BETWEEN = 5
+"""Fewest tested parts from which the between-run spread is estimated (below: taken as 0)."""
 LATENCY_TEST = "block-bootstrap ratio of medians"
 
 
@@ -141,6 +153,20 @@ def judge_ratio(
     }
 
 
+def between_run_sd(intervals: list[RatioInterval]) -> float:
+    """Spread of log ratios between runs beyond what each part's bootstrap error explains.
+
+    ``sqrt(max(0, (1.4826 * MAD(log r))^2 - median(se^2)))`` over the parts; 0 with fewer
+    than :data:`MIN_PARTS_BETWEEN` parts.
+    """
+    if len(intervals) < MIN_PARTS_BETWEEN:
+        return 0.0
+    logs = np.log([r.ratio for r in intervals])
+    mad = 1.4826 * float(np.median(np.abs(logs - np.median(logs))))
+    within = float(np.median([r.se_log**2 for r in intervals]))
+    return math.sqrt(max(0.0, mad**2 - within))
+
+
 def _verdict(change: float, p: float, band: float, alpha: float, higher_is_worse: bool) -> str:
     if math.isnan(change):
         return "not comparable"
@@ -199,8 +225,13 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
     tested = [k for k in keys if k in sa and k in sb and min(len(sa[k]), len(sb[k])) >= MIN_SAMPLES]
     level = 1 - alpha / max(1, len(tested))
     factor = 1 + band
+    intervals = {
+        k: median_ratio_ci(sa[k], sb[k], level, n_resamples=BOOTSTRAP_RESAMPLES, seed=i)
+        for i, k in enumerate(tested)
+    }
+    sd_between = between_run_sd(list(intervals.values()))
     rows = []
-    for i, key in enumerate(keys):
+    for key in keys:
         in_a, in_b = key in sa or key in ma, key in sb or key in mb
         base = {
             "kind": "latency",
@@ -222,10 +253,16 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
         if key in sa and key in sb:
             a, b = float(np.median(sa[key])), float(np.median(sb[key]))
             row.update(n_a=len(sa[key]), n_b=len(sb[key]))
-            if key in tested:
-                v = latency_verdict(sa[key], sb[key], factor, level, seed=i)
+            if key in intervals:
+                r = intervals[key]
+                r = replace(r, se_log=math.sqrt(r.se_log**2 + sd_between**2))
+                v = judge_ratio(r, factor, level)
                 v["p_value"] = min(1.0, float(v["p_value"]) * len(tested))  # Bonferroni
-                row.update(v, test=f"{LATENCY_TEST} (Bonferroni over {len(tested)} parts)")
+                row.update(
+                    v,
+                    between_run_sd=sd_between,
+                    test=f"{LATENCY_TEST} (Bonferroni over {len(tested)} parts)",
+                )
             else:
                 row.update(test=f"fewer than {MIN_SAMPLES} samples", verdict="too few samples")
         else:
@@ -372,6 +409,11 @@ def has_regression(table: pd.DataFrame) -> bool:
     return bool((table["verdict"] == REGRESSION).any())
 
 
+def _sd_text(lat: pd.DataFrame) -> str:
+    sd = lat["between_run_sd"].dropna()
+    return f"{float(sd.iloc[0]):.3f} in log ratio" if len(sd) else "not estimated"
+
+
 def format_comparison(
     table: pd.DataFrame,
     band: float,
@@ -390,7 +432,8 @@ def format_comparison(
         f"B = {label_b}",
         f"latency regression = the whole {level} interval of median(B)/median(A) above "
         f"{1 + band:.3g} (circular block bootstrap of each run's raw samples; Bonferroni over "
-        f"{n_tested} parts, family-wise alpha {alpha}); improvement: below {1 / (1 + band):.3g}",
+        f"{n_tested} parts, family-wise alpha {alpha}; between-run spread of the parts "
+        f"{_sd_text(lat)} added); improvement: below {1 / (1 + band):.3g}",
         f"accuracy regression = worse beyond ±{100 * accuracy_band:g} points and significant "
         f"(p < {alpha})",
         "",
