@@ -127,7 +127,7 @@ def exit_sums(
         table = np.asarray(table)
         if table.shape != (n, e):
             raise PolicyError(f"table '{name}' must have shape {(n, e)}, got {table.shape}")
-        tabs[name] = table.astype(np.int64) if table.dtype == bool else table
+        tabs[name] = table.view(np.uint8) if table.dtype == bool else table  # one byte a flag
     if th.ndim == 1:
         return _shared_sums(scores, th, tabs)
     return _per_exit_sums(scores, th, tabs)
@@ -196,10 +196,18 @@ def count_at_most(sorted_thresholds: np.ndarray, values: np.ndarray) -> np.ndarr
     return out
 
 
+def _sum_dtype(table: np.ndarray) -> type:
+    """Integer (and flag) tables sum exactly in int64; anything else in float64."""
+    return np.int64 if table.dtype.kind in "biu" else np.float64
+
+
 def _shared_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndarray]) -> ExitSums:
     n, e = scores.shape
     t = th.shape[0]
-    sums = {name: np.full(t, tab[:, 0].sum(), dtype=tab.dtype) for name, tab in tables.items()}
+    sums = {
+        name: np.full(t, tab[:, 0].sum(dtype=_sum_dtype(tab)), dtype=_sum_dtype(tab))
+        for name, tab in tables.items()
+    }
     counts = np.zeros((t, e), dtype=np.int64)
     if e == 1:
         counts[:, 0] = n
@@ -248,7 +256,7 @@ def _per_exit_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndar
     n, e = scores.shape
     t = th.shape[0]
     counts = np.zeros((t, e), dtype=np.int64)
-    sums = {name: np.zeros(t, dtype=tab.dtype) for name, tab in tables.items()}
+    sums = {name: np.zeros(t, dtype=_sum_dtype(tab)) for name, tab in tables.items()}
     by_exit = np.ascontiguousarray(scores.T)  # (E, N)
     flat_tables = {name: np.ascontiguousarray(tab.T).ravel() for name, tab in tables.items()}
     columns = np.arange(n)
@@ -272,5 +280,5 @@ def _per_exit_sums(scores: np.ndarray, th: np.ndarray, tables: dict[str, np.ndar
         idx *= n
         idx += columns  # flat position of (exit taken, sample) in the exit-major tables
         for name, flat in flat_tables.items():
-            sums[name][start : start + m] = np.take(flat, idx).sum(axis=1)
+            sums[name][start : start + m] = np.take(flat, idx).sum(axis=1, dtype=sums[name].dtype)
     return ExitSums(counts, sums)

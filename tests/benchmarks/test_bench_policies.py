@@ -6,16 +6,28 @@ reference loop measured in the same run. The reference loop would take
 about an hour at full size, so it is timed on a subset (samples x
 thresholds) and extrapolated linearly in both; ``extra_info`` says so.
 
-Run: ``pytest tests/benchmarks --benchmark-only``
+Issue 11: the same shared-threshold sweep given the confidence scores, at least 100x a plain
+numpy loop over thresholds; MSDNet's budgeted-batch sweep over its 40 q in at most 50 ms. Each
+compares with the straightforward implementation in the same run (a ratio in ``extra_info``).
+
+Run: ``pytest tests/benchmarks/test_bench_policies.py --benchmark-only``
 """
 
+import math
 import time
 
 import numpy as np
 import pytest
 
-from eebench.evaluation import CostVector, ExitRecord, evaluate, reference_operating_points
-from eebench.policies import ThresholdPolicy
+from eebench.evaluation import (
+    CostVector,
+    ExitRecord,
+    budgeted_batch_sweep,
+    evaluate,
+    exit_sums,
+    reference_operating_points,
+)
+from eebench.policies import MSDNET_Q_VALUES, ThresholdPolicy
 
 N, E, C, T = 10_000, 8, 10, 1_000
 MEASURES = ("max_softmax", "score_margin", "entropy")
@@ -112,3 +124,148 @@ def test_bench_vectorised_per_exit_thresholds(benchmark, arrays):
     cols = ["accuracy"] + [f"exit_frac_{i}" for i in range(E)]
     np.testing.assert_array_equal(a[cols].to_numpy(), b[cols].to_numpy())
     benchmark.extra_info["workload"] = f"100 per-exit threshold vectors x {E} exits x {N} samples"
+
+
+# ----------------------------------------------------------------- given the same confidences
+
+SHARED_GOAL = 100.0  # x the plain numpy loop over thresholds (issue 11)
+MSDNET_GOAL_S = 0.050  # MSDNet's 40 q points, chosen on val and evaluated on val and test
+
+
+def plain_threshold_loop(scores, thresholds, correct):
+    """The straightforward sweep: for each threshold, every sample's first exit whose confidence
+    reaches it (the final exit takes the rest), then the exit counts and the right answers."""
+    n, e = scores.shape
+    counts = np.zeros((len(thresholds), e), dtype=np.int64)
+    right = np.zeros(len(thresholds), dtype=np.int64)
+    rows = np.arange(n)
+    for k, t in enumerate(thresholds):
+        fire = scores >= t
+        fire[:, -1] = True
+        exits = fire.argmax(axis=1)
+        counts[k] = np.bincount(exits, minlength=e)
+        right[k] = correct[rows, exits].sum()
+    return counts, right
+
+
+def test_bench_shared_thresholds_vs_plain_loop(benchmark, arrays):
+    """1,000 shared thresholds x 3 measures x 8 exits x 10,000 samples, from the same confidence
+    scores on both sides: exit counts and right answers (accuracy, exit distribution and every
+    expected cost follow from them)."""
+    logits, labels = arrays
+    record = _record(logits, labels)
+    start = time.perf_counter()
+    scores = {m: record.confidence(m) for m in MEASURES}  # log-softmax and the three measures
+    confidence_s = time.perf_counter() - start
+    correct = record.correct
+
+    def fast():
+        return [exit_sums(scores[m], THRESHOLDS, {"correct": correct}) for m in MEASURES]
+
+    got = benchmark.pedantic(fast, rounds=20, iterations=1, warmup_rounds=2)
+    fast_s = benchmark.stats.stats.median
+    start = time.perf_counter()
+    plain = [plain_threshold_loop(scores[m], THRESHOLDS, correct) for m in MEASURES]
+    plain_s = time.perf_counter() - start
+    for g, (counts, right) in zip(got, plain):  # the same numbers
+        np.testing.assert_array_equal(g.counts, counts)
+        np.testing.assert_array_equal(g.sums["correct"], right)
+    ratio = plain_s / fast_s
+    benchmark.extra_info.update(
+        {
+            "workload": f"{T} shared thresholds x {len(MEASURES)} measures x {E} exits x {N} samples",
+            "eebench_median_s": fast_s,
+            "plain_numpy_loop_s": plain_s,
+            "confidence_measures_s": confidence_s,
+            "ratio": ratio,
+            "goal_ratio": SHARED_GOAL,
+        }
+    )
+    assert ratio >= SHARED_GOAL, (
+        f"{ratio:.0f}x the plain loop over thresholds (goal {SHARED_GOAL:.0f}x)"
+    )
+
+
+def msdnet_plain(val_conf, val_correct, test_conf, test_correct, macs, q_values):
+    """MSDNet's budgeted-batch protocol as a plain loop, one q at a time, from the paper's text:
+    thresholds on val (floor(n * p_k) per exit in float32, the p_k-th most confident sample not yet
+    out sets exit k's threshold, none: closed), then accuracy and expected MACs on val and test."""
+    from eebench.policies import msdnet_exit_distribution
+
+    rows = []
+    n, m = len(val_conf), len(val_conf[0])
+    for q in q_values:
+        p = msdnet_exit_distribution(q, m)
+        th = [float("inf")] * m
+        out = [False] * n
+        for k in range(m - 1):
+            wanted = math.floor(float(np.float32(n) * p[k]))
+            count = 0
+            for i in sorted(range(n), key=lambda i: -val_conf[i][k]):
+                if not out[i]:
+                    count += 1
+                    if count == wanted:
+                        th[k] = val_conf[i][k]
+                        break
+            for i in range(n):
+                out[i] = out[i] or val_conf[i][k] >= th[k]
+        th[m - 1] = -float("inf")
+        row = []
+        for conf, correct in ((val_conf, val_correct), (test_conf, test_correct)):
+            right, paid = 0, 0.0
+            for c, ok in zip(conf, correct):
+                k = next(k for k in range(m) if c[k] >= th[k])
+                right += ok[k]
+                paid += macs[k]
+            row += [right, paid / len(conf)]
+        rows.append(row)
+    return rows
+
+
+def test_bench_msdnet_budgeted_batch_sweep(benchmark, arrays):
+    """MSDNet's 40 q points on val/test halves (5,000 samples each, 8 exits): one call, against
+    the plain per-q loop on a few q (extrapolated linearly in q), with the same numbers."""
+    logits, labels = arrays
+    half = N // 2
+    val = ExitRecord(
+        logits[:half], labels[:half], np.arange(half), "bench-model", "bench-data", "val"
+    )
+    test = ExitRecord(
+        logits[half:], labels[half:], np.arange(half, N), "bench-model", "bench-data", "test"
+    )
+    start = time.perf_counter()
+    for record in (val, test):
+        assert record.log_probs.shape == (half, E, C)  # the log-softmax, once per record
+    log_softmax_s = time.perf_counter() - start
+    policy = ThresholdPolicy("max_softmax")
+    sweep = benchmark.pedantic(
+        budgeted_batch_sweep,
+        args=(val, test, policy, [MACS]),
+        rounds=10,
+        iterations=1,
+        warmup_rounds=1,
+    )
+    fast_s = benchmark.stats.stats.median
+    some = MSDNET_Q_VALUES[::13]  # 4 of the 40
+    vc, tc = val.confidence("max_softmax"), test.confidence("max_softmax")
+    start = time.perf_counter()
+    slow = msdnet_plain(
+        vc.tolist(), val.correct.tolist(), tc.tolist(), test.correct.tolist(), MACS.values, some
+    )
+    plain_s = (time.perf_counter() - start) * len(MSDNET_Q_VALUES) / len(some)
+    for j, row in zip(range(0, len(MSDNET_Q_VALUES), 13), slow):
+        assert [sweep.val.correct_counts[j], sweep.test.correct_counts[j]] == [row[0], row[2]]
+        assert sweep.val.expected("macs")[j] == pytest.approx(row[1], rel=1e-12)
+        assert sweep.test.expected("macs")[j] == pytest.approx(row[3], rel=1e-12)
+    benchmark.extra_info.update(
+        {
+            "workload": f"{len(MSDNET_Q_VALUES)} q x {E} exits x {half} val + {N - half} test samples",
+            "eebench_median_s": fast_s,
+            "plain_loop_extrapolated_s": plain_s,
+            "plain_loop_measured_on": f"{len(some)} q, extrapolated linearly in q",
+            "log_softmax_s": log_softmax_s,
+            "ratio": plain_s / fast_s,
+            "goal_s": MSDNET_GOAL_S,
+        }
+    )
+    assert fast_s <= MSDNET_GOAL_S, f"sweep took {fast_s * 1e3:.1f} ms (goal <= 50 ms)"
