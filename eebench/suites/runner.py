@@ -849,8 +849,11 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ validate
     def _validate(self, ctx: ModelContext, backend_name: str) -> None:
+        """True early-exit runs of the calibrated points: mean measured vs mean predicted latency
+        (:mod:`eebench.measure.latency_validation`), at batch 1 from parts timed by the executor's
+        own loop on the same samples and clock, alternating with the true runs repeat by repeat."""
         from eebench.backends import EarlyExitExecutor, get_backend
-        from eebench.measure.parts import predict_latency
+        from eebench.measure.latency_validation import reach_fractions, validate_latency
         from eebench.policies import create_policy
 
         label = ctx.spec.label
@@ -892,32 +895,47 @@ class SuiteRunner:
                         policy = policy.fit(ctx.records["val"])
                     th = np.asarray(c["thresholds"], dtype=float)
                     decider = policy.decider(th, num_exits=test.num_exits)
-                    runs = [
-                        EarlyExitExecutor(prepared, decider).run(x, mode=mode, batch_size=bs)
-                        for _ in range(v.repeats)
-                    ]
-                    res = min(runs, key=lambda r: r.mean_latency_ns)
+                    executor = EarlyExitExecutor(prepared, decider)
                     expected = _record_exits(policy, test.subset(slice(0, n)), th)
-                    # medians on both sides: per-part costs are medians of many repeats, so the
-                    # per-sample latencies are summarised the same way (robust to preemption)
-                    measured_ms = float(np.median(res.latency_ns)) / 1e6
-                    measured_mean_ms = res.mean_latency_ns / 1e6
-                    # the parts were timed at batch 1, so a prediction exists for per-sample runs only
-                    per_sample = predict_latency(
-                        res.exit_indices, parts.stage_ns(), parts.head_ns()
+                    # every repeat is kept on both sides (no best-of-N); at batch 1 a parts run
+                    # (every stage, head and decision of the same loop, same samples, same clock)
+                    # precedes each true run, so drift hits both sides alike
+                    runs, part_runs = [], []
+                    for _ in range(v.repeats):
+                        if bs == 1:
+                            part_runs.append(executor.run(x, mode="parts"))
+                        runs.append(executor.run(x, mode=mode, batch_size=bs))
+                    res = runs[-1]  # decisions are deterministic: every repeat exits alike
+                    latency_ns = np.concatenate([r.latency_ns for r in runs])
+                    if bs == 1:
+                        check = validate_latency(
+                            latency_ns,
+                            np.concatenate([r.part_ns for r in runs]),
+                            np.concatenate([r.part_ns for r in part_runs]),
+                            expected,
+                            clock=f"{res.clock} (host, per sample, both sides)",
+                        ).columns()
+                        reach = reach_fractions(expected, test.num_exits)
+                        isolated_ms = (
+                            float(reach @ (parts.stage_ns("mean") + parts.head_ns("mean"))) / 1e6
+                        )
+                        decision_part_us = float(
+                            np.concatenate([r.decision_ns for r in part_runs]).sum()
+                            / max(sum(int(r.decision_calls.sum()) for r in part_runs), 1)
+                            / 1e3
+                        )
+                    else:  # the parts are timed at batch 1: no prediction for a batched run
+                        check = {
+                            "clock": f"{res.clock} (host, per batch)",
+                            "measured_latency_ms": float(latency_ns.mean()) / 1e6,
+                            "predicted_latency_ms": float("nan"),
+                            "ratio": float("nan"),
+                        }
+                        isolated_ms = decision_part_us = float("nan")
+                    overhead = np.concatenate([r.decision_ns for r in runs]).sum() / max(
+                        sum(int(r.decision_calls.sum()) for r in runs), 1
                     )
-                    predicted_ms = float(np.median(per_sample)) / 1e6 if bs == 1 else float("nan")
-                    ratio = (
-                        float(np.median(res.latency_ns / per_sample)) if bs == 1 else float("nan")
-                    )
-                    overhead = res.decision_overhead_us
-                    # the decisions themselves are not a stage or head: report the prediction
-                    # with the measured per-exit decision time added beside the pure one
-                    decision_ms = (
-                        float(np.nansum(np.nan_to_num(overhead) * _decisions_per_exit(res)))
-                        / n
-                        / 1e3
-                    )
+                    measured_ms = check["measured_latency_ms"]
                     rows.append(
                         {
                             "model": label,
@@ -931,24 +949,17 @@ class SuiteRunner:
                             "threads": threads,
                             "mode": mode,
                             "samples": n,
-                            "predicted_latency_ms": predicted_ms,
-                            "measured_latency_ms": measured_ms,
-                            "measured_mean_latency_ms": measured_mean_ms,
-                            "ratio": ratio,
-                            "decision_overhead_us": float(np.nanmean(overhead))
-                            if np.isfinite(overhead).any()
-                            else 0.0,
-                            "predicted_with_decisions_ms": predicted_ms + decision_ms,
+                            "repeats": v.repeats,
+                            **check,
+                            "decision_overhead_us": float(overhead) / 1e3,
+                            "decision_part_us": decision_part_us,
+                            "predicted_isolated_parts_ms": isolated_ms,
                             "agreement": float((res.exit_indices == expected).mean()),
                             "accuracy": res.accuracy(labels),
-                            "aggregation_latency_ms": float(np.median(agg.latency_ns)) / 1e6,
-                            "backbone_latency_ms": float(np.median(bb.latency_ns)) / 1e6,
-                            "speedup_vs_aggregation": float(np.median(agg.latency_ns))
-                            / 1e6
-                            / measured_ms,
-                            "speedup_vs_backbone": float(np.median(bb.latency_ns))
-                            / 1e6
-                            / measured_ms,
+                            "aggregation_latency_ms": agg.mean_latency_ns / 1e6,
+                            "backbone_latency_ms": bb.mean_latency_ns / 1e6,
+                            "speedup_vs_aggregation": agg.mean_latency_ns / 1e6 / measured_ms,
+                            "speedup_vs_backbone": bb.mean_latency_ns / 1e6 / measured_ms,
                             "source": f"measured:{backend_name}",
                             **{f"exit_frac_{i}": f for i, f in enumerate(res.exit_fractions)},
                         }
@@ -1259,14 +1270,6 @@ def _calibration_name(c: Any) -> str:
     if c.method == "exit-distribution":
         return "exit-distribution-" + "-".join(f"{p:.2g}" for p in t["exit_distribution"])
     return c.method
-
-
-def _decisions_per_exit(res: Any) -> np.ndarray:
-    """How many decide() calls each exit saw: every sample that reached a non-final exit."""
-    e = res.num_exits
-    reached = np.array([(res.exit_indices >= i).sum() for i in range(e)], dtype=float)
-    reached[-1] = 0.0  # the final exit always leaves without a decision
-    return reached
 
 
 def _gate_state(policy: Any) -> Any:
