@@ -320,3 +320,38 @@ def test_patience_is_calibrated_on_the_grid_only(val, test):
         calibrate_budgeted_batch(val, test, policy, 500.0, COSTS)
     with pytest.raises(CalibrationError, match="exit-distribution calibration sets"):
         calibrate_exit_distribution(val, test, policy, [0.2] * 5, COSTS)
+
+
+def test_a_suite_calibrates_each_policy_its_own_way(val, test):
+    """What ``eebench run`` calibrates: the IDK cascade by its objective and accuracy targets,
+    patience on the suite's grid with no rank-based targets, thresholds on every target with the
+    suite's rounding."""
+    from eebench.suites.runner import _calibrations
+    from eebench.suites.schema import CalibrationSpec
+
+    spec = CalibrationSpec(
+        accuracy_within=[0.01],
+        budget_fractions=[0.5],
+        exit_distributions=[[0.2] * 5],
+        rounding="msdnet",
+    )
+
+    def run(policy, grid):
+        cals = _calibrations(policy, val, test, COSTS, spec, 1600.0, "m", np.asarray(grid))
+        return [(method, fn()) for method, fn in cals]
+
+    idk = run(create_policy("idk-cascade", error_weight=3.0), [0.5])
+    assert [m for m, _ in idk] == ["idk-objective", "idk-accuracy"]
+    assert idk[0][1].target["error_weight"] == 3.0
+    patience = run(create_policy("patience"), [1.0, 2.0])
+    assert [m for m, _ in patience] == ["accuracy-drop", "budget"]
+    assert all(set(c.thresholds.tolist()) <= {1.0, 2.0} for _, c in patience)
+    threshold = run(create_policy("threshold"), [0.5])
+    assert [m for m, _ in threshold] == [
+        "accuracy-drop",
+        "budget",
+        "budgeted-batch",
+        "exit-distribution",
+    ]
+    assert threshold[2][1].details["rounding"] == "msdnet"
+    assert threshold[3][1].details["rounding"] == "msdnet"
