@@ -9,9 +9,10 @@ a simulated profile, validation and the report on):
    find when each step ran (the phases: start-up and checks, every step, the
    tables and the report);
 2. ``--kills`` runs, each with a fresh checkpoint cache (so training is a step
-   that can be killed too), killed at a moment drawn (seeded) inside one phase
-   of the reference timeline - the phases are visited in turn, so the kills are
-   spread over every step;
+   that can be killed too), killed at a position drawn (seeded) inside one
+   phase: the run's log says when the phase begins, and its length is the
+   reference run's scaled to this run's pace. The phases are visited in turn,
+   so the kills are spread over every step;
 3. each killed run is resumed (``eebench run SUITE --resume RUN``; a run killed
    before its folder existed is started again) and its deterministic tables are
    compared with the reference: the exit record (``exits``), the operating
@@ -41,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,9 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# the runs' working folder: outside the checkout, so that ``python -m eebench.cli`` imports the
+# package from PYTHONPATH (the snapshot) rather than from the current folder
+CWD = Path(tempfile.gettempdir())
 
 SUITE = {
     "name": "soak",
@@ -89,6 +94,8 @@ class Phase:
     name: str
     start: float
     end: float
+    # the log line that begins the phase (None: the process start)
+    marker: str | None = None
 
 
 @dataclass
@@ -125,55 +132,102 @@ def reference_run(suite: Path, out: Path, cache: Path, env: dict[str, str]) -> l
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        cwd=CWD,
     )
     t0 = time.monotonic()
-    marks: list[tuple[float, str]] = []
+    marks: list[tuple[float, str, str]] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         now = time.monotonic() - t0
         text = line.strip()
         if text.startswith("run ") and not marks:
-            marks.append((now, "start-up and checks"))
+            marks.append((now, "start-up and checks", "run "))
         elif text.startswith("done "):
-            marks.append((now, text.split()[1]))
+            key = text.split()[1]
+            marks.append((now, key, f"done {key} "))
     rc = proc.wait()
     end = time.monotonic() - t0
     if rc != 0:
         raise SystemExit(f"the reference run failed (exit code {rc}); nothing to compare with")
-    phases, prev = [], 0.0
-    for at, name in marks:
-        phases.append(Phase(name, prev, at))
-        prev = at
-    phases.append(Phase("tables and report", prev, end))
+    phases, prev, marker = [], 0.0, None
+    for at, name, line in marks:
+        phases.append(Phase(name, prev, at, marker))
+        prev, marker = at, line
+    phases.append(Phase("tables and report", prev, end, marker))
     return phases
 
 
-def kill_moments(phases: list[Phase], kills: int, seed: int) -> list[tuple[float, str]]:
-    """One moment per kill, drawn uniformly inside the phases visited in turn (seeded)."""
+# kills land within this share of a phase (its length scaled to the run's pace): steps run
+# faster or slower than in the reference as the machine's load changes
+INSIDE = 0.8
+
+
+def kill_plan(phases: list[Phase], kills: int, seed: int) -> list[tuple[Phase, float]]:
+    """(phase, position in it from 0 to 1) per kill: the phases visited in turn (shuffled,
+    seeded), the position drawn uniformly."""
     rng = np.random.default_rng(seed)
     order = list(range(len(phases)))
-    moments = []
+    plan = []
     for k in range(kills):
         if k % len(order) == 0:
             rng.shuffle(order)
-        p = phases[order[k % len(order)]]
-        lo, hi = p.start, max(p.end, p.start + 0.05)
-        moments.append((float(rng.uniform(lo, hi)), p.name))
-    return sorted(moments)
+        plan.append((phases[order[k % len(order)]], float(rng.uniform(0.0, 1.0))))
+    return plan
 
 
-def state_of(run: Path) -> str:
-    """The step that was running when the run died, from what the bundle holds."""
+def killed_run(
+    cmd: list[str], env: dict[str, str], phase: Phase, position: float
+) -> tuple[float, bool]:
+    """Start ``cmd``, wait for ``phase`` to begin (its log line), SIGKILL at ``position`` of it.
+
+    The phase's length is the reference run's, scaled by this run's pace (when the phase began
+    here vs there). Returns (seconds from the start to the kill, whether the run ended first).
+    """
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=CWD
+    )
+    t0 = time.monotonic()
+    began = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if phase.marker is not None and line.strip().startswith(phase.marker):
+                began.set()
+        began.set()  # the output ended: the run is over
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if phase.marker is not None:
+        began.wait()
+    start = time.monotonic()
+    pace = (start - t0) / phase.start if phase.start > 1.0 else 1.0
+    length = max(phase.end - phase.start, 0.05) * min(max(pace, 0.25), 4.0)
+    delay = position * INSIDE * length
+    while time.monotonic() - start < delay and proc.poll() is None:
+        time.sleep(0.005)
+    ended = proc.poll() is not None
+    if not ended:
+        os.kill(proc.pid, signal.SIGKILL)
+    at = time.monotonic() - t0
+    proc.wait()
+    reader.join(timeout=5)
+    return at, ended
+
+
+def state_of(run: Path, phases: list[Phase]) -> str:
+    """The phase that was running when the run died, from what its bundle holds."""
     mf = run / "manifest.json"
     if not run.exists():
-        return "start-up (no run folder)"
+        return "start-up and checks (no run folder)"
     if not mf.exists():
         return "creating the run folder"
     manifest = json.loads(mf.read_text())
     if manifest.get("steps_finished"):
         return "report"
-    steps = list(manifest.get("steps", {}))
-    return f"after {steps[-1]}" if steps else "dataset/train"
+    done = set(manifest.get("steps", {}))
+    steps = [p.name for p in phases[1:-1]]
+    return next((s for s in steps if s not in done), "tables")
 
 
 def deterministic_tables(run: Path) -> dict[str, pd.DataFrame]:
@@ -227,22 +281,13 @@ def main() -> int:
         print(f"  {p.start:6.2f} - {p.end:6.2f}  {p.name}")
 
     outcomes = []
-    for k, (at, planned) in enumerate(kill_moments(phases, args.kills, args.seed), 1):
+    for k, (phase, position) in enumerate(kill_plan(phases, args.kills, args.seed), 1):
         out, cache, run_id = work / f"k{k}", work / f"cache-k{k}", f"k{k}"
         run = out / "soak" / run_id
-        proc = subprocess.Popen(
-            _cmd("run", str(suite), "--out", str(out), "--cache", str(cache), "--run-id", run_id)
-            + ["--no-progress"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        time.sleep(at)
-        finished_first = proc.poll() is not None
-        if not finished_first:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        step = "finished before the kill" if finished_first else state_of(run)
+        cmd = _cmd("run", str(suite), "--out", str(out), "--cache", str(cache), "--run-id", run_id)
+        at, finished_first = killed_run(cmd + ["--no-progress"], env, phase, position)
+        planned = f"{phase.name} at {position * INSIDE:.0%}"
+        step = "finished before the kill" if finished_first else state_of(run, phases)
         note = ""
         if (run / "manifest.json").exists() and json.loads((run / "manifest.json").read_text()).get(
             "status"
@@ -256,7 +301,7 @@ def main() -> int:
                 cmd = _cmd("run", str(suite), "--out", str(out), "--run-id", run_id)
                 cmd += ["--cache", str(cache), "--no-progress"]
                 note = "started again (no folder)"
-            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=CWD)
             rc = res.returncode
             if rc != 0:
                 note = (res.stderr.strip().splitlines() or ["?"])[-1][:160]
