@@ -199,6 +199,20 @@ def test_the_backend_devices_table_matches_the_prepared_models():
     assert BACKEND_DEVICES["torch-cpu"] == device_kind(prepared.device) == "cpu"
 
 
+def test_onnxruntime_prepares_on_the_cpu_by_default(tmp_path):
+    from eebench.backends import get_backend
+    from eebench.measure.energy import BACKEND_DEVICES
+    from eebench.models import create_model
+
+    backend = get_backend("onnxruntime")
+    ok, why = backend.available()
+    if not ok:
+        pytest.skip(f"onnxruntime is not usable here: {why}")
+    model = create_model("big-little", num_classes=10, input_shape=(1, 8, 8))
+    prepared = backend.prepare(model, batch_size=1, threads=1, cache_dir=tmp_path)
+    assert BACKEND_DEVICES["onnxruntime"] == device_kind(prepared.device) == "cpu"
+
+
 @pytest.mark.skipif(
     not __import__("torch").cuda.is_available(), reason="needs a CUDA device (torch-cuda)"
 )
