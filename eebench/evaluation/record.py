@@ -75,6 +75,9 @@ class ExitRecord:
     split_fingerprint: str
     split: str = "test"
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    _confidences: dict[str, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         logits = np.asarray(self.logits)
@@ -167,8 +170,13 @@ class ExitRecord:
         return self.predictions == self.labels[:, None]
 
     def confidence(self, measure: str) -> np.ndarray:
-        """``(N, E)`` float64 confidence measure of every exit."""
-        return CONFIDENCE.get(measure)(self.log_probs)
+        """``(N, E)`` float64 confidence measure of every exit, computed once per measure and
+        kept (read-only): sweeps, calibrations and their val/test evaluations all ask again."""
+        if measure not in self._confidences:
+            values = CONFIDENCE.get(measure)(self.log_probs)
+            values.setflags(write=False)
+            self._confidences[measure] = values
+        return self._confidences[measure]
 
     @cached_property
     def exit_accuracy(self) -> np.ndarray:

@@ -137,12 +137,15 @@ def thresholds_for_exit_distributions(
     for i in range(num_exits - 1):
         order = np.argsort(-scores[:, i], kind="stable")
         ranked = scores[order, i]
-        rank = np.cumsum(present[:, order], axis=1, dtype=np.int32)  # (Q, N): present so far
+        # (Q, N): how many samples still present are at or above each position in score order
+        rank = np.cumsum(np.take(present, order, axis=1), axis=1, dtype=np.int32)
         remaining = rank[:, -1] if n else np.zeros(q, dtype=np.int32)
         take = counts[:, i] if rounding == "msdnet" else wanted_by[:, i] - (n - remaining)
-        # position of the take-th present sample in score order (first rank reaching take)
-        pos = (rank < take[:, None]).sum(axis=1)
-        found = (take >= 1) & (pos < n)
+        # the take-th present sample: the first position whose rank reaches take (argmax of a
+        # boolean row stops at its first True)
+        hit = rank >= take[:, None]
+        pos = hit.argmax(axis=1) if n else np.zeros(q, dtype=np.int64)
+        found = (take >= 1) & (take <= remaining)
         th = np.full(q, np.inf)
         th[found] = ranked[pos[found]]
         if rounding == "cumulative":

@@ -87,6 +87,9 @@ class ThresholdPolicy(Policy):
         return {"confidence": self.confidence, "fallback": self.fallback}
 
     def scores(self, record: ExitView) -> np.ndarray:
+        kept = getattr(record, "confidence", None)  # an ExitRecord keeps each measure it computed
+        if callable(kept):
+            return kept(self.confidence)
         return CONFIDENCE.get(self.confidence)(record.log_probs)
 
     def predictions(self, record: ExitView) -> np.ndarray:
