@@ -16,8 +16,10 @@ from eebench.evaluation import (
     NonFiniteLogitsError,
     RecordMismatchError,
     anytime,
+    count_at_most,
     evaluate,
     exit_indices,
+    exit_sums,
     load_or_record,
     model_key_of,
     overthinking_table,
@@ -421,3 +423,39 @@ def test_record_exits_runs_a_real_model(tmp_path):
     np.testing.assert_array_equal(again.logits, second.logits)
     with pytest.raises(ConfigError, match="batch_size"):
         record_exits(model, split, batch_size=0)
+
+
+@pytest.mark.parametrize("kind", ["even", "clustered", "ties-and-infinities", "few-values"])
+def test_count_at_most_is_searchsorted(kind):
+    """The bucketed search behind the shared-threshold sweep gives np.searchsorted's integers
+    (thresholds <= value), on evenly spaced, clustered (falls back), tied and infinite values."""
+    rng = np.random.default_rng(len(kind))
+    if kind == "even":
+        th = np.linspace(0.0, 1.0, 1001)
+    elif kind == "clustered":  # most thresholds within 1e-3 of 1: buckets overflow
+        th = np.sort(np.concatenate([1 - rng.random(900) * 1e-3, rng.random(100)]))
+    elif kind == "ties-and-infinities":
+        th = np.sort(np.concatenate([rng.choice([0.0, 0.25, 1.0], 200), [-np.inf, np.inf]]))
+    else:
+        th = np.array([0.2, 0.7])
+    values = np.concatenate([rng.random(5000), th, [np.inf, -np.inf, 0.0, 1.0, 2.0, -1.0]])
+    values = rng.permutation(values).reshape(-1, 2) if values.size % 2 == 0 else values
+    np.testing.assert_array_equal(count_at_most(th, values), np.searchsorted(th, values, "right"))
+
+
+def test_per_exit_sums_across_chunks_equal_a_plain_loop(monkeypatch):
+    import eebench.evaluation.vectorised as vectorised
+
+    monkeypatch.setattr(vectorised, "_CHUNK_ELEMENTS", 50)  # 20 samples: 2 threshold rows a chunk
+    rng = np.random.default_rng(5)
+    scores = rng.random((20, 4))
+    th = np.column_stack([rng.random((7, 3)), np.full(7, -np.inf)])
+    th[0, :] = np.inf  # nobody leaves early
+    table = rng.random((20, 4))
+    flags = rng.random((20, 4)) < 0.5
+    got = exit_sums(scores, th, {"value": table, "flag": flags})
+    for t in range(7):
+        exits = [next((i for i in range(3) if scores[n, i] >= th[t, i]), 3) for n in range(20)]
+        assert got.counts[t].tolist() == [exits.count(i) for i in range(4)]
+        assert got.sums["value"][t] == pytest.approx(sum(table[n, e] for n, e in enumerate(exits)))
+        assert got.sums["flag"][t] == sum(int(flags[n, e]) for n, e in enumerate(exits))
