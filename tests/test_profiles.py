@@ -410,6 +410,10 @@ def test_statistic_of_pooled_samples() -> None:
     assert statistic_s([300, 100, 200, 900], "min") == pytest.approx(100e-9)
     with pytest.raises(ConfigError, match="unknown statistic 'mean'"):
         statistic_s([1], "mean")
+    # a thread clock that did not advance reads 0 ns: such samples are not the minimum
+    assert statistic_s([0, 300, 100], "min") == pytest.approx(100e-9)
+    with pytest.raises(ConfigError, match="clock did not advance"):
+        statistic_s([0, 0], "min")
 
 
 def test_chain_fit_separates_per_operator_cost_from_the_fixed_cost() -> None:

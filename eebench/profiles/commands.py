@@ -158,8 +158,8 @@ def _estimate(args: argparse.Namespace) -> int:
         "name",
         "layers",
         "macs",
-        "compute_ms",
-        "memory_ms",
+        "compute_bound_ms",
+        "memory_bound_ms",
         "overhead_ms",
         "latency_ms",
         "energy_mj",
@@ -170,6 +170,10 @@ def _estimate(args: argparse.Namespace) -> int:
             f"{args.batch_size}); every number is {table['source'].iat[0]} (MACs analytic; FLOPs = 2 x MACs)"
         )
         print(table[cols].to_string(index=False))
+        print(
+            "latency_ms = compute_bound_ms (compute-bound operators) + memory_bound_ms "
+            "(memory-bound operators) + overhead_ms (per-operator and module-call overhead)"
+        )
     if table["assumptions"].iat[0]:
         print(f"assumptions: {table['assumptions'].iat[0]}")
     return 0

@@ -46,6 +46,15 @@ def profile_text(profile: HardwareProfile) -> str:
                 lines.append(f"  {precision:5s} {engine:13s} {_peak_text(q, precision)}")
     lines.append(f"memory bandwidth: {_fmt(p.memory.bandwidth)}")
     lines.append(f"per-op overhead: {_fmt(p.overhead.per_op)}")
+    est = p.estimation
+    for engine in ("cpu", "cuda_cores", "tensor_cores", "dla"):
+        q = getattr(est.compute_efficiency, engine)
+        if q is not None:
+            lines.append(f"compute efficiency {engine}: {_fmt(q)}")
+    if est.bandwidth_efficiency is not None:
+        lines.append(f"bandwidth efficiency: {_fmt(est.bandwidth_efficiency)}")
+    if ident.cpu_flags:
+        lines.append(f"CPU instruction-set flags: {' '.join(ident.cpu_flags)}")
     pw = p.power
     if pw.unavailable:
         lines.append(f"power: unavailable ({pw.unavailable})")
@@ -93,7 +102,9 @@ def profile_text(profile: HardwareProfile) -> str:
         if prov is None:
             text = "MISSING"
         elif prov.ref is not None:
-            text = f"{p.resolve(prov).kind} (source {prov.ref})"
+            kind = p.resolve(prov).kind
+            kind = "unsourced assumption" if kind == "assumption" else kind
+            text = f"{kind} (source {prov.ref})"
         else:
             text = prov.describe()
         note = f" [uncertain: {q.note}]" if q.uncertain else ""
