@@ -198,3 +198,16 @@ def test_bundle_and_report_show_what_each_estimate_is_made_of(xeon_run) -> None:
     report = (out / "report" / "report.md").read_text()
     section = report.split("## Estimated from hardware profiles", 1)[1].split("\n## ", 1)[0]
     assert "overhead_%" in section and "dominant" in section
+
+
+def test_profile_estimate_command_warns_on_another_cpu(monkeypatch, capsys) -> None:
+    from eebench.cli import main
+
+    monkeypatch.setattr(environment, "capture_environment", lambda *a, **k: XEON)
+    assert main(["profile", "estimate", "big-little", "amd-epyc-1t"]) == 0
+    captured = capsys.readouterr()
+    assert "compute_bound_ms" in captured.out and "memory_bound_ms" in captured.out
+    assert "WARNING: host profile 'amd-epyc-1t' was measured on AMD EPYC" in captured.err
+    # a datasheet profile describes another device on purpose: no warning
+    assert main(["profile", "estimate", "big-little", "jetson-nano-10w"]) == 0
+    assert "WARNING" not in capsys.readouterr().err

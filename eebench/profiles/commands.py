@@ -176,6 +176,13 @@ def _estimate(args: argparse.Namespace) -> int:
         )
     if table["assumptions"].iat[0]:
         print(f"assumptions: {table['assumptions'].iat[0]}")
+    from eebench.measure.environment import capture_environment
+    from eebench.profiles.host import host_mismatch
+    from eebench.profiles.locate import load_profile
+
+    found = host_mismatch(load_profile(args.profile), capture_environment())
+    if found is not None:
+        print(f"WARNING: {found.message()}", file=sys.stderr)
     return 0
 
 
