@@ -347,3 +347,18 @@ def test_parts_mode_times_every_part_and_still_leaves_where_the_decision_fired()
         sum(s) + sum(h) + 3 * c + 2 * d,
     ]
     assert res.decision_calls.tolist() == [3, 3, 0]
+
+
+def test_results_of_consecutive_slices_concatenate_into_one_run():
+    clock = ScriptedClock()
+    leave_at = [0, 1, 2, 1]
+    prepared = ScriptedPrepared(clock, leave_at)
+    executor = EarlyExitExecutor(prepared, ScriptedDecider(clock), clock=clock)
+    x = np.arange(4)[:, None]
+    whole = executor.run(x)
+    joined = ExecutionResult.concatenate([executor.run(x[k : k + 1]) for k in range(4)])
+    for name in ("exit_indices", "predictions", "latency_ns", "decision_ns", "decision_calls"):
+        assert getattr(joined, name).tolist() == getattr(whole, name).tolist(), name
+    assert joined.part_ns.tolist() == whole.part_ns.tolist()
+    with pytest.raises(ValueError, match="differ in mode"):
+        ExecutionResult.concatenate([whole, executor.run(x, mode="parts")])

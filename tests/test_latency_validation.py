@@ -90,3 +90,20 @@ def test_mismatched_part_shapes_are_refused():
         validate_latency(
             np.ones(3), np.ones((2, 2, 3)), np.ones((2, 2, 3)), np.zeros(2, int), "wall"
         )
+
+
+def test_thread_cpu_validation_clock_needs_single_threaded_measurement():
+    from pydantic import ValidationError
+
+    from eebench.suites.schema import SuiteSpec
+
+    base = {"name": "s", "models": [{"name": "cascade"}]}
+    ok = SuiteSpec.model_validate({**base, "validation": {"clock": "thread-cpu"}})
+    assert ok.validation.clock == "thread-cpu" and ok.measurement.threads == [1]
+    assert SuiteSpec.model_validate(base).validation.clock == "wall"
+    with pytest.raises(ValidationError, match="use threads: \\[1\\] or validation.clock: wall"):
+        SuiteSpec.model_validate(
+            {**base, "validation": {"clock": "thread-cpu"}, "measurement": {"threads": [2]}}
+        )
+    with pytest.raises(ValidationError, match="thread-cpu"):
+        SuiteSpec.model_validate({**base, "validation": {"clock": "cpu"}})

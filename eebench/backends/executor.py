@@ -152,6 +152,41 @@ class ExecutionResult:
         }
 
     @classmethod
+    def concatenate(cls, results: Sequence[ExecutionResult]) -> ExecutionResult:
+        """One result for runs over consecutive slices of the inputs (same executor and mode):
+        per-sample arrays joined in order, decision totals and wall times summed."""
+        if not results:
+            raise ValueError("concatenate: no results")
+        first = results[0]
+        for r in results[1:]:
+            if (r.mode, r.num_exits, r.batch_size, r.clock) != (
+                first.mode,
+                first.num_exits,
+                first.batch_size,
+                first.clock,
+            ):
+                raise ValueError(
+                    "concatenate: results differ in mode, exits, batch size or clock: "
+                    f"{(first.mode, first.num_exits, first.batch_size, first.clock)} vs "
+                    f"{(r.mode, r.num_exits, r.batch_size, r.clock)}"
+                )
+        parts = [r.part_ns for r in results]
+        return cls(
+            first.mode,
+            np.concatenate([r.predictions for r in results]),
+            np.concatenate([r.exit_indices for r in results]),
+            np.concatenate([r.latency_ns for r in results]),
+            np.sum([r.decision_ns for r in results], axis=0),
+            np.sum([r.decision_calls for r in results], axis=0),
+            first.batch_size,
+            first.num_exits,
+            dict(first.backend),
+            int(sum(r.wall_ns for r in results)),
+            first.clock,
+            None if any(p is None for p in parts) else np.concatenate(parts),
+        )
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExecutionResult:
         return cls(
             mode=d["mode"],

@@ -852,8 +852,9 @@ class SuiteRunner:
         """True early-exit runs of the calibrated points: mean measured vs mean predicted latency
         (:mod:`eebench.measure.latency_validation`), at batch 1 from parts timed by the executor's
         own loop on the same samples and clock, alternating with the true runs repeat by repeat."""
-        from eebench.backends import EarlyExitExecutor, get_backend
+        from eebench.backends import EarlyExitExecutor, ExecutionResult, get_backend
         from eebench.measure.latency_validation import reach_fractions, validate_latency
+        from eebench.measure.timing import CLOCKS
         from eebench.policies import create_policy
 
         label = ctx.spec.label
@@ -863,6 +864,7 @@ class SuiteRunner:
         parts = ctx.parts[backend_name]
         calibrated = ctx.parts.get("_calibrated", [])
         v = self.spec.validation
+        clock = CLOCKS[v.clock]
         threads = self.spec.measurement.threads[0]
         test = ctx.records["test"]
         n = min(v.samples, test.num_samples)
@@ -885,8 +887,10 @@ class SuiteRunner:
                 mode = "per-sample" if bs == 1 else "batched"
                 rows = []
                 energy_check = self._energy_validator(ctx, prepared, backend_name, bs, x)
-                agg = EarlyExitExecutor(prepared, None).run(x, mode="aggregation", batch_size=bs)
-                bb = EarlyExitExecutor(prepared, None).run(
+                agg = EarlyExitExecutor(prepared, None, clock).run(
+                    x, mode="aggregation", batch_size=bs
+                )
+                bb = EarlyExitExecutor(prepared, None, clock).run(
                     x, mode="backbone", batch_size=bs, plain_stages=ctx.cost_table.plain.stages
                 )
                 for c in calibrated:
@@ -895,17 +899,22 @@ class SuiteRunner:
                         policy = policy.fit(ctx.records["val"])
                     th = np.asarray(c["thresholds"], dtype=float)
                     decider = policy.decider(th, num_exits=test.num_exits)
-                    executor = EarlyExitExecutor(prepared, decider)
+                    executor = EarlyExitExecutor(prepared, decider, clock)
                     expected = _record_exits(policy, test.subset(slice(0, n)), th)
-                    # every repeat is kept on both sides (no best-of-N); at batch 1 a parts run
-                    # (every stage, head and decision of the same loop, same samples, same clock)
-                    # precedes each true run, so drift hits both sides alike
+                    # every repeat is kept on both sides (no best-of-N). At batch 1 each sample's
+                    # parts pass (every stage, head and decision of the same loop, same clock)
+                    # runs right before its true run, so drift and bursts of load on a shared
+                    # machine hit both sides alike
                     runs, part_runs = [], []
                     for _ in range(v.repeats):
                         if bs == 1:
-                            part_runs.append(executor.run(x, mode="parts"))
-                        runs.append(executor.run(x, mode=mode, batch_size=bs))
-                    res = runs[-1]  # decisions are deterministic: every repeat exits alike
+                            for k in range(n):
+                                part_runs.append(executor.run(x[k : k + 1], mode="parts"))
+                                runs.append(executor.run(x[k : k + 1], mode=mode))
+                        else:
+                            runs.append(executor.run(x, mode=mode, batch_size=bs))
+                    # decisions are deterministic: every repeat exits alike; keep the last one
+                    res = ExecutionResult.concatenate(runs[-n:] if bs == 1 else runs[-1:])
                     latency_ns = np.concatenate([r.latency_ns for r in runs])
                     if bs == 1:
                         check = validate_latency(

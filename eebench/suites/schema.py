@@ -208,12 +208,19 @@ class MeasurementSpec(_Strict):
 
 
 class ValidationSpec(_Strict):
-    """True early-exit runs of the calibrated operating points."""
+    """True early-exit runs of the calibrated operating points.
+
+    ``clock`` times both sides of predicted vs measured: ``wall`` is latency as a user sees it;
+    ``thread-cpu`` counts only the CPU time of the thread running the loop, which leaves out
+    time lost to preemption on a shared, oversubscribed machine and equals latency only for
+    single-threaded backends (``measurement.threads: [1]``).
+    """
 
     enabled: bool = True
     samples: int = Field(200, ge=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
     repeats: int = Field(3, ge=1)
+    clock: Literal["wall", "thread-cpu"] = "wall"
 
 
 class SuiteSpec(_Strict):
@@ -243,6 +250,12 @@ class SuiteSpec(_Strict):
             seen.add(m.label)
         if not self.models:
             raise ValueError("a suite needs at least one model")
+        if self.validation.clock == "thread-cpu" and self.measurement.threads[:1] != [1]:
+            raise ValueError(
+                "validation.clock 'thread-cpu' counts one thread's CPU time, which is latency "
+                f"only for single-threaded runs; measurement.threads starts with "
+                f"{self.measurement.threads[:1]}: use threads: [1] or validation.clock: wall"
+            )
         return self
 
 
