@@ -100,8 +100,10 @@ def test_cpu_backend_energy_is_net_of_the_idle_power_and_feeds_the_cost_vectors(
     lat = costs[costs["metric"] == "latency_median_ms"].set_index(["part", "index"])["value"]
     # every stage and head, with the meter's period (1 ms) and calls filling 20 ms windows
     assert len(wide) == 2 * 2
-    np.testing.assert_allclose(wide["energy_update_period_ms"], 1.0, rtol=0.2)
-    np.testing.assert_allclose(wide["energy_window_s"], 0.02)
+    # the detected period bounds the true 1 ms from above (tight unless the poller was starved)
+    period = wide["energy_update_period_ms"]
+    assert ((period >= 0.99) & (period <= 3.0)).all(), period
+    np.testing.assert_allclose(wide["energy_window_s"], np.maximum(0.02, 10 * period / 1e3))
     assert (wide["energy_calls_per_window"] >= 1).all() and (wide["energy_windows"] == 3).all()
     # idle power measured in this run; gross includes it, net does not
     np.testing.assert_allclose(wide["idle_power_w"], IDLE_W, rtol=0.25)

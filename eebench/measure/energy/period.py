@@ -4,11 +4,11 @@ An energy counter read twice within one update period returns the same value,
 so energy over a window shorter than a few periods is mostly quantisation:
 NVML and the Jetson rails update every ~10-100 ms, RAPL about every 1 ms. The
 meter is polled as fast as it answers for ``probe_s``; each change of its raw
-value is one update, and the time between two changes is one period. A poller
-that loses the CPU (a loaded machine) misses updates, which shows as gaps of
-several periods (and a change seen after a stalled poll is seen late), so the
-period is the median of the gaps between sharply timed changes no longer than
-1.5 times the shortest one. Fewer than two changes in the probe
+value is one update. A poller that loses the CPU (a loaded machine) misses
+updates and sees some late, so each change carries the width of the interval it
+happened in, and the period is the smallest upper bound that two consecutive
+changes give (:func:`_period_from_changes`): tight when polling was sharp, too
+long rather than too short when it was not. Fewer than two changes in the probe
 leave the period unknown; it is then at least the probe itself, which is what
 :func:`detect_update_period` reports (``resolved`` False), so a window sized
 from it is long rather than too short.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from eebench.measure.energy.base import EnergyMeter
 from eebench.measure.timing import DEFAULT_CLOCK, Clock
@@ -61,20 +59,18 @@ def detect_update_period(
     # a change seen at poll k happened after the value of poll k - 1 was read, which was
     # before the clock read of poll k - 1 and after that of poll k - 2: (t[k-2], t[k]]
     changes: list[tuple[int, int]] = []  # (time seen, width of the interval it lies in)
-    poll_gaps: list[int] = []
     polls = 1
     t2 = t1 = now = start  # clock reads of polls k - 2 and k - 1
     while now < end and polls < max_polls:
         value = meter.update_signal()
         now = clock()
-        poll_gaps.append(now - t1)
         polls += 1
         if value != last:
             changes.append((now, now - t2))
             last = value
         t2, t1 = t1, now
     elapsed = (now - start) / 1e9
-    period = _period_from_changes(changes, poll_gaps)
+    period = _period_from_changes(changes)
     if period is not None:
         return UpdatePeriod(
             period,
@@ -95,25 +91,17 @@ def detect_update_period(
     )
 
 
-def _period_from_changes(changes: list[tuple[int, int]], poll_gaps: list[int]) -> float | None:
-    """Seconds per update from successive changes, or None with fewer than two usable ones.
+def _period_from_changes(changes: list[tuple[int, int]]) -> float | None:
+    """Seconds per update from successive changes (time seen, uncertainty), or None.
 
-    A change seen after a stalled poll happened some time within the stall, so gaps that
-    start or end at one are dropped; of the rest, missed updates make multiples of the
-    period, so the median of the gaps within 1.5 x the shortest is the period.
+    Between two consecutive changes seen at ``t_a`` and ``t_b`` lie at least one whole
+    period and at most ``t_b - t_a + u_a`` seconds (change ``a`` may have happened up to
+    ``u_a`` before it was seen). So every pair bounds the period from above, and the
+    smallest bound is the estimate: exact to a few poll gaps when the poller kept the CPU
+    between two updates, and never too short (windows sized from it are never too short)
+    when it did not.
     """
     if len(changes) < 2:
         return None
-    sharp = 8 * max(float(np.median(poll_gaps)), 1.0)  # two poll gaps, with room for jitter
-    gaps = np.array(
-        [
-            b[0] - a[0]
-            for a, b in zip(changes[:-1], changes[1:], strict=True)
-            if a[1] <= sharp and b[1] <= sharp
-        ],
-        dtype=np.float64,
-    )
-    if gaps.size == 0:
-        return None
-    single = gaps[gaps <= 1.5 * gaps.min()]
-    return float(np.median(single)) / 1e9
+    bounds = [b[0] - a[0] + a[1] for a, b in zip(changes[:-1], changes[1:], strict=True)]
+    return min(bounds) / 1e9
