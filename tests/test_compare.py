@@ -5,6 +5,7 @@ medians nor miss a 1.3x slowdown; bad input exits 2."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.signal import lfilter
 from scipy.stats import binom
@@ -15,8 +16,11 @@ from eebench.errors import ResultsError
 from eebench.measure.stats import RatioInterval, median_ratio_ci
 from eebench.results.compare import (
     BOOTSTRAP_RESAMPLES,
+    LATENCY_KEYS,
     between_run_sd,
+    compare_latency,
     compare_runs,
+    format_comparison,
     has_regression,
     judge_ratio,
     latency_verdict,
@@ -249,3 +253,63 @@ def test_between_run_sd_by_hand():
     assert between_run_sd(rs) == pytest.approx(math.sqrt((0.14826) ** 2 - 0.0025))
     assert between_run_sd(rs[:4]) == 0.0  # too few parts to estimate it
     assert between_run_sd([interval(1.0, 0.5)] * 6) == 0.0  # bootstrap error explains all
+
+
+class TableRun:
+    """A run reduced to the two tables compare_latency reads."""
+
+    def __init__(self, samples: pd.DataFrame) -> None:
+        self.samples = samples
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name == "latency_samples":
+            return self.samples
+        return pd.DataFrame(columns=["source_kind", "metric", "value", *LATENCY_KEYS])
+
+
+def probe_run(seed: int, model_scale: float, probe_scale: float, stage1: float = 1.0):
+    """One model's 6 parts and its speed probe, 400 samples each (AR(1) noise)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    parts = [("stage", i) for i in range(3)] + [("exit", i) for i in range(3)] + [("probe", 0)]
+    for part, index in parts:
+        scale = probe_scale if part == "probe" else model_scale
+        scale *= stage1 if (part, index) == ("stage", 1) else 1.0
+        ms = ar1_timings(rng, 400, phi=0.5, cv=0.03, median=0.1 * (index + 1) * scale)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": "m",
+                    "part": part,
+                    "index": index,
+                    "backend": "torch-cpu",
+                    "device": "cpu",
+                    "threads": 1,
+                    "batch_size": 1,
+                    "sample": range(400),
+                    "ms": ms,
+                }
+            )
+        )
+    return TableRun(pd.concat(frames, ignore_index=True))
+
+
+def test_speed_probe_divides_out_a_machine_that_was_busier_for_a_whole_model():
+    # run B measured the whole model on a machine 1.8x slower: the probe saw it too
+    a, b = probe_run(1, 1.0, 1.0), probe_run(2, 1.8, 1.8)
+    lat = compare_latency(a, b, band=0.10, alpha=0.05)
+    parts, probe = lat[lat["kind"] == "latency"], lat[lat["kind"] == "machine"]
+    assert len(parts) == 6 and len(probe) == 1 and probe["verdict"].iloc[0] == "reference"
+    assert probe["ratio"].iloc[0] == pytest.approx(1.8, rel=0.03)
+    assert (parts["raw_ratio"] > 1.7).all() and (parts["verdict"] != "regression").all()
+    assert parts["ratio"].to_numpy() == pytest.approx(1.0, abs=0.03)
+    # the same busy machine with one stage 1.3x slower: that stage, and only it, regressed
+    b = probe_run(2, 1.8, 1.8, stage1=1.3)
+    lat = compare_latency(a, b, band=0.10, alpha=0.05)
+    reg = lat[lat["verdict"] == "regression"]
+    assert reg["item"].str.startswith("stage 1 on").tolist() == [True]
+    # without a probe slowdown (the code got slower everywhere) every part regressed
+    lat = compare_latency(a, probe_run(2, 1.3, 1.0), band=0.10, alpha=0.05)
+    assert (lat[lat["kind"] == "latency"]["verdict"] == "regression").all()
+    text = format_comparison(lat, 0.10, 0.05)
+    assert "Machine speed" in text and "6 regression(s)" in text

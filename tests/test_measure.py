@@ -305,6 +305,13 @@ def test_interleaved_context_spreads_every_part_over_the_whole_window():
         # a burst is BURST_S / 1 us = 5000 calls, capped at 1000; one round costs a part
         # 1000 x 2 readings + 2 = 2.002 ms of its own time, so 5 ms take 3 rounds
         assert len(m.samples_ns) == 3 * 1000 and set(m.samples_ns) == {1000}
+    # the speed probe is timed in the same rounds, recorded beside the parts, not among them
+    probe = parts.probe
+    assert probe is not None and (probe.spec.part, probe.spec.index) == ("probe", 0)
+    assert len(probe.samples_ns) == 3000 and probe not in parts.all
+    assert parts.with_probe == [*parts.all, probe]
+    assert PartMeasurements.from_dict(json.loads(json.dumps(parts.to_dict()))) == parts
+    assert measure_parts(prepared, config=cfg, clock=FakeClock(1000), probe=False).probe is None
 
 
 def test_thread_count_is_applied_during_measurement_and_restored():

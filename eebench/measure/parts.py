@@ -21,6 +21,7 @@ import torch
 from eebench.errors import ConfigError
 from eebench.measure.timing import (
     DEFAULT_CLOCK,
+    PROBE_PART,
     Clock,
     ColdStart,
     Measurement,
@@ -120,10 +121,15 @@ def spec_for(
 
 @dataclass(frozen=True)
 class PartMeasurements:
-    """One measurement per stage and per exit head, for one backend and batch size."""
+    """One measurement per stage and per exit head, for one backend and batch size.
+
+    ``probe`` is the machine-speed probe timed in the same rounds (``interleaved``
+    context; see :func:`speed_probe`): not a part of the model, so not in :attr:`all`.
+    """
 
     stages: tuple[Measurement, ...]
     exits: tuple[Measurement, ...]
+    probe: Measurement | None = None
 
     def stage_ns(self, stat: str = "median") -> np.ndarray:
         return np.array([getattr(m.stats, stat) for m in self.stages])
@@ -144,20 +150,29 @@ class PartMeasurements:
         return [*self.stages, *self.exits]
 
     @property
+    def with_probe(self) -> list[Measurement]:
+        """:attr:`all` plus the speed probe when there is one (what the tables record)."""
+        return [*self.all, *([self.probe] if self.probe is not None else [])]
+
+    @property
     def noisy(self) -> bool:
         return any(m.noisy for m in self.all)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "stages": [m.to_dict() for m in self.stages],
             "exits": [m.to_dict() for m in self.exits],
         }
+        if self.probe is not None:
+            d["probe"] = self.probe.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartMeasurements:
         return cls(
             tuple(Measurement.from_dict(m) for m in d["stages"]),
             tuple(Measurement.from_dict(m) for m in d["exits"]),
+            Measurement.from_dict(d["probe"]) if d.get("probe") else None,
         )
 
 
@@ -182,6 +197,25 @@ BURST_S = 0.005
 """Target length of one burst of consecutive calls of a part in the ``interleaved`` context."""
 
 
+def speed_probe(seed: int = 0) -> Callable[[], Any]:
+    """A fixed workload that does not depend on eebench's code: a 128 x 128 float32 matrix
+    product (2.1 M MACs) on the host, in the thread settings of the measurement.
+
+    Timed in the same rounds as the parts, it measures how fast the machine was while
+    they were measured; ``eebench compare`` divides each part's change by the probe's
+    change, so a machine that was busier during one run does not pass for a regression.
+    """
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(128, 128, generator=g)
+    b = torch.randn(128, 128, generator=g)
+    out = torch.empty(128, 128)
+
+    def run() -> Any:
+        return torch.mm(a, b, out=out)
+
+    return run
+
+
 def measure_parts(
     prepared: Any,
     x: torch.Tensor | np.ndarray | None = None,
@@ -191,6 +225,7 @@ def measure_parts(
     seed: int = 0,
     context: str = "interleaved",
     label: str | None = None,
+    probe: bool = True,
 ) -> PartMeasurements:
     """Time every stage and exit head of ``prepared`` on one batch.
 
@@ -206,7 +241,8 @@ def measure_parts(
     interval). Every part's samples thus span the whole measurement window, so
     a burst of load from another process slows all parts a little instead of
     one part entirely: on a shared machine this is what keeps two runs of the
-    same code comparable part by part. ``context="isolated"`` repeats each part
+    same code comparable part by part. With ``probe`` the rounds also time
+    :func:`speed_probe` (``PartMeasurements.probe``). ``context="isolated"`` repeats each part
     on its own until its stopping rule is met, one part after the other.
     ``context="pipeline"`` repeats whole forward passes (stage 0, head 0,
     stage 1, ...) and times each part where it runs, so each sees the cache
@@ -262,7 +298,8 @@ def measure_parts(
             return _pipeline(prepared, x_native, config, timer, clock, spec, run_stage)
         states = prepared.stage_inputs(x_native)
         if context == "interleaved":
-            return _interleaved(prepared, states, run_stage, config, timer, clock, spec)
+            control = speed_probe(seed) if probe else None
+            return _interleaved(prepared, states, run_stage, config, timer, clock, spec, control)
         stages, exits = [], []
         for i in range(prepared.num_stages):
             s_in, s_out = states[i], states[i + 1]
@@ -295,12 +332,16 @@ def _interleaved(
     timer: Any,
     clock: Clock,
     spec: Callable[[str, int], MeasurementSpec],
+    probe: Callable[[], Any] | None = None,
 ) -> PartMeasurements:
     n_parts = prepared.num_stages
     names = [("stage", i) for i in range(n_parts)] + [("exit", i) for i in range(n_parts)]
     calls: list[Callable[[], Any]] = [
         (lambda i=i, st=states[i]: run_stage(i, st)) for i in range(n_parts)
     ] + [(lambda i=i, st=states[i + 1]: prepared.run_exit(i, st)) for i in range(n_parts)]
+    if probe is not None:
+        names.append((PROBE_PART, 0))
+        calls.append(probe)
     warm = [[int(timer(fn)) for _ in range(config.warmup)] for fn in calls]
     # burst length per part from its warm-up calls (one extra call when there are none)
     typical = [float(np.median(w)) if w else float(timer(fn)) for w, fn in zip(warm, calls)]
@@ -325,7 +366,8 @@ def _interleaved(
         Measurement(spec(part, i), tuple(samples[j]), config, tuple(warm[j]), stopped[j])
         for j, (part, i) in enumerate(names)
     ]
-    return PartMeasurements(tuple(out[:n_parts]), tuple(out[n_parts:]))
+    control = out[2 * n_parts] if probe is not None else None
+    return PartMeasurements(tuple(out[:n_parts]), tuple(out[n_parts : 2 * n_parts]), control)
 
 
 def _pipeline(

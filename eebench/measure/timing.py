@@ -59,6 +59,11 @@ preemption, and it equals latency only for single-threaded work that runs on the
 thread (torch with 1 thread, ONNX Runtime with intra_op_num_threads=1)."""
 
 
+PROBE_PART = "probe"
+"""``part`` of the machine-speed probe's measurement and table rows (index 0): a fixed
+workload timed in the same rounds as a model's parts (eebench.measure.parts.speed_probe)."""
+
+
 def clock_name(clock: Clock) -> str:
     """The name a clock is recorded under (``custom`` for an injected one)."""
     for name, c in CLOCKS.items():

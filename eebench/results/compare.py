@@ -27,7 +27,12 @@ median, minus the median squared bootstrap error; needs ``MIN_PARTS_BETWEEN``
 parts, else 0) is added to every part's variance. It is estimated around the
 median log ratio, so a change of *every* part alike (a slower code path
 everywhere) stays visible as a regression of each; a few parts that changed
-are outliers and barely move the robust estimate. Parts with fewer than
+are outliers and barely move the robust estimate. Runs measured with the
+speed probe (a fixed matrix product timed in the same rounds as the parts:
+:func:`eebench.measure.parts.speed_probe`) have each part's ratio divided by
+the probe's ratio of the same model and backend, so a machine that was busier
+while one run measured a model does not pass for a regression of that model;
+the probe's own change is shown, never judged. Parts with fewer than
 ``MIN_SAMPLES`` raw samples on either side are not tested.
 
 Accuracy at matching calibrated operating points (same model, policy,
@@ -47,6 +52,7 @@ import pandas as pd
 
 from eebench.errors import ResultsError
 from eebench.measure.stats import RatioInterval, median_ratio_ci
+from eebench.measure.timing import PROBE_PART
 from eebench.results.bundle import Run
 
 LATENCY_KEYS = ["model", "part", "index", "backend", "threads", "batch_size"]
@@ -72,6 +78,8 @@ COLUMNS = [
     "block_a",
     "block_b",
     "between_run_sd",
+    "raw_ratio",
+    "machine_ratio",
 ]
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -153,6 +161,43 @@ def judge_ratio(
     }
 
 
+def _group(key: tuple) -> tuple:
+    """(model, backend, threads, batch size): the parts one speed probe was timed with."""
+    return (key[0], key[3], key[4], key[5])
+
+
+def _relative_to_machine(r: RatioInterval, probe: RatioInterval | None) -> RatioInterval:
+    """The part's ratio divided by the speed probe's (errors added in quadrature on the log
+    scale); unchanged without a probe."""
+    if probe is None:
+        return r
+    return replace(r, ratio=r.ratio / probe.ratio, se_log=math.sqrt(r.se_log**2 + probe.se_log**2))
+
+
+def _probe_row(
+    key: tuple, sa: dict[tuple, np.ndarray], sb: dict[tuple, np.ndarray], r: RatioInterval | None
+) -> dict:
+    model, _, _, backend, threads, batch = key
+    a = float(np.median(sa[key])) if key in sa else math.nan
+    b = float(np.median(sb[key])) if key in sb else math.nan
+    row = {
+        "kind": "machine",
+        "model": model,
+        "item": f"speed probe on {backend} (threads {int(threads)}, batch {int(batch)})",
+        "metric": "median probe time [ms] (measured)",
+        "a": a,
+        "b": b,
+        "change": b - a,
+        "rel_change": (b - a) / a if a > 0 else math.nan,
+        "test": "speed probe: the machine's change, divided out of every part's",
+        "verdict": "reference" if r is not None else "only in one run",
+    }
+    if r is not None:
+        row.update(ratio=r.ratio, ci_low=r.lo, ci_high=r.hi, ci_level=r.confidence, n_a=r.n_a)
+        row.update(n_b=r.n_b, block_a=r.block_a, block_b=r.block_b)
+    return row
+
+
 def between_run_sd(intervals: list[RatioInterval]) -> float:
     """Spread of log ratios between runs beyond what each part's bootstrap error explains.
 
@@ -222,15 +267,23 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
     ma = {_norm_key(k): v for k, v in _latency_medians(run_a).items()}
     mb = {_norm_key(k): v for k, v in _latency_medians(run_b).items()}
     keys = list(dict.fromkeys([*sa, *ma, *sb, *mb]))
+    probes = [k for k in keys if k[1] == PROBE_PART]
+    keys = [k for k in keys if k[1] != PROBE_PART]
     tested = [k for k in keys if k in sa and k in sb and min(len(sa[k]), len(sb[k])) >= MIN_SAMPLES]
     level = 1 - alpha / max(1, len(tested))
     factor = 1 + band
-    intervals = {
+    machine = {
+        _group(k): median_ratio_ci(sa[k], sb[k], level, n_resamples=BOOTSTRAP_RESAMPLES)
+        for k in probes
+        if k in sa and k in sb and min(len(sa[k]), len(sb[k])) >= MIN_SAMPLES
+    }
+    raw = {
         k: median_ratio_ci(sa[k], sb[k], level, n_resamples=BOOTSTRAP_RESAMPLES, seed=i)
         for i, k in enumerate(tested)
     }
+    intervals = {k: _relative_to_machine(r, machine.get(_group(k))) for k, r in raw.items()}
     sd_between = between_run_sd(list(intervals.values()))
-    rows = []
+    rows = [_probe_row(k, sa, sb, machine.get(_group(k))) for k in probes]
     for key in keys:
         in_a, in_b = key in sa or key in ma, key in sb or key in mb
         base = {
@@ -258,10 +311,14 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
                 r = replace(r, se_log=math.sqrt(r.se_log**2 + sd_between**2))
                 v = judge_ratio(r, factor, level)
                 v["p_value"] = min(1.0, float(v["p_value"]) * len(tested))  # Bonferroni
+                probe = machine.get(_group(key))
                 row.update(
                     v,
                     between_run_sd=sd_between,
-                    test=f"{LATENCY_TEST} (Bonferroni over {len(tested)} parts)",
+                    raw_ratio=raw[key].ratio,
+                    machine_ratio=probe.ratio if probe is not None else math.nan,
+                    test=f"{LATENCY_TEST}{' / speed probe' if probe is not None else ''} "
+                    f"(Bonferroni over {len(tested)} parts)",
                 )
             else:
                 row.update(test=f"fewer than {MIN_SAMPLES} samples", verdict="too few samples")
@@ -461,6 +518,30 @@ def format_comparison(
             }
         )
         lines += ["Latency (measured; median of raw samples):", view.to_string(index=False), ""]
+    probe = table[table["kind"] == "machine"]
+    if not probe.empty:
+        view = pd.DataFrame(
+            {
+                "model": probe["model"],
+                "probe": probe["item"],
+                "A [ms]": probe["a"].map(lambda v: f"{v:.4g}"),
+                "B [ms]": probe["b"].map(lambda v: f"{v:.4g}"),
+                "B/A [interval]": probe.apply(
+                    lambda r: (
+                        ""
+                        if pd.isna(r["ci_low"])
+                        else f"{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                    ),
+                    axis=1,
+                ),
+            }
+        )
+        lines += [
+            "Machine speed (a fixed 128x128 matrix product timed in the same rounds as each "
+            "model's parts; every part's B/A above is divided by its model's probe B/A):",
+            view.to_string(index=False),
+            "",
+        ]
     acc = table[table["kind"] == "accuracy"]
     if not acc.empty:
         view = pd.DataFrame(
