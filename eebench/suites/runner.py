@@ -539,7 +539,7 @@ class SuiteRunner:
                     parts = measure_parts(
                         prepared, x=x, batch_size=bs, config=timing, label=label
                     )
-                    costs, samples = measured_rows(label, parts.all)
+                    costs, samples = measured_rows(label, parts.with_probe)
                     tables = {"stage_costs": costs, "latency_samples": samples}
                     energy, no_energy, energy_info = self._energy(label, prepared, x, parts)
                     if energy is not None:
