@@ -508,9 +508,10 @@ class FakeCudaPrepared:
         return state
 
 
-def test_the_runner_reads_a_cuda_backend_from_nvml_with_a_sync_before_every_read(
-    tmp_path, monkeypatch
-):
+def _energy_through_the_runner(tmp_path, monkeypatch, counter_mj):
+    """The runner's energy step for a fake ``torch-cuda`` model (two parts of 1 ms) on a fake
+    NVML GPU whose counter is ``counter_mj()``; RAPL is readable too. Returns (rows, skipped,
+    info, events)."""
     import time
     from types import SimpleNamespace
 
@@ -523,8 +524,7 @@ def test_the_runner_reads_a_cuda_backend_from_nvml_with_a_sync_before_every_read
             return time.perf_counter_ns()
 
     gpu = FakeGpu(WallClock(), period_s=0.005, watts=80.0)
-    gpu.clock.now = 0
-    monkeypatch.setattr(gpu, "counter_mj", lambda: math.floor(time.perf_counter_ns() // 5_000_000))
+    monkeypatch.setattr(gpu, "counter_mj", counter_mj)
     monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
     # RAPL is readable too: it must not be chosen for a CUDA backend
     monkeypatch.setattr("eebench.measure.energy.choice.DEFAULT_PLACES", places(tmp_path, rapl=True))
@@ -551,6 +551,20 @@ def test_the_runner_reads_a_cuda_backend_from_nvml_with_a_sync_before_every_read
         ]
     )
     rows, skipped, info = runner._energy("bl", FakeCudaPrepared(events), 0.0, parts)
+    return rows, skipped, info, events
+
+
+def _counter_5ms() -> int:
+    """A GPU energy counter that NVML refreshes every 5 ms (1 mJ per refresh)."""
+    import time
+
+    return time.perf_counter_ns() // 5_000_000
+
+
+def test_the_runner_reads_a_cuda_backend_from_nvml_with_a_sync_before_every_read(
+    tmp_path, monkeypatch
+):
+    rows, skipped, info, events = _energy_through_the_runner(tmp_path, monkeypatch, _counter_5ms)
     assert skipped is None and info["kind"] == "measured" and info["meter"] == "nvml"
     # the window follows the detected period (at least 10 ms, 10 periods); 1 ms calls fill it
     period = info["update_period"]["seconds"]
@@ -570,3 +584,33 @@ def test_the_runner_reads_a_cuda_backend_from_nvml_with_a_sync_before_every_read
     assert all(events[k - 1] == "sync" for k in measuring)
     calls_per_window = rows.loc[rows["metric"] == "energy_calls_per_window", "value"]
     assert (calls_per_window == math.ceil(window / 1e-3)).all()
+
+
+def test_a_meter_failing_mid_run_keeps_the_parts_measured_and_says_why(tmp_path, monkeypatch):
+    import time
+
+    state = {"countdown": None, "offset": 0}
+
+    def counter() -> int:  # the driver reloads inside the second part's first window
+        if state["countdown"] is not None:
+            state["countdown"] -= 1
+            if state["countdown"] == 0:
+                state["offset"] = -(10**9)
+        return time.perf_counter_ns() // 5_000_000 + state["offset"]
+
+    original = EnergySession.measure
+    calls = {"n": 0}
+
+    def measure(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            state["countdown"] = 2  # the window's first reading is fine, its last is not
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EnergySession, "measure", measure)
+    rows, skipped, info, _ = _energy_through_the_runner(tmp_path, monkeypatch, counter)
+    assert set(rows["part"]) == {"stage"}  # the first part's rows are kept
+    assert info["kind"] == "unavailable" and "went backwards" in info["reason"]
+    row = skipped.iloc[0]
+    assert row["step"] == "energy" and row["target"] == "torch-cuda"
+    assert "exit 0" in row["reason"] and "went backwards" in row["reason"]

@@ -622,11 +622,15 @@ class SuiteRunner:
                     if m.spec.part == "stage"
                     else (lambda i=i: prepared.run_exit(i, states[i + 1]))
                 )
-                part = session.measure(
-                    fn,
-                    inferences_per_call=int(m.spec.batch_size),
-                    call_s=float(m.stats.median) / 1e9,
-                )
+                try:
+                    part = session.measure(
+                        fn,
+                        inferences_per_call=int(m.spec.batch_size),
+                        call_s=float(m.stats.median) / 1e9,
+                    )
+                except EnergyMeterUnavailable as err:  # e.g. the counter went backwards
+                    _, skipped, _ = unavailable(f"{m.spec.part} {m.spec.index}: {err}")
+                    return (pd.DataFrame(rows) if rows else None), skipped, info
                 rows.extend(
                     energy_rows(
                         label,
@@ -1034,11 +1038,15 @@ class SuiteRunner:
 
         def check(decider: Any, res: Any) -> dict[str, Any]:
             executor = EarlyExitExecutor(prepared, decider)
-            part = session.measure(
-                lambda: executor.run(x, mode="per-sample", batch_size=1),
-                inferences_per_call=n,
-                call_s=float(np.sum(res.latency_ns)) / 1e9,
-            )
+            try:
+                part = session.measure(
+                    lambda: executor.run(x, mode="per-sample", batch_size=1),
+                    inferences_per_call=n,
+                    call_s=float(np.sum(res.latency_ns)) / 1e9,
+                )
+            except EnergyMeterUnavailable as err:
+                self.log(f"  no energy validation of this point on {backend_name}: {err}")
+                return {}
             predicted = float(np.mean(predict_energy(res.exit_indices, stage_mj, head_mj)))
             net = part.energy.net_j
             return {
