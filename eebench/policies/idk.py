@@ -186,8 +186,11 @@ def idk_thresholds_for_accuracy(
 
 @register_policy("idk-cascade")
 class IDKCascadePolicy(ThresholdPolicy):
-    """IDK cascade (Wang et al. 2018): a member answers or says "I don't know"; thresholds minimise
-    expected cost + error_weight x error on val."""
+    """IDK cascade (Wang et al. 2018): thresholds chosen on val for cost + error_weight x error.
+
+    A member answers when its confidence reaches its threshold and otherwise says "I don't
+    know", handing the sample to the next member; the last member always answers.
+    """
 
     threshold_meaning = (
         "minimum confidence for a cascade member to answer rather than say IDK (one per member)"
