@@ -720,7 +720,8 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
         )
         ax.set_title(_source_title(source, {}), fontsize=9)
         ax.set_xlabel("Model" + (" and run" if pal.multi_run else ""))
-        ax.set_ylabel(f"Expected energy per inference [mJ]\n({source})")
+        net = "" if source.startswith("estimated") else ", net of idle"
+        ax.set_ylabel(f"Expected energy per inference [mJ{net}]\n({source})")
         if source.startswith("estimated"):
             ax.set_facecolor(ESTIMATED_FACE)
         if ax.get_legend():
@@ -733,9 +734,10 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
         "energy",
         title,
         (
-            "Expected energy per sample (exit distribution x per-stage energy). The source of every "
-            "panel is in its axis label: 'estimated:<profile>' comes from a hardware profile and is "
-            "not a measurement."
+            "Expected energy per sample (exit distribution x per-stage energy). Measured energy is "
+            "net: the idle power measured in the same run is subtracted (gross beside it in the "
+            "energy table, with the meter and device). The source of every panel is in its axis "
+            "label: 'estimated:<profile>' comes from a hardware profile and is not a measurement."
         ),
         fig,
     )
