@@ -155,8 +155,8 @@ def _estimated(device: str, power: ProfilePower | None, why: str) -> MeterChoice
             None,
             "unavailable",
             device,
-            f"{why}; no estimate either: name a hardware profile with idle and active power in "
-            "measurement.energy.profile",
+            f"{why}; no estimate either: name a hardware profile with power figures (power.active, "
+            "ideally power.idle) in measurement.energy.profile",
         )
     meter = EstimatedEnergyMeter(power.idle_w, power.active_w, profile=power.profile)
     idle = (
