@@ -614,3 +614,30 @@ def test_a_meter_failing_mid_run_keeps_the_parts_measured_and_says_why(tmp_path,
     row = skipped.iloc[0]
     assert row["step"] == "energy" and row["target"] == "torch-cuda"
     assert "exit 0" in row["reason"] and "went backwards" in row["reason"]
+
+
+def test_a_jetson_without_readable_rails_is_not_measured_by_another_meter(tmp_path, monkeypatch):
+    gpu = FakeGpu(Clock(), period_s=0.02)
+    monkeypatch.setitem(sys.modules, "pynvml", gpu.module())
+    where = places(tmp_path, rapl=True)
+    (where.root / "etc").mkdir(parents=True)
+    (where.root / "etc" / "nv_tegra_release").write_text("# R35 (release), REVISION: 4.1\n")
+    choice = choose_meter("cuda:0", "torch-cuda", places=where)
+    assert choice.meter is None and "jetson" in choice.reason and "no INA3221" in choice.reason
+
+
+def test_jetson_rails_permission_error_says_so(tmp_path, monkeypatch):
+    root = jetson_hwmon_tree(tmp_path)
+    original = Path.read_text
+
+    def deny(self, *args, **kwargs):
+        if self.name.startswith("curr"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", deny)
+    meter = JetsonPowerMeter(root)
+    ok, reason = meter.available()
+    assert not ok and "cannot read the INA3221 rails" in reason and "Permission denied" in reason
+    with pytest.raises(EnergyMeterUnavailable, match="Permission denied"):
+        meter.read()
