@@ -11,6 +11,7 @@ model may equal a benchmark shape.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -19,6 +20,8 @@ from torch import nn
 from eebench.costs import OUTSIDE_LEAVES, analyze_costs
 from eebench.models import create_model, list_models
 from eebench.models.base import InputShapeError
+from eebench.profiles import load_profile
+from eebench.profiles.locate import profile_entries
 from eebench.profiles.microbench import CONV_SHAPES, GEMM_SHAPES, OP_SHAPES, ConvShape
 from eebench.profiles.operators import module_op
 
@@ -26,7 +29,8 @@ ACCURACY_INPUT = (3, 32, 32)
 IMAGENET_INPUT = (3, 224, 224)
 
 
-def _layer_shapes(name: str, input_shape: tuple[int, ...]) -> set[tuple]:
+@functools.cache
+def _layer_shapes(name: str, input_shape: tuple[int, ...]) -> frozenset[tuple]:
     """(kind, ...) keys of every conv, linear and memory-bound leaf layer of one model.
 
     conv: (in, out, input positions, kernel, stride, groups); linear: (k, n) at one row;
@@ -58,7 +62,15 @@ def _layer_shapes(name: str, input_shape: tuple[int, ...]) -> set[tuple]:
             shapes.add(("linear", mod.in_features, mod.out_features))
         elif module_op(mod) in ("maxpool", "avgpool", "norm", "lrn", "activation"):
             shapes.add((module_op(mod), elements))
-    return shapes
+    return frozenset(shapes)
+
+
+def _model_layers(name: str) -> tuple[tuple[int, ...], frozenset[tuple]]:
+    """The model's layer shapes at the accuracy input, or at ImageNet's when it needs more."""
+    try:
+        return ACCURACY_INPUT, _layer_shapes(name, ACCURACY_INPUT)
+    except InputShapeError:
+        return IMAGENET_INPUT, _layer_shapes(name, IMAGENET_INPUT)
 
 
 def _benchmark_shapes() -> set[tuple]:
@@ -76,12 +88,7 @@ def _benchmark_shapes() -> set[tuple]:
 
 @pytest.mark.parametrize("name", sorted(list_models()))
 def test_no_micro_benchmark_shape_is_a_model_layer(name: str) -> None:
-    try:
-        shape = ACCURACY_INPUT
-        layers = _layer_shapes(name, shape)
-    except InputShapeError:
-        shape = IMAGENET_INPUT
-        layers = _layer_shapes(name, shape)
+    shape, layers = _model_layers(name)
     assert layers, f"{name}: the cost analysis found no layers"
     clash = sorted(layers & _benchmark_shapes())
     assert not clash, (
@@ -106,3 +113,31 @@ def test_benchmarks_span_the_models_weight_reuse_and_weight_count() -> None:
     assert min(reuse) == 1 and max(reuse) > 32 * 32
     assert min(weights) < 1_000 and max(weights) > 1_000_000
     assert math.isclose(max(reuse), 36 * 36)
+
+
+def test_shipped_host_profiles_hold_no_model_layer() -> None:
+    # the committed measurements themselves, not only today's shape list, are held out
+    layers = frozenset().union(*(_model_layers(n)[1] for n in list_models()))
+    checked = 0
+    for entry in profile_entries():
+        profile = load_profile(entry.name)
+        m = profile.measured
+        if m is None:
+            continue
+        checked += 1
+        measured = {
+            (
+                "conv",
+                c.in_channels,
+                c.out_channels,
+                c.height * c.width,
+                c.kernel,
+                c.stride,
+                c.groups,
+            )
+            for c in m.conv
+        }
+        measured |= {("linear", g.k, g.n) for g in m.gemm if g.m == 1}
+        clash = sorted(measured & layers)
+        assert not clash, f"{entry.name}: measured shapes equal to model layers {clash}"
+    assert checked, "no shipped profile has micro-benchmarks"
