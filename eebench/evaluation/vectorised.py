@@ -177,9 +177,9 @@ def count_at_most(sorted_thresholds: np.ndarray, values: np.ndarray) -> np.ndarr
         def bucket(x: np.ndarray, scale: float = scale, buckets: int = buckets) -> np.ndarray:
             b = np.subtract(x, lo)
             b *= scale
-            np.minimum(b, buckets - 1, out=b)  # +inf and values above the range: last bucket
-            np.maximum(b, 0, out=b)  # -inf and values below: first bucket
-            return b.astype(np.int64)
+            # +-inf and values outside the range: the first or last bucket
+            np.clip(b, 0.0, float(buckets - 1), out=b)
+            return b.astype(np.intp)
 
         start = np.searchsorted(bucket(th), np.arange(buckets + 1), side="left")
         occupancy = int(np.diff(start).max())
@@ -189,10 +189,10 @@ def count_at_most(sorted_thresholds: np.ndarray, values: np.ndarray) -> np.ndarr
         return np.searchsorted(th, values, side="right")
     # NaN after the last threshold: never <= a value, so the last bucket needs no length check
     padded = np.concatenate([th, np.full(occupancy, np.nan)])
-    first = start[bucket(values)]
-    out = first.copy()
-    for k in range(occupancy):
-        out += padded[first + k] <= values
+    first = np.take(start, bucket(values))  # np.take: a plain gather, cheaper than indexing
+    out = first + (np.take(padded, first) <= values)
+    for k in range(1, occupancy):
+        out += np.take(padded, first + k) <= values
     return out
 
 
