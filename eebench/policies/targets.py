@@ -124,8 +124,13 @@ def thresholds_for_exit_distributions(
         raise PolicyError(
             f"target exit distributions must be (targets, exits), got shape {p.shape}"
         )
-    for row in p:
-        check_distribution(row, num_exits)
+    if p.shape[1] != num_exits:
+        check_distribution(p[0] if p.shape[0] else p.reshape(-1), num_exits)  # raises: shape
+    # every row at once; the first bad one is reported by check_distribution's own message
+    bad = ~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1)
+    bad |= np.abs(p.astype(np.float64).sum(axis=1) - 1.0) > 1e-6
+    if bad.any():
+        check_distribution(p[int(np.argmax(bad))], num_exits)
     q = p.shape[0]
     counts = exit_counts_for_distributions(p, n, rounding)
     # cumulative: exit i takes what the rounded cumulative target still wants after the samples
