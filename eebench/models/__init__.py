@@ -23,6 +23,7 @@ from eebench.models.registry import (
     create_model,
     list_models,
     register_model,
+    resolve_model_spec,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "from_tuple",
     "list_models",
     "register_model",
+    "resolve_model_spec",
 ]

@@ -42,7 +42,8 @@ def check_names(spec: SuiteSpec, source: str) -> None:
             spec.dataset.fallback.name, list_datasets(), "dataset", source, "dataset.fallback.name"
         )
     for i, m in enumerate(spec.models):
-        _check(m.name, list_models(), "model", source, f"models[{i}].name")
+        if ":" not in m.name:  # a factory spec is resolved (and checked) when the model is built
+            _check(m.name, list_models(), "model", source, f"models[{i}].name")
         try:
             TrainConfig.from_dict(dict(m.training))
         except ConfigError as err:

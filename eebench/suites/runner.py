@@ -307,44 +307,21 @@ class SuiteRunner:
     def _check_models(self) -> None:
         """Build each distinct model once for the dataset; load every checkpoint (kept for the
         run), so a bad config or a checkpoint of another architecture is refused up front."""
-        from eebench.errors import CheckpointError, ConfigError, EEBenchError
-        from eebench.models import create_model
-        from eebench.training import load_checkpoint
+        from eebench.suites.model_setup import build_suite_model, load_suite_weights
+        from eebench.training import TrainConfig
 
         built: set[str] = set()
         for i, m in enumerate(self.spec.models):
-            if m.checkpoint:
-                try:
-                    self._checkpoints[m.label] = load_checkpoint(
-                        m.checkpoint,
-                        model_name=m.name,
-                        model_config=dict(m.config),
-                        num_classes=self.splits.num_classes,
-                        input_shape=self.splits.input_shape,
-                        dataset_fingerprint=self.splits.fingerprint,
-                    )
-                except (CheckpointError, OSError) as err:
-                    raise ConfigError(
-                        str(err), source=str(self.source), field=f"models[{i}].checkpoint"
-                    ) from None
+            if m.checkpoint is not None:
+                seed = TrainConfig.from_dict(dict(m.training)).seed
+                self._checkpoints[m.label] = load_suite_weights(
+                    m, i, self.source, self.splits, seed=seed
+                )
                 continue
             key = json.dumps([m.name, m.config], sort_keys=True, default=str)
             if key in built:
                 continue
-            try:
-                create_model(
-                    m.name,
-                    num_classes=self.splits.num_classes,
-                    input_shape=self.splits.input_shape,
-                    **dict(m.config),
-                )
-            except (EEBenchError, TypeError, ValueError) as err:
-                raise ConfigError(
-                    f"model '{m.name}' cannot be built with config {dict(m.config)} for input "
-                    f"{tuple(self.splits.input_shape)} and {self.splits.num_classes} classes: {err}",
-                    source=str(self.source),
-                    field=f"models[{i}].config",
-                ) from None
+            build_suite_model(m, i, self.source, self.splits)
             built.add(key)
 
     def _check_backends(self) -> None:
@@ -413,7 +390,10 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ train
     def _train(self, mspec: ModelSpec) -> ModelContext:
-        from eebench.training import CheckpointCache, TrainConfig, load_checkpoint
+        from eebench.models.registry import canonical_model_name
+        from eebench.suites.model_setup import load_suite_weights
+        from eebench.training import CheckpointCache, TrainConfig, train_model
+        from eebench.training.user_weights import WeightsInfo
 
         label = mspec.label
         self.log(f"model {label} ({mspec.name})")
@@ -422,30 +402,37 @@ class SuiteRunner:
         )
         t0 = time.perf_counter()
         self._current = f"train:{label}"
+        index = self.spec.models.index(mspec)
         if mspec.label in self._checkpoints:  # loaded (and checked) before the run began
             model, info = self._checkpoints.pop(mspec.label)
-        elif mspec.checkpoint:
-            model, info = load_checkpoint(
-                mspec.checkpoint,
-                model_name=mspec.name,
-                model_config=dict(mspec.config),
-                num_classes=self.splits.num_classes,
-                input_shape=self.splits.input_shape,
-                dataset_fingerprint=self.splits.fingerprint,
-            )
+        elif mspec.checkpoint is not None:
+            model, info = load_suite_weights(mspec, index, self.source, self.splits, tconf.seed)
         else:
             cache = CheckpointCache(self.options.cache_root / "checkpoints")
             model, info = cache.get_or_train(
-                mspec.name,
+                canonical_model_name(mspec.name, self.source.parent),
                 dict(mspec.config),
                 self.splits,
                 tconf,
                 progress=self.options.progress,
                 threads=self.spec.train_threads,
             )
+        if isinstance(info, WeightsInfo):  # a user's own weights: trained further unless 'none'
+            info = {"weights": info.to_dict()}
+            if tconf.scheme != "none":
+                result = train_model(
+                    model,
+                    self.splits,
+                    tconf,
+                    progress=self.options.progress,
+                    threads=self.spec.train_threads,
+                )
+                info["result"] = result.to_dict()
         model.eval()
         seconds = time.perf_counter() - t0
-        info_d = info.to_dict() if hasattr(info, "to_dict") else dict(vars(info))
+        if not isinstance(info, dict):
+            info = info.to_dict() if hasattr(info, "to_dict") else dict(vars(info))
+        info_d = info
 
         def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
             return {}, {"checkpoint": info_d, "seconds": seconds, "train_config": tconf.to_dict()}

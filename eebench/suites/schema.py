@@ -42,17 +42,69 @@ class DatasetSpec(_Strict):
     fallback: FallbackDatasetSpec | None = None
 
 
+class WeightsSpec(_Strict):
+    """A user's plain state_dict file: for the whole ``model`` or only its ``backbone`` (a model
+    built with ``eebench.attach_exits``). Relative paths are taken from the suite file's folder."""
+
+    model: str | None = None
+    backbone: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WeightsSpec:
+        if (self.model is None) == (self.backbone is None):
+            raise ValueError(
+                "give exactly one of 'model' (the whole model's state_dict) or 'backbone' (the "
+                "backbone's state_dict, for exits attached with eebench.attach_exits)"
+            )
+        return self
+
+    @property
+    def part(self) -> str:
+        return "model" if self.model is not None else "backbone"
+
+    @property
+    def path(self) -> str:
+        return str(self.model if self.model is not None else self.backbone)
+
+
 class ModelSpec(_Strict):
+    """One model of a suite. ``name`` is a registry name or a factory spec
+    (``package.module:function`` or ``path/to/file.py:function``, relative to the suite file).
+    ``checkpoint`` is an eebench checkpoint or a plain state_dict file (a path), or
+    ``{model: PATH}`` / ``{backbone: PATH}``; ``training: none`` uses its weights as they are,
+    ``training: heads`` trains only the early exits on the frozen backbone."""
+
     name: str
     id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     # passed to eebench.training.TrainConfig, which checks its keys (scheme, epochs, lr, ...)
     training: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str | None = None
+    checkpoint: str | WeightsSpec | None = None
 
     @property
     def label(self) -> str:
         return self.id or self.name
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _scheme_shorthand(cls, v: Any) -> Any:
+        """``training: none`` / ``training: heads`` are short for ``{scheme: none|heads}``."""
+        if isinstance(v, str):
+            if v not in ("none", "heads"):
+                raise ValueError(
+                    f"expected a mapping of training options, 'none' or 'heads', got '{v}'"
+                )
+            return {"scheme": v}
+        return v
+
+    @model_validator(mode="after")
+    def _none_needs_weights(self) -> ModelSpec:
+        if self.training.get("scheme") == "none" and self.checkpoint is None:
+            raise ValueError(
+                "training: none uses the weights of 'checkpoint', which is missing: give "
+                "checkpoint: PATH (or {model: PATH} / {backbone: PATH}), or train the model"
+            )
+        return self
 
 
 class Grid(_Strict):

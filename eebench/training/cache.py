@@ -72,7 +72,8 @@ class CheckpointCache:
             splits.fingerprint,
             train_config,
         )
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+        # a factory spec's absolute path can be long: its tail names the file well enough
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)[-80:]
         return self.root / f"{safe}-{key}.pt"
 
     def get(

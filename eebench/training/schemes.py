@@ -14,6 +14,9 @@ phase trains and which it freezes is the whole difference between schemes:
   in the second phase unless ``freeze_backbone`` is off.
 * ``cascade``: each member of a cascade on its own, optionally distilled from
   the largest member (``cascade_distill``).
+* ``heads``: only the early exits, distilled from the final output of the
+  backbone, which stays frozen (a pretrained network with exits attached).
+* ``none``: no training at all; the weights come from the model's checkpoint.
 
 Cascade members share no parameters, so only ``cascade`` applies to them, and
 ``cascade`` applies to nothing else.
@@ -274,3 +277,35 @@ class CascadeScheme(Scheme):
                     Phase(f"member{i}", config.epochs, member(i), member_loss(i, t), member(t))
                 )
         return phases
+
+
+@SCHEMES.register("heads")
+class HeadsScheme(Scheme):
+    summary = "early exits only, distilled from the frozen backbone's final output"
+
+    def phases(self, model: MultiExitModel, config: TrainConfig) -> list[Phase]:
+        last = model.num_exits - 1
+        students = [model.exits[i] for i in range(last)]
+        if not students:
+            return []
+        backbone = [mod for group in stage_groups(model) for mod in group]
+        return [
+            Phase(
+                "heads",
+                config.epochs,
+                students,
+                DistillScheme._frozen_loss(config, last),
+                [*backbone, model.exits[last]],
+            )
+        ]
+
+
+@SCHEMES.register("none")
+class NoTrainingScheme(Scheme):
+    summary = "no training: the weights come from the model's checkpoint (a pretrained network)"
+
+    def check(self, model: MultiExitModel) -> None:
+        """Applies to every family: nothing is trained."""
+
+    def phases(self, model: MultiExitModel, config: TrainConfig) -> list[Phase]:
+        return []
