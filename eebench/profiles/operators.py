@@ -200,8 +200,10 @@ def _part_operators(
 ) -> list[Operator]:
     seen = probe(root, inputs)
     modules = dict(model.named_modules())
+    root_modules = dict(root.named_modules())
     names = {id(m): n for n, m in modules.items()}
-    names.update({id(m): n for n, m in root.named_modules() if id(m) not in names})
+    names.update({id(m): n for n, m in root_modules.items() if id(m) not in names})
+    by_id = {id(m): m for m in root_modules.values()}
     b = batch_size
     out: list[Operator] = []
     for layer in (lc for lc in costs.layers if lc.part == part and lc.index == index):
@@ -209,7 +211,9 @@ def _part_operators(
             if layer.macs:  # MACs of functional products in a non-leaf forward
                 out.append(Operator(part, index, layer.module, "matmul", layer.macs * b, 0, 0, 0))
             continue
-        module = modules.get(layer.module) or dict(root.named_modules()).get(layer.module)
+        module = modules.get(layer.module)
+        if module is None:  # a module of the part's wrapper, named from the part's root
+            module = root_modules.get(layer.module)
         if module is None:
             raise KeyError(f"layer '{layer.module}' of {part} {index} is not a module of the model")
         op = module_op(module)
@@ -236,7 +240,7 @@ def _part_operators(
     out += [_function_operator(part, index, f, b) for f in seen.functions]
     out = [o for o in out if o is not None]
     for mod_id, n in seen.calls.items():
-        mod = next((m for m in root.modules() if id(m) == mod_id), None)
+        mod = by_id.get(mod_id)
         if mod is None or mod is root or mod is model or next(mod.children(), None) is None:
             continue
         out += [Operator(part, index, names.get(mod_id, "?"), "container", 0, 0, 0, 0)] * n
