@@ -78,14 +78,29 @@ def test_a_module_factory_builds(net_dir, monkeypatch):
         ("missing.py:build", {}, ["missing.py", "does not exist", "relative path"]),
         ("net.py:biuld", {}, ["no function 'biuld'", "did you mean 'build'", "plain"]),
         ("net.py:CONSTANT", {}, ["'CONSTANT'", "int, not a function"]),
-        ("net.py:plain", {}, ["torch.nn.modules.linear.Linear", "not an eebench MultiExitModel",
-                              "attach_exits"]),
-        ("net.py:broken", {}, ["raised KeyError: 'b'", "traceback from your code",
-                               'widths["b"]', "net.py", "end of your traceback"]),
+        (
+            "net.py:plain",
+            {},
+            ["torch.nn.modules.linear.Linear", "not an eebench MultiExitModel", "attach_exits"],
+        ),
+        (
+            "net.py:broken",
+            {},
+            [
+                "raised KeyError: 'b'",
+                "traceback from your code",
+                'widths["b"]',
+                "net.py",
+                "end of your traceback",
+            ],
+        ),
         ("net.py:build", {"widht": 3}, ["config key 'widht'", "did you mean 'width'"]),
         ("net.py:wrong_classes", {}, ["asked for 10 classes", "built a model for 11 classes"]),
-        ("no_such_pkg.models:build", {}, ["module 'no_such_pkg.models'", "not found",
-                                          "PYTHONPATH"]),
+        (
+            "no_such_pkg.models:build",
+            {},
+            ["module 'no_such_pkg.models'", "not found", "PYTHONPATH"],
+        ),
         ("net.py:", {}, ["not 'package.module:function'"]),
     ],
 )
@@ -104,7 +119,7 @@ def test_an_import_error_in_the_users_file_shows_their_line(tmp_path):
         resolve_model_spec("bad.py:build", {}, 10, (1, 8, 8), base_dir=tmp_path)
     msg = str(info.value)
     assert "importing model file" in msg and "ZeroDivisionError" in msg
-    assert "bad.py\", line 3" in msg and "x = 1 / 0" in msg
+    assert 'bad.py", line 3' in msg and "x = 1 / 0" in msg
     assert "eebench/models/user.py" not in msg  # eebench's own frames are left out
 
 
@@ -183,7 +198,9 @@ def test_entry_points_add_models_to_the_listing_and_the_registry(
     names = list_models()
     assert {"ep-net", "zoo-net"} <= set(names) and "ep-broken" not in names
     assert create_model("ep-net", num_classes=3, input_shape=(1, 8, 8)).num_exits == 2
-    assert create_model("zoo-net", num_classes=3, input_shape=(1, 8, 8)).backbone[0].out_channels == 2
+    assert (
+        create_model("zoo-net", num_classes=3, input_shape=(1, 8, 8)).backbone[0].out_channels == 2
+    )
     with pytest.raises(ModelSpecError, match="entry point 'ep-broken = no_such_module_xyz:build'"):
         create_model("ep-broken", num_classes=3, input_shape=(1, 8, 8))
     assert cli.main(["list", "models", "--input-shape", "1,8,8", "--filter", "*-net"]) == 0
