@@ -95,10 +95,10 @@ def report_content(runs: list[RunData]) -> ReportContent:
             "Validation: true early-exit runs",
             "Calibrated operating points run with true early exit: mean measured vs mean "
             "predicted latency per sample, each with its 95% interval, both timed by the clock "
-            "in the last column in the same per-sample loop. The prediction weights the "
+            "in the 'clock' column in the same per-sample loop. The prediction weights the "
             "measured stage, head (with its host copy) and decision times by the point's exit "
             "mix; 'measured / predicted' is the quotient of the two means as shown. Where a "
-            "point misses ±10%, the last columns name the part that dominates the gap.",
+            "point misses ±10%, the 'outside ±10%' column names the part that dominates the gap.",
             validation_table(runs),
         ),
         Section(
