@@ -114,8 +114,8 @@ def thresholds_for_exit_distributions(
     gets ``-inf``. The final exit's entry is ``-inf`` (it takes what is left).
 
     Each exit sorts its scores once for all ``Q`` targets; which samples are still present is a
-    ``(Q, N)`` mask, and the ``c``-th present sample in score order is found with one cumulative
-    count per target row, so there is no loop over targets or samples.
+    ``(Q, N)`` mask, and the ``c``-th present sample in score order of every target is found by
+    one cumulative count over the mask and one ``searchsorted``: no loop over targets or samples.
     """
     scores = np.asarray(scores, dtype=np.float64)
     n, num_exits = scores.shape
@@ -139,20 +139,22 @@ def thresholds_for_exit_distributions(
     thresholds = np.full((q, num_exits), -np.inf)
     present = np.ones((q, n), dtype=bool)
     rows = np.arange(q)
+    count_type = np.int32 if q * n < 2**31 else np.int64
     for i in range(num_exits - 1):
-        order = np.argsort(-scores[:, i], kind="stable")
+        # any order among tied scores gives the same threshold values: the faster unstable sort
+        order = np.argsort(-scores[:, i])
         ranked = scores[order, i]
-        # (Q, N): how many samples still present are at or above each position in score order
-        rank = np.cumsum(np.take(present, order, axis=1), axis=1, dtype=np.int32)
-        remaining = rank[:, -1] if n else np.zeros(q, dtype=np.int32)
+        # one running count over the (Q, N) presence rows laid end to end, in score order: it
+        # never decreases, so the take-th present sample of every row is one searchsorted
+        running = np.cumsum(np.take(present, order, axis=1), dtype=count_type).reshape(q, n)
+        ends = running[:, -1] if n else np.zeros(q, dtype=count_type)
+        before = np.concatenate([[0], ends[:-1]]).astype(np.int64)  # present in earlier rows
+        remaining = ends - before
         take = counts[:, i] if rounding == "msdnet" else wanted_by[:, i] - (n - remaining)
-        # the take-th present sample: the first position whose rank reaches take (argmax of a
-        # boolean row stops at its first True)
-        hit = rank >= take[:, None]
-        pos = hit.argmax(axis=1) if n else np.zeros(q, dtype=np.int64)
         found = (take >= 1) & (take <= remaining)
+        pos = np.searchsorted(running.ravel(), (before + take)[found], side="left")
         th = np.full(q, np.inf)
-        th[found] = ranked[pos[found]]
+        th[found] = ranked[pos - rows[found] * n]
         if rounding == "cumulative":
             th[(take >= remaining) & (take >= 1) & (remaining > 0)] = -np.inf
         thresholds[rows, i] = th
