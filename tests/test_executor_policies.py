@@ -118,6 +118,13 @@ POLICY_CASES = [
     PolicyCase("patience-1", "patience", patience=1.0),
     PolicyCase("patience-2", "patience", patience=2.0),
     PolicyCase("learned-gate", "learned-gate"),
+    # learned accuracy-cost policies: scores are grid values of theta, untied by construction
+    PolicyCase("bolukbasi-early-exit", "bolukbasi-early-exit"),
+    PolicyCase("epnet", "epnet", {"bins": 4}),
+    PolicyCase("routing-actor", "routing-actor"),
+    PolicyCase("routing-pragmatic-critic", "routing-pragmatic-critic"),
+    PolicyCase("routing-optimistic-critic", "routing-optimistic-critic"),
+    PolicyCase("guan-cascade", "guan-cascade"),
     PolicyCase("final-only", "final-only"),
     PolicyCase("oracle", "oracle", whole_batch_only=True),
 ]

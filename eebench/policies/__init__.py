@@ -12,6 +12,7 @@ from eebench.policies.base import (
     PolicyError,
 )
 from eebench.policies.baselines import AggregationPolicy, FinalOnlyPolicy, OraclePolicy
+from eebench.policies.bolukbasi import BolukbasiEarlyExitPolicy
 from eebench.policies.confidence import (
     CONFIDENCE,
     NonFiniteLogitsError,
@@ -24,6 +25,12 @@ from eebench.policies.confidence import (
     predictions,
     score_margin,
 )
+from eebench.policies.dynamic_routing import (
+    OptimisticCriticPolicy,
+    PragmaticCriticPolicy,
+    RoutingActorPolicy,
+)
+from eebench.policies.epnet import EPNetPolicy
 from eebench.policies.fallback import FALLBACKS, most_confident_predictions
 from eebench.policies.gate import (
     GATE_FEATURES,
@@ -32,6 +39,7 @@ from eebench.policies.gate import (
     cross_fitting_folds,
     gate_features,
 )
+from eebench.policies.guan import GuanCascadePolicy
 from eebench.policies.idk import (
     IDKCascadePolicy,
     idk_objective,
@@ -57,6 +65,7 @@ from eebench.policies.targets import (
     thresholds_for_exit_distributions,
 )
 from eebench.policies.threshold import ThresholdPolicy
+from eebench.policies.tradeoff import CrossFittedTradeoff, TradeoffPolicy
 
 __all__ = [
     "FALLBACKS",
@@ -70,6 +79,14 @@ __all__ = [
     "GATE_FEATURES",
     "POLICIES",
     "AggregationPolicy",
+    "BolukbasiEarlyExitPolicy",
+    "CrossFittedTradeoff",
+    "EPNetPolicy",
+    "GuanCascadePolicy",
+    "OptimisticCriticPolicy",
+    "PragmaticCriticPolicy",
+    "RoutingActorPolicy",
+    "TradeoffPolicy",
     "CrossFittedGate",
     "ExitDecider",
     "ExitView",

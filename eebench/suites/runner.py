@@ -796,9 +796,12 @@ class SuiteRunner:
                 policy = _make_policy(create_policy, pspec.name, measure, pspec.options)
                 if policy is None:
                     continue
+                _give_costs(policy, vectors)
                 # a learned policy scores val out of fold: its val sweep and every threshold
                 # chosen on val come from scores the fit did not see (test: the deployed gate)
                 policy = policy.fit(val).for_calibration(val)
+                if getattr(policy, "cost_source", None):
+                    self.log(f"  {policy.name}: its reward charges {policy.cost_source}")
                 _check_family(policy, ctx)
                 grid = np.asarray(pspec.threshold_values(), dtype=float)
                 if not policy.uses_thresholds:
@@ -861,6 +864,7 @@ class SuiteRunner:
         n = min(v.samples, test.num_samples)
         x = self.splits.test.x[:n]
         labels = test.labels[:n]
+        vectors = self._cost_vectors(ctx)[0]  # learned accuracy-cost policies refit with them
         for bs in v.batch_sizes:
             key = f"validate:{label}:{backend_name}:b{bs}"
 
@@ -886,6 +890,7 @@ class SuiteRunner:
                 )
                 for c in calibrated:
                     policy = _make_policy(create_policy, c["policy"], c["confidence"], c["options"])
+                    _give_costs(policy, vectors)
                     if c.get("gate") is not None:
                         policy = policy.fit(ctx.records["val"])
                     th = np.asarray(c["thresholds"], dtype=float)
@@ -1165,6 +1170,14 @@ def _make_policy(
     if "confidence" in params:
         kwargs.setdefault("confidence", measure)
     return create_policy(name, **kwargs)
+
+
+def _give_costs(policy: Any, vectors: list[Any]) -> None:
+    """Hand the run's cost vectors to a policy whose training charges a cost (the learned
+    accuracy-cost policies: ``use_costs``), before it is fitted."""
+    use_costs = getattr(policy, "use_costs", None)
+    if use_costs is not None:
+        use_costs(vectors)
 
 
 def _calibrations(
