@@ -1,0 +1,322 @@
+"""The learned accuracy-cost exit policies (Bolukbasi et al., EPNet, McGill & Perona's actor and
+critics, Guan et al.): what they learn, how their trade-off sweeps, that nothing is fitted on test,
+and that the map of the seed documents' methods names only things that exist.
+
+Records are seeded and synthetic, built so that the right decisions are known by hand: on the
+"separable" record exit 0 is right exactly on its confident samples and exits 1 and 2 are always
+right, so for every accuracy weight theta in (1/4, 1] the reward theta [correct] - (1 - theta) cost
+(cost 1/3, 2/3, 1 by exit depth) is maximised by leaving a confident sample at exit 0 and every
+other at exit 1.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eebench.evaluation import CostVector, exit_indices
+from eebench.policies import (
+    LogitsView,
+    NotFittedError,
+    PolicyError,
+    create_policy,
+    list_policies,
+)
+from eebench.policies.dynamic_routing import expected_reward_and_gradient
+from eebench.policies.epnet import solve_stopping_mdp
+from eebench.policies.tradeoff import CrossFittedTradeoff, TradeoffPolicy
+
+LEARNED = [
+    "bolukbasi-early-exit",
+    "epnet",
+    "routing-actor",
+    "routing-pragmatic-critic",
+    "routing-optimistic-critic",
+    "guan-cascade",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def graded_record(n: int, seed: int, exits: int = 4, classes: int = 10) -> LogitsView:
+    """Later exits are more often right; a sample's difficulty lowers every exit's margin."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    difficulty = rng.uniform(0.0, 1.0, n)
+    logits = rng.normal(0.0, 1.0, (n, exits, classes))
+    for i in range(exits):
+        logits[np.arange(n), i, y] += 3.0 * (i + 1) * (1.2 - difficulty)
+    return LogitsView(logits.astype(np.float32), y)
+
+
+def separable_record(n: int, seed: int, classes: int = 4) -> tuple[LogitsView, np.ndarray]:
+    """Exit 0 right exactly on its confident ("easy") samples; exits 1 and 2 always right.
+    Returns the record and the optimal exit of every sample (0 if easy, else 1)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    easy = rng.uniform(size=n) < 0.5
+    wrong = (y + 1 + rng.integers(0, classes - 1, n)) % classes
+    logits = rng.normal(0.0, 0.1, (n, 3, classes))
+    rows = np.arange(n)
+    logits[rows, 0, np.where(easy, y, wrong)] += np.where(easy, 4.0, 0.6)
+    logits[rows, 1, y] += 2.0
+    logits[rows, 2, y] += 3.0
+    return LogitsView(logits, y), np.where(easy, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def graded() -> tuple[LogitsView, LogitsView]:
+    return graded_record(300, seed=0), graded_record(300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(graded) -> dict[str, TradeoffPolicy]:
+    val, _ = graded
+    return {name: create_policy(name).fit(val) for name in LEARNED}
+
+
+# ----------------------------------------------------------------- a plain per-sample reference
+
+
+def softmax_row(logits: np.ndarray) -> list[float]:
+    values = [float(v) for v in logits]
+    top = max(values)
+    e = [math.exp(v - top) for v in values]
+    total = sum(e)
+    return [v / total for v in e]
+
+
+def features_row(policy: TradeoffPolicy, logits: np.ndarray) -> list[float]:
+    """The policy's features of one exit, computed by hand from the softmax."""
+    p = softmax_row(logits)
+    if policy.name == "guan-cascade":
+        return sorted(p, reverse=True)
+    ordered = sorted(p, reverse=True)
+    entropy = -sum(v * math.log(v) for v in p if v > 0)
+    conf = {
+        "max_softmax": ordered[0],
+        "score_margin": ordered[0] - ordered[1],
+        "entropy": min(max(1.0 - entropy / math.log(len(p)), 0.0), 1.0),
+    }
+    return [conf[f] for f in policy.features]
+
+
+def reference_leaves(policy: TradeoffPolicy, exit_index: int, x: list[float]) -> list[bool]:
+    """Whether each grid policy leaves, from the fitted parameters, one rule at a time."""
+    state = policy._state
+    if policy.name == "epnet":
+        edges = state["edges"][exit_index]
+        state_index = sum(1 for edge in edges if edge <= x[0])
+        return [bool(v) for v in state["decisions"][exit_index][state_index]]
+    out = []
+    for k in range(policy.thetas.shape[0]):
+        z = float(state["intercept"][exit_index, k])
+        for f, value in enumerate(x):
+            mu = float(state["mean"][exit_index, f])
+            s = float(state["scale"][exit_index, f])
+            z += float(state["coef"][exit_index, k, f]) * ((value - mu) / s)
+        out.append(z >= 0.0)
+    return out
+
+
+def reference_exit(policy: TradeoffPolicy, logits: np.ndarray, theta: float) -> int:
+    """Leave at the first exit where some policy trained with accuracy weight >= theta leaves."""
+    exits = logits.shape[0]
+    for i in range(exits - 1):
+        leaves = reference_leaves(policy, i, features_row(policy, logits[i]))
+        score = max([t for t, leave in zip(policy.thetas, leaves, strict=True) if leave] + [0.0])
+        if score >= theta:
+            return i
+    return exits - 1
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_vectorised_exits_equal_a_per_sample_reference(name, fitted, graded):
+    policy = fitted[name]
+    _, test = graded
+    thetas = [0.0, 0.3, 0.6, 0.9, 0.97, 0.995, 1.0, np.inf]
+    got = exit_indices(policy.scores(test), np.array(thetas))
+    for t, theta in enumerate(thetas):
+        want = [reference_exit(policy, test.logits[n], theta) for n in range(test.logits.shape[0])]
+        assert got[t].tolist() == want, f"{name} at theta={theta}"
+    assert len(set(got[3].tolist())) > 1, "theta=0.9 should send samples to 2+ exits"
+
+
+# ----------------------------------------------------------------- the paper's rule, learned
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_learns_to_leave_exactly_where_the_reward_says(name):
+    """A confident (right) exit 0 leaves there, the rest at exit 1. Checked at theta 0.5 and 0.75:
+    nearer 1 a wrong "go on" for a confident sample costs almost nothing in the reward (it only
+    wastes (1 - theta) / 3), so a regularised or linear learner may rightly stop caring about it."""
+    val, _ = separable_record(400, seed=3)
+    test, optimal = separable_record(400, seed=4)
+    policy = create_policy(name).fit(val)
+    for theta in (0.5, 0.75):
+        got = exit_indices(policy.scores(test), np.array([theta]))[0]
+        agree = float((got == optimal).mean())
+        assert agree >= 0.97, f"{name} at theta={theta}: {agree:.3f} of samples leave optimally"
+    assert (exit_indices(policy.scores(test), np.array([0.0]))[0] == 0).all()
+
+
+def test_epnet_backward_induction_equals_a_plain_loop():
+    """The MDP solution against the Bellman recursion written out state by state."""
+    rng = np.random.default_rng(7)
+    sizes = [3, 4, 2, 3]
+    accuracy = [rng.uniform(size=s) for s in sizes]
+    transitions = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        t = rng.uniform(size=(a, b))
+        transitions.append(t / t.sum(axis=1, keepdims=True))
+    cost = np.array([0.2, 0.45, 0.7, 1.0])
+    for theta in (0.3, 0.8, 0.97):
+        got = solve_stopping_mdp(accuracy, transitions, cost, theta)
+        value = [theta * a - (1 - theta) * cost[3] for a in accuracy[3]]
+        for i in (2, 1, 0):
+            new_value = []
+            for s in range(sizes[i]):
+                now = theta * accuracy[i][s] - (1 - theta) * cost[i]
+                later = sum(transitions[i][s][t] * value[t] for t in range(sizes[i + 1]))
+                assert bool(got[i][s]) == (now >= later), (theta, i, s)
+                new_value.append(max(now, later))
+            value = new_value
+
+
+def test_actor_gradient_equals_finite_differences():
+    rng = np.random.default_rng(2)
+    r = rng.normal(size=(5, 4))
+    z = rng.normal(size=(5, 3))
+    value, grad = expected_reward_and_gradient(z, r)
+    p = 1 / (1 + np.exp(-z))
+    # the expected reward written as a sum over the exits a sample may leave from
+    reach = np.cumprod(np.concatenate([np.ones((5, 1)), 1 - p], axis=1), axis=1)
+    leave = reach * np.concatenate([p, np.ones((5, 1))], axis=1)
+    np.testing.assert_allclose(value, (leave * r).sum(axis=1), rtol=1e-12)
+    h = 1e-6
+    for i in range(3):
+        dz = np.zeros_like(z)
+        dz[:, i] = h
+        numeric = (
+            expected_reward_and_gradient(z + dz, r)[0] - expected_reward_and_gradient(z - dz, r)[0]
+        ) / (2 * h)
+        np.testing.assert_allclose(grad[:, i], numeric, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------- the trade-off sweeps
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_more_weight_on_cost_never_costs_more(name, fitted, graded):
+    policy = fitted[name]
+    _, test = graded
+    cost = np.array([1.0, 2.5, 4.5, 7.0])
+    thetas = np.concatenate([np.linspace(0.0, 1.0, 41), policy.thetas, [np.inf]])
+    thetas = np.sort(thetas)
+    exits = exit_indices(policy.scores(test), thetas)
+    expected = cost[exits].mean(axis=1)
+    assert np.all(np.diff(expected) >= 0), f"{name}: expected cost not monotone in theta"
+    assert expected[0] == cost[0] and expected[-1] == cost[-1]
+    assert len(np.unique(expected)) >= 3, f"{name}: the sweep should span several points"
+
+
+def test_the_cost_vector_steers_the_policy(graded):
+    """Cheaper late exits (a flat cost vector) make the same theta leave later."""
+    val, test = graded
+    steep = CostVector(np.array([1.0, 2.0, 3.0, 4.0]), unit="MACs", source="analytic")
+    flat = CostVector(np.array([1.0, 1.01, 1.02, 1.03]), unit="MACs", source="analytic")
+    mean_exit = {}
+    for label, vector in (("steep", steep), ("flat", flat)):
+        policy = create_policy("routing-optimistic-critic").use_costs([vector]).fit(val)
+        assert policy.cost_source.startswith("macs (analytic)")
+        mean_exit[label] = exit_indices(policy.scores(test), np.array([0.9]))[0].mean()
+    assert mean_exit["flat"] > mean_exit["steep"]
+
+
+def test_guan_charges_the_runs_energy_and_says_when_it_cannot():
+    macs = CostVector(np.array([1.0, 2.0, 3.0]), unit="MACs", source="analytic")
+    energy = CostVector(
+        np.array([0.5, 2.0, 2.5]), unit="mJ", source="measured:torch-cpu", name="energy_0"
+    )
+    policy = create_policy("guan-cascade").use_costs([macs, energy])
+    assert policy.cost_source == "energy_0 (measured:torch-cpu)"
+    np.testing.assert_allclose(policy._normalised_cost(3), [0.2, 0.8, 1.0])
+    fallback = create_policy("guan-cascade").use_costs([macs])
+    assert fallback.cost_source == "macs (analytic); no 'energy' cost in this run"
+    with pytest.raises(PolicyError, match="no cost vector named 'latency'"):
+        create_policy("epnet", cost="latency").use_costs([energy])
+
+
+# ----------------------------------------------------------------- nothing fitted on test
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_shuffled_test_labels_change_nothing(name, fitted, graded):
+    val, test = graded
+    policy = fitted[name]
+    shuffled = LogitsView(test.logits, np.random.default_rng(5).permutation(test.labels))
+    np.testing.assert_array_equal(policy.scores(test), policy.scores(shuffled))
+    refit = create_policy(name).fit(val)
+    np.testing.assert_array_equal(refit.scores(shuffled), policy.scores(test))
+    # the calibration view scores test with the deployed policy too
+    view = policy.for_calibration(val)
+    assert isinstance(view, CrossFittedTradeoff)
+    np.testing.assert_array_equal(view.scores(shuffled), policy.scores(test))
+
+
+@pytest.mark.parametrize("name", ["bolukbasi-early-exit", "epnet", "routing-pragmatic-critic"])
+def test_val_is_scored_out_of_fold(name, graded):
+    """Each val row's calibration score comes from a policy fitted without that row's fold."""
+    from eebench.policies.gate import cross_fitting_folds
+
+    val, _ = graded
+    policy = create_policy(name, folds=3, seed=1).fit(val)
+    oof = policy.for_calibration(val).scores(val)
+    fold = cross_fitting_folds(val.logits.shape[0], 3, 1)
+    for f in range(3):
+        held = fold == f
+        others = LogitsView(val.logits[~held], val.labels[~held])
+        part = create_policy(name, folds=3, seed=1).fit(others)
+        np.testing.assert_array_equal(
+            oof[held], part.scores(LogitsView(val.logits[held], val.labels[held]))
+        )
+    assert not np.array_equal(oof, policy.scores(val)), "in-sample and out-of-fold coincide"
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def test_bad_options_and_unfitted_use_are_refused(graded):
+    val, _ = graded
+    with pytest.raises(PolicyError, match="cost_weights must be >= 0"):
+        create_policy("bolukbasi-early-exit", cost_weights=[0.1, -1.0])
+    with pytest.raises(PolicyError, match="folds .* must be an integer >= 2"):
+        create_policy("routing-actor", folds=1)
+    with pytest.raises(PolicyError, match="bins must be an integer >= 1"):
+        create_policy("epnet", bins=0)
+    with pytest.raises(NotFittedError, match="call policy.fit"):
+        create_policy("guan-cascade").scores(val)
+    policy = create_policy("epnet").fit(val)
+    with pytest.raises(PolicyError, match="fitted for 4 exits"):
+        policy.scores(graded_record(10, seed=0, exits=3))
+    with pytest.raises(PolicyError, match="has no labels"):
+        create_policy("epnet").fit(LogitsView(val.logits))
+
+
+# ----------------------------------------------------------------- the map of the seeds
+
+
+def test_every_registry_name_in_the_methods_map_exists():
+    from eebench.models import list_models
+
+    text = (ROOT / "docs" / "methods.md").read_text()
+    names = re.findall(r"`(model|policy):([a-z0-9][a-z0-9_.-]*)`", text)
+    assert len(names) >= 10, "the map should name the registry entries it points at"
+    known = {"model": set(list_models()), "policy": set(list_policies())}
+    missing = sorted(f"{kind}:{name}" for kind, name in names if name not in known[kind])
+    assert not missing, f"docs/methods.md names registry entries that do not exist: {missing}"
+    for name in LEARNED:
+        assert f"`policy:{name}`" in text, f"the map does not point at policy '{name}'"
