@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -51,20 +50,25 @@ def _loadavg() -> list[float]:
 def _run(suite: Path, out: Path, cache: Path, run_id: str, inject: str | None) -> dict[str, Any]:
     """One ``eebench run`` in a fresh process; returns its folder, duration and the load before."""
     folder = out / "compare-acceptance" / run_id
+    loads_file = out / "loads.json"
+    loads = json.loads(loads_file.read_text()) if loads_file.exists() else {}
     if folder.exists():
-        return {"run": str(folder), "reused": True}
+        return {"run": str(folder), "reused": True, "load_before": loads.get(run_id)}
     env = dict(os.environ)
     env.pop("EEBENCH_INJECT_DELAY", None)
     if inject:
         env["EEBENCH_INJECT_DELAY"] = inject
-    exe = shutil.which("eebench") or "eebench"
-    cmd = [exe, "run", str(suite), "--out", str(out), "--cache", str(cache), "--run-id", run_id]
+    # the eebench that this interpreter imports (a checkout on PYTHONPATH included)
+    cmd = [sys.executable, "-c", "import sys; from eebench.cli import main; sys.exit(main())"]
+    cmd += ["run", str(suite), "--out", str(out), "--cache", str(cache), "--run-id", run_id]
     cmd += ["--no-report", "--no-progress"]
     load = _loadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    loads[run_id] = load
+    loads_file.write_text(json.dumps(loads, indent=1))
     return {"run": str(folder), "seconds": time.perf_counter() - t0, "load_before": load}
 
 
