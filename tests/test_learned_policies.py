@@ -295,6 +295,8 @@ def test_bad_options_and_unfitted_use_are_refused(graded):
         create_policy("bolukbasi-early-exit", cost_weights=[0.1, -1.0])
     with pytest.raises(PolicyError, match="folds .* must be an integer >= 2"):
         create_policy("routing-actor", folds=1)
+    with pytest.raises(PolicyError, match="cost must name a run's cost vector.*'enrgy'"):
+        create_policy("guan-cascade", cost="enrgy")
     with pytest.raises(PolicyError, match="bins must be an integer >= 1"):
         create_policy("epnet", bins=0)
     with pytest.raises(NotFittedError, match="call policy.fit"):

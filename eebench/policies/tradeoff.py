@@ -35,6 +35,7 @@ and computes exactly the float64 arithmetic of the vectorised scores.
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +149,11 @@ class TradeoffPolicy(Policy):
     ) -> None:
         name = self.name or type(self).__name__
         self.cost = self.default_cost if cost is None else str(cost)
+        if not re.fullmatch(r"(macs|energy|latency)(_\d+)?", self.cost):
+            raise PolicyError(
+                f"{name}: cost must name a run's cost vector: 'macs', 'energy' or 'latency' (the "
+                f"first of that kind) or an exact name such as 'energy_0', got {cost!r}"
+            )
         lam = DEFAULT_COST_WEIGHTS if cost_weights is None else tuple(cost_weights)
         try:
             lam_arr = np.asarray(lam, dtype=np.float64)
