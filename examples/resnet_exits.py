@@ -79,9 +79,10 @@ def build(
     input_shape: Sequence[int],
     width: int = 8,
     blocks: Sequence[int] = (2, 2, 2, 2),
-    exits: Sequence[str] = ("layer1", "layer2", "layer3.0"),
+    exits: Sequence[str] = ("layer2", "layer3.0"),
 ) -> eebench.MultiExitModel:
-    """The example's early-exit ResNet: exits after layer1, layer2 and the first block of layer3."""
+    """The example's early-exit ResNet-18 layout: exits after layer2 and after the first block
+    of layer3 (pool + linear heads); the backbone's own fc is the final exit."""
     backbone = ResNet(num_classes, in_channels=input_shape[0], width=width, blocks=blocks)
     return eebench.attach_exits(
         backbone, list(exits), num_classes=num_classes, input_shape=input_shape

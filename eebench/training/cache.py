@@ -47,8 +47,20 @@ def cache_key(
         "dataset_fingerprint": dataset_fingerprint,
         "train_config": train_config.to_dict(),
     }
+    source = _factory_file_digest(model_name)
+    if source is not None:  # a user's model file: an edit to it must not reuse old weights
+        identity["model"]["source_sha256"] = source
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _factory_file_digest(model_name: str) -> str | None:
+    """SHA-256 of the file a ``/path/file.py:function`` model name points at (None otherwise)."""
+    target, sep, _ = model_name.rpartition(":")
+    if not sep or not target.endswith(".py"):
+        return None
+    path = Path(target)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 class CheckpointCache:

@@ -217,3 +217,21 @@ def test_check_names_accepts_a_factory_spec_and_entry_point_models(net_dir):
     bad = parse_suite({"name": "s", "models": [{"name": "msdnett"}]}, "s.yaml")
     with pytest.raises(ConfigError, match="did you mean 'msdnet'"):
         check_names(bad, "s.yaml")
+
+
+def test_the_training_cache_key_follows_the_model_files_content(tmp_path):
+    from eebench.models.user import canonical_model_name
+    from eebench.training import TrainConfig, cache_key
+
+    (tmp_path / "n.py").write_text(NET)
+    name = canonical_model_name("n.py:build", tmp_path)
+
+    def key() -> str:
+        return cache_key(name, {}, 10, (1, 8, 8), "fingerprint", TrainConfig())
+
+    first = key()
+    (tmp_path / "n.py").write_text(NET.replace("width=4", "width=5"))
+    assert key() != first  # an edited model file is trained again, not served from the cache
+    (tmp_path / "n.py").write_text(NET)
+    assert key() == first
+    assert cache_key("msdnet", {}, 10, (1, 8, 8), "fingerprint", TrainConfig()) != first
