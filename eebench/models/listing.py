@@ -33,24 +33,34 @@ def models_table(
     A model that cannot run on the input shape gets a row saying why instead
     of disappearing.
     """
+    import fnmatch
+
     from eebench.costs import analyze_costs
+    from eebench.models.entry_points import FAILED
+    from eebench.models.registry import MODELS
+
+    def unusable(name: str, note: str) -> dict[str, str]:
+        return {
+            "model": name,
+            "family": "-",
+            "exits": "-",
+            "params": "-",
+            CUM_MACS_COLUMN: "-",
+            FINAL_MACS_COLUMN: "-",
+            "note": note,
+        }
 
     rows = []
     for name in list_models(filter):
         try:
             model = create_model(name, num_classes=num_classes, input_shape=input_shape)
         except InputShapeError as err:
-            rows.append(
-                {
-                    "model": name,
-                    "family": "-",
-                    "exits": "-",
-                    "params": "-",
-                    CUM_MACS_COLUMN: "-",
-                    FINAL_MACS_COLUMN: "-",
-                    "note": f"not runnable: {err}",
-                }
-            )
+            rows.append(unusable(name, f"not runnable: {err}"))
+            continue
+        except Exception as err:  # an installed package's model: say why instead of failing
+            if str(getattr(MODELS.get(name), "__module__", "")).startswith("eebench."):
+                raise
+            rows.append(unusable(name, f"cannot be built: {str(err).splitlines()[0]}"))
             continue
         costs = analyze_costs(model)
         final_only = costs.plain_macs
@@ -65,6 +75,9 @@ def models_table(
                 "note": "",
             }
         )
+    for name, err in sorted(FAILED.items()):  # entry points that did not load
+        if not filter or fnmatch.fnmatch(name, filter):
+            rows.append(unusable(name, f"not loaded: {err.message}"))
     table = pd.DataFrame(rows)
     table.attrs["note"] = TABLE_NOTE
     return table

@@ -206,6 +206,9 @@ def test_entry_points_add_models_to_the_listing_and_the_registry(
     assert cli.main(["list", "models", "--input-shape", "1,8,8", "--filter", "*-net"]) == 0
     out = capsys.readouterr().out
     assert "ep-net" in out and "zoo-net" in out
+    assert cli.main(["list", "models", "--input-shape", "1,8,8", "--filter", "ep-*"]) == 0
+    broken = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ep-broken")]
+    assert len(broken) == 1 and "not loaded: entry point 'ep-broken" in broken[0]
 
 
 def test_check_names_accepts_a_factory_spec_and_entry_point_models(net_dir):
