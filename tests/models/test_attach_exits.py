@@ -253,3 +253,20 @@ def test_backbone_weights_load_into_the_split_model():
         torch.testing.assert_close(
             model.eval().forward_all(x)[-1], trained.eval()(x), rtol=0, atol=0
         )
+
+
+@torch.no_grad()
+def test_torchvision_resnet18_when_the_vision_extra_is_installed():
+    models = pytest.importorskip(
+        "torchvision.models", reason="torchvision is the optional 'vision' extra"
+    )
+    backbone = models.resnet18(weights=None, num_classes=10).eval()  # no download
+    model = attach_exits(
+        backbone, ["layer1", "layer2.1", "layer3"], num_classes=10, input_shape=(3, 32, 32)
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    want, feats = captured(backbone, ["layer1", "layer2.1", "layer3"], x)
+    outs = model.forward_all(x)
+    torch.testing.assert_close(outs[-1], want, rtol=0, atol=0)
+    torch.testing.assert_close(outs[1], model.exits[1].head(feats["layer2.1"]), rtol=0, atol=0)
+    stages_equal_forward_all(model)
