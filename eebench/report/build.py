@@ -18,6 +18,7 @@ from eebench.report.estimates import estimates_intro, estimates_table
 from eebench.report.figures import draw_figures
 from eebench.report.latency import latency_table
 from eebench.report.render import RenderedFigure, ReportContent, Section, to_html, to_markdown
+from eebench.report.serving import max_qps_display
 from eebench.report.tables import (
     environment_table,
     operating_points_table,
@@ -121,6 +122,14 @@ def report_content(runs: list[RunData]) -> ReportContent:
             "Estimated from hardware profiles",
             estimates_intro(runs),
             estimates_table(runs),
+        ),
+        Section(
+            "Early exit under load: max QPS within the latency bound",
+            "MLCommons LoadGen Server search per batching strategy and deployment mode: the "
+            "largest probed QPS that LoadGen judged VALID (percentile within the bound, enough "
+            "queries for its early-stopping rule), beside the plain network's (no exits, same "
+            "batches). 'upper end': the search's highest rate held, the maximum may be higher.",
+            max_qps_display(runs),
         ),
         Section(
             "Skipped on this machine",

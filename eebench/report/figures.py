@@ -821,6 +821,12 @@ def _series_colors(data: pd.DataFrame, pal: Palette) -> dict[str, tuple]:
     return out
 
 
+def _serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
+    from eebench.report.serving import serving_curves  # it imports this module
+
+    return serving_curves(runs, pal)
+
+
 FigureFn = Callable[[list[RunData], Palette], ReportFigure]
 
 # the report's figures, in page order
@@ -835,6 +841,12 @@ FIGURES: tuple[tuple[str, FigureFn], ...] = (
     ("backend_comparison", backend_comparison),
 )
 
+# figures of optional suite sections: (name, the table that holds the section, function); drawn
+# only for runs that have the section, so a suite without it is not told a figure is missing
+OPTIONAL_FIGURES: tuple[tuple[str, str, FigureFn], ...] = (
+    ("serving_p99_vs_qps", "serving", _serving_curves),
+)
+
 
 def draw_figures(runs: list[RunData]) -> tuple[list[ReportFigure], dict[str, str]]:
     """Every figure the runs can show, and for the others the reason they are left out."""
@@ -844,6 +856,13 @@ def draw_figures(runs: list[RunData]) -> tuple[list[ReportFigure], dict[str, str
     drawn, missing = [], {}
     with mpl.rc_context(_rc()):
         for name, fn in FIGURES:
+            try:
+                drawn.append(fn(runs, pal))
+            except NotDrawable as why:
+                missing[name] = str(why)
+        for name, table, fn in OPTIONAL_FIGURES:
+            if combined(runs, table).empty:
+                continue
             try:
                 drawn.append(fn(runs, pal))
             except NotDrawable as why:

@@ -100,6 +100,26 @@ TABLES: dict[str, TableSpec] = {
             "calibration names the target that chose the point on val ('sweep' for plain grid points).",
         ),
         TableSpec(
+            "serving",
+            (
+                "model",
+                "backend",
+                "scenario",
+                "strategy",
+                "mode",
+                "target_qps",
+                "achieved_qps",
+                "latency_p99_ms",
+                "loadgen_valid",
+                "accuracy",
+                "answers_equal_record",
+            ),
+            "Early exit under load: one row per MLCommons LoadGen test (scenario, batching "
+            "strategy, deployment mode, target and achieved QPS, p50/p90/p99 latency with "
+            "LoadGen's validity verdict, accuracy of the answers served and whether they equal "
+            "the exit record's decisions); Server search probes carry max_qps_within_bound.",
+        ),
+        TableSpec(
             "validation",
             (
                 "model",

@@ -359,6 +359,10 @@ class SuiteRunner:
                 for backend in self.spec.backends:
                     if not backend.startswith(SIMULATED_PREFIX):
                         self._validate(ctx, backend)
+            if self.spec.serving is not None and self.spec.serving.enabled:
+                for backend in self.spec.serving.backends or self.spec.backends:
+                    if not backend.startswith(SIMULATED_PREFIX):
+                        self._serve(ctx, backend)
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -979,6 +983,187 @@ class SuiteRunner:
                 return {"validation": pd.DataFrame(rows)}, {}
 
             self._step(key, step)
+
+    # ------------------------------------------------------------------ serve
+    def _serve(self, ctx: ModelContext, backend_name: str) -> None:
+        """Early exit under load (:mod:`eebench.serving`): the suite's operating point served by
+        each batching strategy and the plain network, as MLCommons LoadGen's System Under Test,
+        in each scenario; LoadGen's logs are kept under ``serving/`` in the bundle."""
+        from eebench.backends import get_backend
+        from eebench.errors import BackendUnavailable
+        from eebench.policies import create_policy
+        from eebench.serving import (
+            LoadgenUnavailable,
+            ScenarioSettings,
+            ServingSession,
+            StrategyConfig,
+            find_max_qps,
+            offline_decisions,
+            require_loadgen,
+        )
+        from eebench.serving.table import serving_row
+
+        assert self.writer is not None
+        sv = self.spec.serving
+        assert sv is not None
+        label = ctx.spec.label
+        backend = get_backend(backend_name)
+        ok, reason = backend.available()
+        try:
+            require_loadgen()
+        except LoadgenUnavailable as err:
+            ok, reason = False, str(err)
+        if not ok:
+            self._skip(f"serve:{label}:{backend_name}", label, "serve", backend_name, reason)
+            return
+        chosen = [
+            c
+            for c in ctx.parts.get("_calibrated", [])
+            if c["policy"] == sv.policy
+            and c["confidence"] == sv.confidence
+            and (sv.calibration is None or c["calibration"] == sv.calibration)
+        ]
+        if not chosen:
+            why = (
+                f"no calibrated operating point of policy '{sv.policy}' / '{sv.confidence}'"
+                + (f" named '{sv.calibration}'" if sv.calibration else "")
+                + "; add it to the suite's policies or change serving.policy/calibration"
+            )
+            self._skip(f"serve:{label}:{backend_name}", label, "serve", backend_name, why)
+            return
+        c = chosen[0]
+        policy = _make_policy(create_policy, c["policy"], c["confidence"], c["options"])
+        if c.get("gate") is not None:
+            policy = policy.fit(ctx.records["val"])
+        th = np.asarray(c["thresholds"], dtype=float)
+        test = ctx.records["test"]
+        n = min(sv.samples, test.num_samples)
+        rec = test.subset(slice(0, n))
+        x = np.asarray(self.splits.test.x[:n], dtype=np.float32)
+        expected = {
+            "ee": offline_decisions(policy, rec, th),
+            "plain": offline_decisions(None, rec, None),
+        }
+        plain_stages = ctx.cost_table.plain.stages
+        log_root = self.writer.path
+        base = dict(
+            latency_bound_ms=sv.latency_bound_ms or 10.0,
+            percentile=sv.percentile,
+            min_duration_s=sv.min_duration_s,
+            max_duration_s=sv.max_duration_s,
+            min_query_count=sv.min_query_count,
+            offline_expected_qps=sv.offline_expected_qps,
+            single_stream_expected_latency_ms=sv.single_stream_expected_latency_ms,
+        )
+
+        def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+            opts = (
+                {"cache_dir": self.options.cache_root / "onnx"}
+                if backend_name == "onnxruntime"
+                else {}
+            )
+            try:
+                prepared = backend.prepare(
+                    ctx.model, batch_size=sv.batch_size, threads=sv.threads, **opts
+                )
+            except BackendUnavailable as err:
+                row = {"model": label, "step": "serve", "target": backend_name, "reason": str(err)}
+                return {"skipped": pd.DataFrame([row])}, {"skipped": str(err)}
+            identity = {
+                "model": label,
+                "family": ctx.family,
+                "backend": backend_name,
+                "threads": sv.threads,
+                "policy": c["policy"],
+                "confidence": c["confidence"],
+                "calibration": c["calibration"],
+                "thresholds": "(" + ", ".join(f"{t:.6g}" for t in th) + ")",
+                "source": f"measured:{backend_name}",
+            }
+            rows: list[dict[str, Any]] = []
+
+            def one(
+                session: Any, settings: Any, folder: Path, want: Any, search: bool = False
+            ) -> dict[str, Any]:
+                run = session.run(settings, folder)
+                row = serving_row(
+                    run,
+                    settings,
+                    want,
+                    rec.labels,
+                    mode=mode,
+                    log_root=log_root,
+                    search=search,
+                    **identity,
+                )
+                if not row["answers_equal_record"]:
+                    self.log(
+                        f"  served answers differ from the exit record: {run.strategy.name} "
+                        f"{settings.scenario} exits {row['exit_agreement']:.4f}, "
+                        f"classes {row['answer_agreement']:.4f}"
+                    )
+                rows.append(row)
+                return row
+
+            for mode in sv.modes:
+                for strategy in sv.strategies:
+                    session = ServingSession(
+                        prepared,
+                        StrategyConfig(strategy, sv.batch_size, sv.timeout_ms / 1e3),
+                        x,
+                        lambda: policy.decider(th, num_exits=test.num_exits),
+                        plain_stages,
+                    )
+                    want = expected["plain" if strategy == "plain" else "ee"]
+                    logs = (
+                        log_root
+                        / "serving"
+                        / safe_name(label)
+                        / safe_name(backend_name)
+                        / f"{strategy}-{mode}"
+                    )
+                    offline_qps = float("inf")  # no Server rate above what Offline sustains
+                    for scenario in sv.scenarios:
+                        if scenario != "Server":
+                            row = one(
+                                session, ScenarioSettings(scenario, **base), logs / scenario, want
+                            )
+                            if scenario == "Offline" and row["achieved_qps"] > 0:
+                                offline_qps = float(row["achieved_qps"])
+                            continue
+                        for q in sv.target_qps:
+                            settings = ScenarioSettings("Server", target_qps=q, **base)
+                            one(session, settings, logs / f"Server-{q:g}qps", want)
+                        if sv.search is None:
+                            continue
+                        # an arrival rate above the Offline throughput cannot hold any bound:
+                        # capping the search there spares runs that only pile up a queue
+                        hi = max(sv.search.lo_qps, min(sv.search.hi_qps, 1.25 * offline_qps))
+                        found = find_max_qps(
+                            lambda q, s=session, w=want, f=logs: one(
+                                s,
+                                ScenarioSettings("Server", target_qps=q, **base),
+                                f / f"search-{q:.6g}qps",
+                                w,
+                                True,
+                            ),
+                            lambda row: bool(row["loadgen_valid"]),
+                            sv.search.lo_qps,
+                            hi,
+                            sv.search.steps,
+                        )
+                        for _, row in found.probes:
+                            row["search_hi_qps"] = hi
+                            row["max_qps_within_bound"] = found.max_qps
+                            row["max_qps_at_upper_end"] = found.at_upper_end
+                        self.log(
+                            f"  {backend_name} {strategy}/{mode}: max QPS with "
+                            f"p{sv.percentile * 100:g} <= {sv.latency_bound_ms:g} ms: "
+                            f"{found.max_qps:.1f}"
+                        )
+            return {"serving": pd.DataFrame(rows)}, {}
+
+        self._step(f"serve:{label}:{backend_name}", step)
 
     def _energy_validator(
         self, ctx: ModelContext, prepared: Any, backend_name: str, bs: int, x: Any

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -275,6 +275,100 @@ class ValidationSpec(_Strict):
     clock: Literal["wall", "thread-cpu"] = "wall"
 
 
+SERVING_SCENARIOS = ("SingleStream", "Server", "Offline")
+SERVING_STRATEGIES = ("per-sample", "batch-shrinking", "wait-for-slowest", "regroup", "plain")
+"""Kept equal to :data:`eebench.serving.strategies.STRATEGIES` (a test holds them together;
+the schema does not import the serving package, which imports torch)."""
+SERVING_MODES = ("per-stage",)
+"""Deployment modes the serving step can run: one call per stage and exit head."""
+
+
+class ServingSearchSpec(_Strict):
+    """The Server-scenario search for the largest QPS that holds ``latency_bound_ms``: probe
+    ``lo_qps``, then ``hi_qps``, then ``steps`` geometric bisections."""
+
+    lo_qps: float = Field(gt=0)
+    hi_qps: float = Field(gt=0)
+    steps: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServingSearchSpec:
+        if self.lo_qps > self.hi_qps:
+            raise ValueError(f"lo_qps ({self.lo_qps}) is above hi_qps ({self.hi_qps}); swap them")
+        return self
+
+
+class ServingSpec(_Strict):
+    """Early exit under load (MLCommons LoadGen): scenarios, strategies and their load.
+
+    The operating point served is the first calibrated point of ``policy`` / ``confidence``
+    (``calibration`` picks one by name). Server runs at each ``target_qps`` and, with
+    ``search``, looks for the largest QPS whose ``percentile`` latency stays within
+    ``latency_bound_ms``. ``samples`` test samples form the Query Sample Library.
+    """
+
+    enabled: bool = True
+    scenarios: list[Literal["SingleStream", "Server", "Offline"]] = Field(
+        default_factory=lambda: ["Server"]
+    )
+    strategies: list[str] = Field(default_factory=lambda: list(SERVING_STRATEGIES))
+    modes: list[str] = Field(default_factory=lambda: ["per-stage"])
+    backends: list[str] | None = None
+    target_qps: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
+    search: ServingSearchSpec | None = None
+    latency_bound_ms: float | None = Field(None, gt=0)
+    percentile: float = Field(0.99, gt=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    timeout_ms: float = Field(1.0, ge=0)
+    min_duration_s: float = Field(1.0, gt=0)
+    max_duration_s: float = Field(10.0, gt=0)
+    min_query_count: int = Field(100, ge=1)
+    offline_expected_qps: float = Field(1000.0, gt=0)
+    single_stream_expected_latency_ms: float = Field(0.1, gt=0)
+    samples: int = Field(500, ge=1)
+    threads: int = Field(1, ge=1)
+    policy: str = "threshold"
+    confidence: str = "max_softmax"
+    calibration: str | None = None
+
+    @field_validator("strategies", "modes")
+    @classmethod
+    def _known(cls, v: list[str], info: Any) -> list[str]:
+        valid = SERVING_STRATEGIES if info.field_name == "strategies" else SERVING_MODES
+        what = "strategy" if info.field_name == "strategies" else "deployment mode"
+        if not v:
+            raise ValueError(f"give at least one {what}: {valid}")
+        for i, name in enumerate(v):
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(
+                    f"[{i}]: unknown serving {what} '{name}'; {hint}expected one of {valid}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _server_load(self) -> ServingSpec:
+        if "Server" in self.scenarios:
+            if not self.target_qps and self.search is None:
+                raise ValueError(
+                    "scenario 'Server' needs its load: give target_qps (a list of QPS > 0) or "
+                    "search: {lo_qps, hi_qps, steps}"
+                )
+            if self.latency_bound_ms is None:
+                need = "search" if self.search is not None else "Server"
+                raise ValueError(
+                    f"latency_bound_ms is missing: the {need} scenario judges each run by its "
+                    f"p{self.percentile * 100:g} latency against this bound (milliseconds > 0)"
+                )
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) is above max_duration_s "
+                f"({self.max_duration_s})"
+            )
+        return self
+
+
 class SuiteSpec(_Strict):
     name: str
     description: str = ""
@@ -287,6 +381,7 @@ class SuiteSpec(_Strict):
     backends: list[str] = Field(default_factory=lambda: ["torch-cpu"])
     measurement: MeasurementSpec = Field(default_factory=MeasurementSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    serving: ServingSpec | None = None
     record_batch_size: int = Field(256, ge=1)
     # small models train fastest on one intra-op thread (more threads mostly wait on each other)
     train_threads: int = Field(1, ge=1)

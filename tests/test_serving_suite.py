@@ -1,0 +1,170 @@
+"""A suite's ``serving:`` section: bad configs are refused with field paths, and a tiny suite run
+writes the ``serving`` table (every column documented) with LoadGen's logs in the bundle."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eebench.errors import ConfigError
+from eebench.serving import STRATEGIES
+from eebench.suites.schema import SERVING_STRATEGIES, load_suite_file, parse_suite
+
+BASE = {"name": "s", "models": [{"name": "msdnet"}]}
+README = Path(__file__).resolve().parents[1] / "results" / "README.md"
+
+
+def _serving(**section):
+    return parse_suite({**BASE, "serving": section}, "suite.yaml")
+
+
+def test_schema_strategies_are_the_serving_strategies():
+    assert tuple(SERVING_STRATEGIES) == tuple(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("section", "pattern"),
+    [
+        (
+            {
+                "strategies": ["batch-shrinking", "regrup"],
+                "target_qps": [10],
+                "latency_bound_ms": 5,
+            },
+            r"suite\.yaml: serving\.strategies: .*\[1\]: unknown serving strategy 'regrup'; "
+            r"did you mean 'regroup'",
+        ),
+        (
+            {"target_qps": [10, -5], "latency_bound_ms": 5},
+            r"suite\.yaml: serving\.target_qps\[1\]: Input should be greater than 0",
+        ),
+        (
+            {"target_qps": [0], "latency_bound_ms": 5},
+            r"serving\.target_qps\[0\]: Input should be greater than 0",
+        ),
+        (
+            {"search": {"lo_qps": 10, "hi_qps": 100}},
+            r"suite\.yaml: serving: .*latency_bound_ms is missing: the search scenario",
+        ),
+        (
+            {"search": {"lo_qps": 0, "hi_qps": 100}, "latency_bound_ms": 5},
+            r"serving\.search\.lo_qps: Input should be greater than 0",
+        ),
+        (
+            {"search": {"lo_qps": 100, "hi_qps": 10}, "latency_bound_ms": 5},
+            r"serving\.search: .*lo_qps \(100\.0\) is above hi_qps \(10\.0\)",
+        ),
+        ({"scenarios": ["Server"]}, r"serving: .*scenario 'Server' needs its load"),
+        ({"scenarios": ["Offline"], "modes": ["fused"]}, r"serving\.modes: .*unknown serving"),
+        ({"scenarios": ["Offlne"]}, r"serving\.scenarios\[0\]: Input should be"),
+        ({"scenarios": ["Offline"], "sampels": 3}, r"serving\.sampels: unknown key; did you mean"),
+    ],
+)
+def test_bad_serving_sections_name_the_field(section, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        _serving(**section)
+
+
+def test_builtin_serving_suite_validates():
+    path = Path(__file__).resolve().parents[1] / "suites" / "serving.yaml"
+    spec = load_suite_file(path)
+    assert spec.serving is not None and spec.serving.search is not None
+    assert set(spec.serving.strategies) == set(STRATEGIES)
+    assert spec.serving.latency_bound_ms and spec.serving.percentile == 0.99
+
+
+def _documented(table: str) -> set[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"### {table}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    return {m.group(1) for m in re.finditer(r"^\| ([a-z0-9_<>]+) \|", section, re.M)} - {"column"}
+
+
+@pytest.mark.slow
+def test_suite_run_writes_the_serving_table(tmp_path):
+    pytest.importorskip("mlperf_loadgen")
+    from eebench.results import Run
+    from eebench.suites.runner import RunOptions, run_suite
+
+    suite = {
+        "name": "serve-tiny",
+        "dataset": {"name": "digits", "seed": 0, "options": {"limit": 240}},
+        "models": [
+            {
+                "name": "big-little",
+                "id": "bl",
+                "config": {"width": 4},
+                "training": {"scheme": "cascade", "epochs": 2, "lr": 0.02, "batch_size": 32},
+            }
+        ],
+        "policies": [
+            {"name": "threshold", "confidence": ["max_softmax"], "thresholds": {"num": 11}}
+        ],
+        "baselines": ["final-only"],
+        "calibration": {"accuracy_within": [0.5], "budget_fractions": []},
+        "backends": ["torch-cpu"],
+        "measurement": {"warmup": 1, "min_repeats": 3, "max_time_s": 0.2, "energy": False},
+        "validation": {"enabled": False},
+        "serving": {
+            "scenarios": ["Offline", "Server"],
+            "strategies": ["batch-shrinking", "plain"],
+            "target_qps": [100],
+            "search": {"lo_qps": 50, "hi_qps": 150, "steps": 1},
+            "latency_bound_ms": 2000,  # generous: a loaded machine still holds it
+            "percentile": 0.9,
+            "min_duration_s": 0.2,
+            "max_duration_s": 5,
+            "min_query_count": 64,
+            "batch_size": 4,
+        },
+    }
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = run_suite(
+        str(path),
+        RunOptions(
+            out_root=tmp_path / "out", cache_root=tmp_path / "cache", progress=False, report=False
+        ),
+    )
+    df = Run.open(out).table("serving")
+    # per strategy: Offline, Server at 100 QPS, and the search's probes at 50 and 150 (both hold)
+    assert len(df) == 2 * 4
+    assert set(df["strategy"]) == {"batch-shrinking", "plain"}
+    assert df["answers_equal_record"].all()
+    assert (df["exit_agreement"] == 1.0).all() and (df["answer_agreement"] == 1.0).all()
+    server = df[df["scenario"] == "Server"]
+    assert server["loadgen_valid"].all()
+    probes = df[df["search"]]
+    assert sorted(probes["target_qps"].unique()) == [50.0, 150.0]
+    assert (probes["max_qps_within_bound"] == 150.0).all() and probes["max_qps_at_upper_end"].all()
+    assert (server["query_count"] >= 64).all()
+    offline = df[df["scenario"] == "Offline"].set_index("strategy")
+    assert (offline["served_samples"] == 50).all()  # Offline asks for every sample of the QSL
+    # the plain network's served accuracy is the final exit's accuracy on test (final-only)
+    ops = Run.open(out).table("operating_points")
+    final = ops[(ops["policy"] == "final-only") & (ops["split"] == "test")]["accuracy"].iloc[0]
+    assert offline.loc["plain", "accuracy"] == pytest.approx(final)
+    for log_dir in df["log_dir"]:
+        summary = out / log_dir / "mlperf_log_summary.txt"
+        assert "MLPerf Results Summary" in summary.read_text()
+        assert (out / log_dir / "mlperf_log_detail.txt").exists()
+    missing = set(df.columns) - _documented("serving")
+    assert not missing, f"serving columns not in results/README.md: {sorted(missing)}"
+    # the report: p99-vs-QPS curves per strategy and mode, and max QPS against the plain network
+    from eebench.report.data import load_runs
+    from eebench.report.figures import Palette
+    from eebench.report.serving import max_qps_table, serving_curves
+
+    runs = load_runs([out])
+    fig = serving_curves(runs, Palette.for_runs(runs))
+    ax = fig.figure.axes[0]
+    assert {line.get_label() for line in ax.get_lines()} >= {
+        "batch-shrinking · per-stage",
+        "plain · per-stage",
+    }
+    table = max_qps_table(runs).set_index("strategy")
+    assert table.loc["batch-shrinking", "max_qps"] == 150.0
+    assert table.loc["batch-shrinking", "vs_plain"] == pytest.approx(150.0 / 150.0)
+    assert table.loc["plain", "probes"] == 2
