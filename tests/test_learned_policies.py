@@ -243,9 +243,11 @@ def test_guan_charges_the_runs_energy_and_says_when_it_cannot():
     )
     policy = create_policy("guan-cascade").use_costs([macs, energy])
     assert policy.cost_source == "energy_0 (measured:torch-cpu)"
+    assert policy.confidence_label == "tradeoff(energy_0)"
     np.testing.assert_allclose(policy._normalised_cost(3), [0.2, 0.8, 1.0])
     fallback = create_policy("guan-cascade").use_costs([macs])
     assert fallback.cost_source == "macs (analytic); no 'energy' cost in this run"
+    assert fallback.confidence_label == "tradeoff(macs)"
     with pytest.raises(PolicyError, match="no cost vector named 'latency'"):
         create_policy("epnet", cost="latency").use_costs([energy])
 

@@ -70,6 +70,7 @@ class TradeoffCost:
 
     values: np.ndarray  # (E,) cumulative cost / plain network cost
     source: str  # e.g. "macs (analytic)", "energy_0 (measured:torch-cpu,...)"
+    name: str  # the cost vector's name in the run ("macs", "energy_1")
 
 
 def thetas_of(cost_weights: Sequence[float]) -> np.ndarray:
@@ -187,7 +188,10 @@ class TradeoffPolicy(Policy):
     # ----------------------------------------------------------------- identity
     @property
     def confidence_label(self) -> str:
-        return f"tradeoff({self.cost})"
+        """``tradeoff(<cost charged>)``: the run's cost vector the reward charges once
+        :meth:`use_costs` chose it (``energy_1``, or ``macs`` where an energy was asked for but
+        the run had none), else the ``cost`` option."""
+        return f"tradeoff({self.cost if self._cost is None else self._cost.name})"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -237,6 +241,7 @@ class TradeoffPolicy(Policy):
         self._cost = TradeoffCost(
             np.asarray(chosen.values, dtype=np.float64) / plain,
             f"{chosen.name} ({chosen.source}){note}",
+            chosen.name,
         )
         return self
 
