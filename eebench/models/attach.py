@@ -392,7 +392,7 @@ def attach_exits(
         model = AttachedExitsModel(
             backbone, stages, [*heads, final_head], exits, num_classes, input_shape
         )
-        _check_outputs(model, backbone, states, int(num_classes))
+        _check_outputs(model, backbone, int(num_classes))
     finally:
         backbone.train(was_training)
     model.train(was_training)
@@ -402,6 +402,7 @@ def attach_exits(
 def _probe(
     backbone: nn.Module, stages: list[fx.GraphModule], input_shape: Sequence[int]
 ) -> list[tuple[Tensor, ...]]:
+    """Each stage's output on a zero batch: the tensors that cross each cut, all tensors."""
     state: tuple[Any, ...] = (torch.zeros(2, *input_shape),)
     states = []
     for i, stage in enumerate(stages):
@@ -416,12 +417,8 @@ def _probe(
     return states
 
 
-def _check_outputs(
-    model: AttachedExitsModel,
-    backbone: nn.Module,
-    states: list[tuple[Tensor, ...]],
-    num_classes: int,
-) -> None:
+def _check_outputs(model: AttachedExitsModel, backbone: nn.Module, num_classes: int) -> None:
+    """Logits of the right shape from every exit, and the plain network == the backbone."""
     x = torch.zeros(2, *model.input_shape)
     reference = backbone(x)
     if not isinstance(reference, Tensor) or reference.dim() != 2:

@@ -270,3 +270,22 @@ def test_torchvision_resnet18_when_the_vision_extra_is_installed():
     torch.testing.assert_close(outs[-1], want, rtol=0, atol=0)
     torch.testing.assert_close(outs[1], model.exits[1].head(feats["layer2.1"]), rtol=0, atol=0)
     stages_equal_forward_all(model)
+
+
+def test_a_shape_read_before_an_exit_and_used_after_it_is_refused():
+    class ShapeSpan(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(2, 2, 1)
+            self.b = nn.Conv2d(2, 2, 1)
+            self.fc = nn.Linear(32, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            n = x.shape[0]
+            return self.fc(self.b(self.a(x)).reshape(n, -1))
+
+    with pytest.raises(AttachError, match="carries a non-tensor value .*int"):
+        attach_exits(ShapeSpan(), ["a"], num_classes=3, input_shape=(2, 4, 4))
+    # flatten(1) needs no shape from before the cut: the same network splits fine
+    ShapeSpan.forward = lambda self, x: self.fc(self.b(self.a(x)).flatten(1))
+    assert attach_exits(ShapeSpan(), ["a"], num_classes=3, input_shape=(2, 4, 4)).num_exits == 2
