@@ -21,6 +21,16 @@ Run::
     python benchmarks/compare_acceptance.py --pairs 10
     python benchmarks/compare_acceptance.py --pairs 10 --compare-only   # re-judge stored runs
 
+In a working tree that changes while it runs (30 runs take 30-60 minutes), run a
+snapshot of one commit instead, so that every run measures the same code::
+
+    git archive HEAD | tar -x -C /tmp/snap
+    PYTHONPATH=/tmp/snap python /tmp/snap/benchmarks/compare_acceptance.py --pairs 10 \
+        --out results/compare-acceptance --cache results/cache
+
+The injected stage measures a little above the factor: the busy wait is sized on the
+call's own duration, and the wrapper's clock readings add about a microsecond.
+
 Not an asv benchmark (it runs ``eebench`` 3 x pairs times); asv skips it because it
 defines no benchmark class.
 """
