@@ -58,7 +58,7 @@ def test_schema_strategies_are_the_serving_strategies():
             r"serving\.search: .*lo_qps \(100\.0\) is above hi_qps \(10\.0\)",
         ),
         ({"scenarios": ["Server"]}, r"serving: .*scenario 'Server' needs its load"),
-        ({"scenarios": ["Offline"], "modes": ["fused"]}, r"serving\.modes: .*unknown serving"),
+        ({"scenarios": ["Offline"], "modes": ["fusd"]}, r"serving\.modes: .*did you mean .fused."),
         ({"scenarios": ["Offlne"]}, r"serving\.scenarios\[0\]: Input should be"),
         ({"scenarios": ["Offline"], "sampels": 3}, r"serving\.sampels: unknown key; did you mean"),
     ],
@@ -109,7 +109,8 @@ def test_suite_run_writes_the_serving_table(tmp_path):
         "validation": {"enabled": False},
         "serving": {
             "scenarios": ["Offline", "Server"],
-            "strategies": ["batch-shrinking", "plain"],
+            "strategies": ["per-sample", "batch-shrinking", "plain"],
+            "modes": ["per-stage", "static", "fused"],
             "target_qps": [100],
             "search": {"lo_qps": 50, "hi_qps": 150, "steps": 1},
             "latency_bound_ms": 2000,  # generous: a loaded machine still holds it
@@ -129,9 +130,22 @@ def test_suite_run_writes_the_serving_table(tmp_path):
         ),
     )
     df = Run.open(out).table("serving")
-    # per strategy: Offline, Server at 100 QPS, and the search's probes at 50 and 150 (both hold)
-    assert len(df) == 2 * 4
-    assert set(df["strategy"]) == {"batch-shrinking", "plain"}
+    # per strategy and mode: Offline, Server at 100 QPS, and the search's probes at 50 and 150
+    # (both hold); per stage every strategy, the static graph per sample only, no fused on torch
+    assert len(df) == 4 * 4
+    assert set(zip(df["strategy"], df["mode"])) == {
+        ("per-sample", "per-stage"),
+        ("batch-shrinking", "per-stage"),
+        ("plain", "per-stage"),
+        ("per-sample", "static"),
+    }
+    floors = df.groupby("mode")["mode_floor_us"].nunique()
+    assert (floors == 1).all() and (df["mode_floor_us"] > 0).all()  # one floor per mode
+    skipped = Run.open(out).table("skipped")
+    reasons = dict(zip(skipped["target"], skipped["reason"]))
+    assert "cannot drop rows" in reasons["torch-cpu:batch-shrinking/static"]
+    assert "runs per stage" in reasons["torch-cpu:plain/static"]
+    assert "serve it on onnxruntime" in reasons["torch-cpu:fused"]
     assert df["answers_equal_record"].all()
     assert (df["exit_agreement"] == 1.0).all() and (df["answer_agreement"] == 1.0).all()
     server = df[df["scenario"] == "Server"]
@@ -164,7 +178,7 @@ def test_suite_run_writes_the_serving_table(tmp_path):
         "batch-shrinking · per-stage",
         "plain · per-stage",
     }
-    table = max_qps_table(runs).set_index("strategy")
-    assert table.loc["batch-shrinking", "max_qps"] == 150.0
-    assert table.loc["batch-shrinking", "vs_plain"] == pytest.approx(150.0 / 150.0)
-    assert table.loc["plain", "probes"] == 2
+    table = max_qps_table(runs).set_index(["strategy", "mode"])
+    assert table.loc[("batch-shrinking", "per-stage"), "max_qps"] == 150.0
+    assert table.loc[("per-sample", "static"), "vs_plain"] == pytest.approx(150.0 / 150.0)
+    assert table.loc[("plain", "per-stage"), "probes"] == 2

@@ -63,7 +63,9 @@ class ServingSession:
         x: np.ndarray,
         decider_factory: DeciderFactory | None = None,
         plain_stages: Sequence[int] | None = None,
+        engine: Any = None,
     ) -> None:
+        self.engine = engine
         self.prepared = prepared
         self.strategy = strategy
         self.x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
@@ -107,7 +109,13 @@ class ServingSession:
             inbox.put(reqs)
 
         worker = Worker(
-            self.prepared, self.strategy, self.x, respond, self.decider_factory, self.plain_stages
+            self.prepared,
+            self.strategy,
+            self.x,
+            respond,
+            self.decider_factory,
+            self.plain_stages,
+            self.engine,
         )
 
         def work() -> None:

@@ -106,7 +106,10 @@ class Worker:
         respond: Respond,
         decider_factory: DeciderFactory | None = None,
         plain_stages: Sequence[int] | None = None,
+        engine: Any = None,
     ) -> None:
+        """``engine`` (a :class:`eebench.serving.modes.WholeGraph`) serves the ``static`` and
+        ``fused`` deployment modes: one call per batch instead of one per stage and head."""
         if config.name != "plain" and decider_factory is None:
             raise ValueError(f"strategy '{config.name}' needs a decider_factory")
         if config.name == "plain" and not plain_stages:
@@ -118,6 +121,13 @@ class Worker:
         self.decider_factory = decider_factory
         self.plain_stages = tuple(plain_stages or ())
         self.last = prepared.num_stages - 1
+        self.engine = engine
+        if engine is not None:
+            from eebench.serving.modes import unsupported
+
+            why = unsupported(engine.mode, config.name)
+            if why:
+                raise ValueError(f"strategy '{config.name}' in mode '{engine.mode}': {why}")
 
     def serve(self, inbox: Inbox) -> None:
         """The worker loop (call it on the worker thread, inside ``prepared.activated()``)."""
@@ -130,6 +140,8 @@ class Worker:
             "wait-for-slowest": self._wait_for_slowest,
             "plain": self._plain,
         }[self.config.name]
+        if self.engine is not None:
+            step = self._fused if self.engine.mode == "fused" else self._static
         while True:
             batch = inbox.batch(self.config.max_batch, self.config.timeout_s)
             if not batch:
@@ -182,6 +194,31 @@ class Worker:
             if active.size == 0:
                 break
         self.respond(batch, preds, exits)
+
+    def _static(self, batch: list[Request]) -> None:
+        """Every exit in one call; the decisions follow on the host, exit by exit."""
+        b, last = len(batch), self.last
+        logits = self.engine.run(self.x[[r.index for r in batch]])  # (B, E, C)
+        decider = self.decider_factory()  # type: ignore[misc]
+        decider.reset(b)
+        preds = np.zeros(b, dtype=np.int64)
+        exits = np.zeros(b, dtype=np.int64)
+        active = np.arange(b)
+        for e in range(last + 1):
+            le = logits[active, e]
+            mask = _decide(decider, e, last, le, active)
+            if mask.any():
+                preds[active[mask]] = _answer(decider, e, last, le[mask], active[mask])
+                exits[active[mask]] = e
+                active = active[~mask]
+            if active.size == 0:
+                break
+        self.respond(batch, preds, exits)
+
+    def _fused(self, batch: list[Request]) -> None:
+        """The exit decision inside the graph: the host reads the answer and its exit."""
+        logits, e = self.engine.run(self.x[[r.index for r in batch]])
+        self.respond(batch, logits.argmax(axis=1).astype(np.int64), np.full(len(batch), e))
 
     def _plain(self, batch: list[Request]) -> None:
         p = self.prepared

@@ -1001,6 +1001,7 @@ class SuiteRunner:
             offline_decisions,
             require_loadgen,
         )
+        from eebench.serving.modes import overhead_floor_us, unsupported, whole_graph
         from eebench.serving.table import serving_row
 
         assert self.writer is not None
@@ -1095,6 +1096,7 @@ class SuiteRunner:
                     log_root=log_root,
                     search=search,
                     **identity,
+                    mode_floor_us=floor_us,
                 )
                 if not row["answers_equal_record"]:
                     self.log(
@@ -1105,14 +1107,48 @@ class SuiteRunner:
                 rows.append(row)
                 return row
 
+            skipped: list[dict[str, Any]] = []
+
+            def skip(target: str, reason: str) -> None:
+                skipped.append(
+                    {"model": label, "step": "serve", "target": target, "reason": reason}
+                )
+                self.log(f"  skipped serving {target}: {reason}")
+
             for mode in sv.modes:
+                engine = None
+                if mode != "per-stage":
+                    why = _fused_policy_problem(policy) if mode == "fused" else None
+                    try:
+                        if why is None:
+                            engine = whole_graph(
+                                mode, backend_name, prepared, ctx.model, sv.threads, th
+                            )
+                    except ValueError as err:
+                        why = str(err)
+                    if why is not None:
+                        skip(f"{backend_name}:{mode}", why)
+                        continue
+                floor_us = overhead_floor_us(
+                    mode,
+                    backend_name,
+                    tuple(ctx.model.input_shape),
+                    sv.threads,
+                    self.options.cache_root / "onnx" / "serving",
+                )
+                self.log(f"  {backend_name} {mode}: overhead floor {floor_us:.2f} us per call")
                 for strategy in sv.strategies:
+                    why = unsupported(mode, strategy)
+                    if why is not None:
+                        skip(f"{backend_name}:{strategy}/{mode}", why)
+                        continue
                     session = ServingSession(
                         prepared,
                         StrategyConfig(strategy, sv.batch_size, sv.timeout_ms / 1e3),
                         x,
                         lambda: policy.decider(th, num_exits=test.num_exits),
                         plain_stages,
+                        engine,
                     )
                     want = expected["plain" if strategy == "plain" else "ee"]
                     logs = (
@@ -1161,7 +1197,10 @@ class SuiteRunner:
                             f"p{sv.percentile * 100:g} <= {sv.latency_bound_ms:g} ms: "
                             f"{found.max_qps:.1f}"
                         )
-            return {"serving": pd.DataFrame(rows)}, {}
+            tables = {"serving": pd.DataFrame(rows)}
+            if skipped:
+                tables["skipped"] = pd.DataFrame(skipped)
+            return tables, {}
 
         self._step(f"serve:{label}:{backend_name}", step)
 
@@ -1448,6 +1487,18 @@ def _calibrations(
                 )
             )
     return cals
+
+
+def _fused_policy_problem(policy: Any) -> str | None:
+    """Why the fused graph cannot make this policy's decision in-graph (None when it can)."""
+    from eebench.serving.graphs import FUSED_MEASURES
+
+    confidence = getattr(policy, "confidence", None)
+    if policy.name != "threshold" or getattr(policy, "fallback", "final") != "final":
+        return f"the fused graph decides thresholds in-graph; policy '{policy.name}' is not one"
+    if confidence not in FUSED_MEASURES:
+        return f"the fused graph computes {FUSED_MEASURES} in-graph, not '{confidence}'"
+    return None
 
 
 def _check_family(policy: Any, ctx: ModelContext) -> None:
