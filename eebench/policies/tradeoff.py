@@ -281,12 +281,14 @@ class TradeoffPolicy(Policy):
         """``(B, K)`` decisions of the grid policies (before the envelope)."""
 
     # ----------------------------------------------------------------- fitting
-    def _training_data(self, record: ExitView, what: str) -> tuple[np.ndarray, np.ndarray]:
+    def _training_data(
+        self, record: ExitView, what: str, least: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         if record.labels is None:
             raise PolicyError(f"{self.name} {what}: the validation record has no labels")
-        if record.logits.shape[0] < 2:
+        if record.logits.shape[0] < least:
             raise PolicyError(
-                f"{self.name} {what}: needs at least 2 validation samples, got "
+                f"{self.name} {what}: needs at least {least} validation samples, got "
                 f"{record.logits.shape[0]}"
             )
         correct = record.predictions == np.asarray(record.labels)[:, None]
@@ -321,7 +323,7 @@ class TradeoffPolicy(Policy):
         fingerprint = logits_fingerprint(record.logits)
         if self._oof is not None and self._oof[0] == fingerprint:
             return self._oof[1].copy()
-        feats, correct = self._training_data(record, "cross-fitting")
+        feats, correct = self._training_data(record, "cross-fitting", least=2)
         cost = self._normalised_cost(record.logits.shape[1])
         fold = cross_fitting_folds(feats.shape[0], self.folds, self.seed)
         scores = np.zeros(correct.shape, dtype=np.float64)
