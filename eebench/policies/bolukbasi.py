@@ -75,7 +75,7 @@ class BolukbasiEarlyExitPolicy(LinearTradeoffPolicy):
 
     def __init__(
         self,
-        cost: str | None = None,
+        cost: str = "macs",
         cost_weights: list[float] | None = None,
         regularization: float = 1.0,
         folds: int = 5,

@@ -93,7 +93,7 @@ class _ActorTradeoffPolicy(LinearTradeoffPolicy):
 
     def __init__(
         self,
-        cost: str | None = None,
+        cost: str = "macs",
         cost_weights: list[float] | None = None,
         l2: float = 1e-3,
         folds: int = 5,
@@ -136,7 +136,7 @@ class _CriticTradeoffPolicy(LinearTradeoffPolicy):
 
     def __init__(
         self,
-        cost: str | None = None,
+        cost: str = "macs",
         cost_weights: list[float] | None = None,
         ridge: float = 1e-3,
         folds: int = 5,

@@ -85,7 +85,7 @@ class EPNetPolicy(TradeoffPolicy):
 
     def __init__(
         self,
-        cost: str | None = None,
+        cost: str = "macs",
         cost_weights: list[float] | None = None,
         bins: int = 10,
         folds: int = 5,

@@ -36,6 +36,16 @@ class GuanCascadePolicy(_ActorTradeoffPolicy):
     default_cost = "energy"
     features = ()
 
+    def __init__(
+        self,
+        cost: str = "energy",
+        cost_weights: list[float] | None = None,
+        l2: float = 1e-3,
+        folds: int = 5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(cost=cost, cost_weights=cost_weights, l2=l2, folds=folds, seed=seed)
+
     def exit_features(self, log_probs: np.ndarray) -> np.ndarray:
         """The member's softmax probabilities ``(..., C)`` sorted in descending order (the
         paper's policy input, seen class-agnostically)."""
