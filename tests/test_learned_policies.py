@@ -324,3 +324,65 @@ def test_every_registry_name_in_the_methods_map_exists():
     assert not missing, f"docs/methods.md names registry entries that do not exist: {missing}"
     for name in LEARNED:
         assert f"`policy:{name}`" in text, f"the map does not point at policy '{name}'"
+
+
+# ----------------------------------------------------------------- through a suite run
+
+
+def test_a_suite_run_charges_the_estimated_energy_and_validates_the_learned_points(tmp_path):
+    """A tiny run: Guan et al.'s policy charges the hardware profile's estimated energy (the run
+    has no meter), every learned point is calibrated on val and reported on test, and the true
+    early-exit executor takes the calibrated decisions (agreement 1.0)."""
+    import pandas as pd
+    import yaml
+
+    from eebench.suites.runner import RunOptions, run_suite
+
+    suite = {
+        "name": "tiny-learned",
+        "dataset": {"name": "digits", "seed": 0, "options": {"limit": 300}},
+        "models": [
+            {
+                "name": "big-little",
+                "id": "bl",
+                "config": {"width": 4},
+                "training": {"scheme": "cascade", "epochs": 3, "lr": 0.02, "batch_size": 32},
+            }
+        ],
+        "policies": [
+            {"name": "guan-cascade", "thresholds": {"start": 0, "stop": 1, "num": 11}},
+            {"name": "bolukbasi-early-exit", "thresholds": {"start": 0, "stop": 1, "num": 11}},
+        ],
+        "baselines": ["final-only"],
+        "calibration": {"accuracy_within": [0.05], "budget_fractions": [0.9]},
+        "backends": ["torch-cpu", "simulated:jetson-orin-nano-8gb-15w"],
+        "measurement": {
+            "warmup": 1,
+            "min_repeats": 3,
+            "min_time_s": 0.0,
+            "max_time_s": 0.2,
+            "energy": False,
+        },
+        "validation": {"samples": 10, "repeats": 1},
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    logged: list[str] = []
+    options = RunOptions(
+        out_root=tmp_path / "runs", log=logged.append, progress=False, report=False
+    )
+    run = run_suite(str(path), options)
+    ops = pd.read_csv(run / "operating_points.csv")
+    labels = ops.groupby("policy")["confidence"].unique().to_dict()
+    assert list(labels["guan-cascade"]) == ["tradeoff(energy_1)"]
+    assert list(labels["bolukbasi-early-exit"]) == ["tradeoff(macs)"]
+    assert any(
+        "guan-cascade: its reward charges energy_1 (estimated:jetson-orin-nano-8gb-15w)" in line
+        for line in logged
+    )
+    chosen = ops[ops["calibration"] == "within-5%-of-final"]
+    assert set(chosen["policy"]) == {"guan-cascade", "bolukbasi-early-exit"}
+    assert set(chosen["split"]) == {"val", "test"}
+    validation = pd.read_csv(run / "validation.csv")
+    learned = validation[validation["policy"].isin(["guan-cascade", "bolukbasi-early-exit"])]
+    assert len(learned) > 0 and (learned["agreement"] == 1.0).all()
