@@ -206,6 +206,32 @@ def test_actor_gradient_equals_finite_differences():
         np.testing.assert_allclose(grad[:, i], numeric, rtol=1e-6, atol=1e-9)
 
 
+def test_weighted_logistic_and_ridge_solve_the_objectives_sklearn_solves():
+    """Bolukbasi's weighted classifier (Newton) against sklearn's L2 logistic regression on the
+    same weighted objective; the critics' ridge against sklearn's Ridge."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from eebench.policies.bolukbasi import weighted_logistic
+    from eebench.policies.tradeoff import ridge
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(200, 3))
+    y = (x @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=200)) > 0
+    w = rng.uniform(0.0, 2.0, 200)
+    w[:20] = 0.0
+    b, coef = weighted_logistic(x, y, w, regularization=0.7)
+    keep = w > 0
+    clf = LogisticRegression(C=0.7, tol=1e-10, max_iter=10_000)
+    clf.fit(x[keep], y[keep], sample_weight=w[keep] * (keep.sum() / w[keep].sum()))
+    np.testing.assert_allclose(coef, clf.coef_[0], atol=1e-5)
+    np.testing.assert_allclose(b, clf.intercept_[0], atol=1e-5)
+    target = x @ np.array([0.3, 0.0, -1.0]) + rng.normal(size=200)
+    b, coef = ridge(x, target, alpha=5.0)
+    reg = Ridge(alpha=5.0).fit(x, target)
+    np.testing.assert_allclose(coef, reg.coef_, atol=1e-10)
+    np.testing.assert_allclose(b, reg.intercept_, atol=1e-10)
+
+
 # ----------------------------------------------------------------- the trade-off sweeps
 
 
