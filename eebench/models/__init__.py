@@ -6,6 +6,7 @@ Importing this package registers every family's entry points.
 from eebench.models import branchy as _branchy  # noqa: F401  (registers entry points)
 from eebench.models import cascade as _cascade  # noqa: F401  (registers entry points)
 from eebench.models import msdnet as _msdnet  # noqa: F401  (registers entry points)
+from eebench.models import ranet as _ranet  # noqa: F401  (registers entry points)
 from eebench.models import sdn as _sdn  # noqa: F401  (registers entry points)
 from eebench.models.base import (
     ExitInfo,
