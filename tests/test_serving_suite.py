@@ -169,7 +169,7 @@ def test_suite_run_writes_the_serving_table(tmp_path):
     # the report: p99-vs-QPS curves per strategy and mode, and max QPS against the plain network
     from eebench.report.data import load_runs
     from eebench.report.figures import Palette
-    from eebench.report.serving import max_qps_table, serving_curves
+    from eebench.report.serving import max_qps_display, max_qps_table, serving_curves
 
     runs = load_runs([out])
     fig = serving_curves(runs, Palette.for_runs(runs))
@@ -182,3 +182,6 @@ def test_suite_run_writes_the_serving_table(tmp_path):
     assert table.loc[("batch-shrinking", "per-stage"), "max_qps"] == 150.0
     assert table.loc[("per-sample", "static"), "vs_plain"] == pytest.approx(150.0 / 150.0)
     assert table.loc[("plain", "per-stage"), "probes"] == 2
+    shown = max_qps_display(runs).set_index(["strategy", "mode"])
+    assert shown.loc[("batch-shrinking", "per-stage"), "vs plain"] == "1"
+    assert shown.loc[("plain", "per-stage"), "bound"] == "p90 <= 2000 ms"

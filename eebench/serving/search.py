@@ -14,6 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+OFFLINE_HEADROOM = 2.0
+"""The search's upper end is at most this many times the Offline throughput of the same
+strategy (when Offline ran first): an arrival rate the server cannot even sustain with every
+query queued at once cannot hold a latency bound; the headroom absorbs the noise of a short
+Offline run on a shared machine."""
+
 
 @dataclass
 class QpsSearch:

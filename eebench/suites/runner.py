@@ -1002,6 +1002,7 @@ class SuiteRunner:
             require_loadgen,
         )
         from eebench.serving.modes import overhead_floor_us, unsupported, whole_graph
+        from eebench.serving.search import OFFLINE_HEADROOM
         from eebench.serving.table import serving_row
 
         assert self.writer is not None
@@ -1172,9 +1173,10 @@ class SuiteRunner:
                             one(session, settings, logs / f"Server-{q:g}qps", want)
                         if sv.search is None:
                             continue
-                        # an arrival rate above the Offline throughput cannot hold any bound:
+                        # a rate far above the Offline throughput cannot hold any bound:
                         # capping the search there spares runs that only pile up a queue
-                        hi = max(sv.search.lo_qps, min(sv.search.hi_qps, 1.25 * offline_qps))
+                        cap = OFFLINE_HEADROOM * offline_qps
+                        hi = max(sv.search.lo_qps, min(sv.search.hi_qps, cap))
                         found = find_max_qps(
                             lambda q, s=session, w=want, f=logs: one(
                                 s,
