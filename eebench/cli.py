@@ -22,8 +22,10 @@ from eebench.errors import EEBenchError, RunInterrupted
 
 # one line per package that contributes subcommands
 COMMAND_MODULES: tuple[str, ...] = (
+    "eebench.list_models",
     "eebench.models.commands",
     "eebench.backends.commands",
+    "eebench.backends.export_command",
     "eebench.policies.commands",
     "eebench.results.commands",
     "eebench.report.commands",
@@ -32,10 +34,75 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eebench.suites.commands",
 )
 
+# Which module adds each command, and its one-line help. Importing a command module imports its
+# package (the model zoo, torch, pandas: seconds), so the parser imports only the module of the
+# command being run and shows the others from this table; a test holds the table to the modules.
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "list": (None, "list models, policies, backends, suites or profiles"),
+    "check-model": (
+        "eebench.models.commands",
+        "run the model contract (exits, stages, ONNX parity, costs, executor) on a model",
+    ),
+    "export": (
+        "eebench.backends.export_command",
+        "export a model's stages and exit heads to ONNX graphs",
+    ),
+    "results": ("eebench.results.commands", "inspect results bundles"),
+    "report": ("eebench.report.commands", "HTML + Markdown report of one or more runs"),
+    "compare": (
+        "eebench.report.commands",
+        "latency, accuracy and exit-distribution changes between two runs (exit 1 on a regression)",
+    ),
+    "profile": (
+        "eebench.profiles.commands",
+        "measure, validate, submit or show hardware profiles",
+    ),
+    "train": (
+        "eebench.training.commands",
+        "train one model on a dataset and save its checkpoint and per-exit metrics",
+    ),
+    "run": (
+        "eebench.suites.commands",
+        "run a benchmark suite (a YAML file or a built-in name such as 'quick')",
+    ),
+}
+LIST_COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("eebench.list_models", "registered models with exits, parameters and MACs"),
+    "backends": (
+        "eebench.backends.commands",
+        "backends (available or why not), providers and energy meters",
+    ),
+    "policies": ("eebench.policies.commands", "exit policies, baselines and confidence measures"),
+    "profiles": ("eebench.profiles.commands", "hardware profiles (built in and community)"),
+    "schemes": ("eebench.training.commands", "training schemes"),
+    "datasets": ("eebench.training.commands", "datasets and their options"),
+    "suites": ("eebench.suites.commands", "built-in suites"),
+}
+
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a tool killed by a closed pipe returns
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command modules the command line needs: the one owning its (sub)command, or none."""
+    words = [w for w in argv if not w.startswith("-")]
+    if not words:
+        return ()
+    command = words[0]
+    if command == "list":
+        if len(words) > 1 and words[1] in LIST_COMMANDS:
+            return (LIST_COMMANDS[words[1]][0],)
+        return ()
+    module = COMMANDS.get(command, (None, ""))[0]
+    return (module,) if module else ()
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``eebench`` parser; with ``argv``, only the modules that command needs are imported.
+
+    Commands whose module is not imported get a placeholder parser with their help line,
+    so ``eebench --help`` lists every command without importing any of them.
+    """
     parser = argparse.ArgumentParser(
         prog="eebench",
         description="Hardware-aware benchmarking and profiling of early-exit neural networks.",
@@ -43,13 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eebench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    list_parser = sub.add_parser("list", help="list models, policies, backends, suites or profiles")
+    modules = COMMAND_MODULES if argv is None else _modules_for(argv)
+    list_parser = sub.add_parser("list", help=COMMANDS["list"][1])
     list_sub = list_parser.add_subparsers(dest="what", metavar="WHAT")
     list_sub.required = True
     parser.set_defaults(_list_sub=list_sub)
-    for name in COMMAND_MODULES:
+    for name in modules:
         module = importlib.import_module(name)
         module.add_commands(sub, list_sub)
+    for name, (_, text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=text)
+    for name, (_, text) in LIST_COMMANDS.items():
+        if name not in list_sub.choices:
+            list_sub.add_parser(name, help=text)
     return parser
 
 
@@ -115,11 +189,37 @@ def describe_os_error(err: OSError, args: argparse.Namespace) -> str:
     return f"{what}{where}: {fix}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _stdout_closed() -> int:
+    """A reader that went away (``eebench results list | head -1``) ends the command quietly."""
     try:
-        return int(args.func(args) or 0)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail too
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):  # a placeholder was chosen: build the full parser
+            args = build_parser().parse_args(argv)
+    except BrokenPipeError:  # --help into a closed pipe
+        return _stdout_closed()
+    except SystemExit:  # --help, --version or a usage error: argparse printed, then exits
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _stdout_closed()
+        raise
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except (EEBenchError, ValueError, KeyError, OverflowError) as err:
         if os.environ.get("EEBENCH_DEBUG"):
             raise

@@ -1,4 +1,8 @@
-"""``eebench list models``: the zoo with its exits, parameters and per-exit cumulative MACs."""
+"""``eebench check-model``: the model contract run on one model.
+
+``eebench list models`` lives in :mod:`eebench.list_models`, outside this package, so that
+a cached listing does not import the zoo.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,6 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
-    p = list_sub.add_parser("models", help="registered models with exits, parameters and MACs")
-    p.add_argument(
-        "--input-shape", type=_parse_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
-    )
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--filter", default=None, help="glob over names, e.g. 'sdn-*'")
-    p.set_defaults(func=_list_models)
     c = sub.add_parser(
         "check-model",
         help="run the model contract (exits, stages, ONNX parity, costs, executor) on a model",
@@ -38,20 +35,6 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         "--config", default="{}", help="the model's config as JSON, e.g. '{\"width\": 8}'"
     )
     c.set_defaults(func=_check_model)
-
-
-def _list_models(args: argparse.Namespace) -> int:
-    from eebench.models.listing import models_table
-
-    table = models_table(args.input_shape, args.num_classes, args.filter)
-    print(
-        f"Models on input {','.join(map(str, args.input_shape))}, {args.num_classes} classes. "
-        "MACs are analytic (fvcore; 1 MAC = 1 multiply-add, FLOPs = 2 x MACs)."
-    )
-    print(table.to_string(index=False))
-    if table.attrs.get("note"):
-        print(table.attrs["note"])
-    return 0
 
 
 def _check_model(args: argparse.Namespace) -> int:

@@ -20,7 +20,11 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     m.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's current)"
     )
-    m.add_argument("--out", default=None, help="output file (default: ./<name>.yaml)")
+    m.add_argument(
+        "--out",
+        default=None,
+        help="output file (default: hardware_profiles/community/<name>.yaml)",
+    )
     m.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     m.add_argument(
         "--clock",
@@ -80,7 +84,9 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
 def _measure(args: argparse.Namespace) -> int:
     import torch
 
+    from eebench.profiles.locate import community_profiles_dir
     from eebench.profiles.measure import default_name, measure_profile, write_profile
+    from eebench.suites.commands import show_progress_bars
 
     threads = args.threads or torch.get_num_threads()
     name = args.name or default_name(threads)
@@ -98,8 +104,11 @@ def _measure(args: argparse.Namespace) -> int:
         clock=args.clock,
         statistic=args.statistic,
         rounds=args.rounds,
+        progress=show_progress_bars(False),
     )
-    out = write_profile(data, args.out or f"{data['name']}.yaml", overwrite=args.overwrite)
+    # never the current folder by surprise: beside the other profiles, where eebench finds it
+    out_path = args.out or community_profiles_dir() / f"{data['name']}.yaml"
+    out = write_profile(data, out_path, overwrite=args.overwrite)
     print(
         f"wrote {out} (profile '{data['name']}': {args.backend}, {threads} threads); "
         f"check it with: eebench profile validate {out}"

@@ -10,12 +10,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from eebench import __version__
 from eebench.errors import ResultsError
 from eebench.report.data import RunData, load_runs
 from eebench.report.energy import energy_table, energy_validation_table
 from eebench.report.estimates import estimates_intro, estimates_table
-from eebench.report.figures import draw_figures
+from eebench.report.figures import NotDrawable, draw_figures
+from eebench.report.headline import headlines
 from eebench.report.latency import latency_table
 from eebench.report.render import RenderedFigure, ReportContent, Section, to_html, to_markdown
 from eebench.report.serving import max_qps_display
@@ -69,6 +72,8 @@ def check_output_folder(out: Path, runs: list[RunData]) -> None:
 
 def report_content(runs: list[RunData]) -> ReportContent:
     """Draw the figures and build the tables for ``runs`` (nothing written yet)."""
+    from eebench.report.comparison import changes_figure, compare_table, comparison_sections
+
     drawn, missing = draw_figures(runs)
     figures = [
         RenderedFigure(f.name, f.title, f.caption, f.png(), f"fig{i + 1:02d}-{f.name}.png")
@@ -76,6 +81,21 @@ def report_content(runs: list[RunData]) -> ReportContent:
     ]
     for f in drawn:  # free the figures' memory once rendered
         f.figure.clear()
+    try:
+        changes = compare_table(runs)
+    except ResultsError as why:  # two runs with nothing in common: the rest is still shown
+        changes = pd.DataFrame()
+        missing["changes"] = str(why)
+    comparison, comparison_figures = comparison_sections(runs, changes), []
+    if not changes.empty:
+        try:
+            fig = changes_figure(runs, changes)
+            comparison_figures.append(
+                RenderedFigure(fig.name, fig.title, fig.caption, fig.png(), "fig00-changes.png")
+            )
+            fig.figure.clear()
+        except NotDrawable as why:
+            missing["changes"] = str(why)
     sections = [
         Section(
             "Calibrated operating points",
@@ -145,6 +165,9 @@ def report_content(runs: list[RunData]) -> ReportContent:
         sections=sections,
         generated=now_iso(),
         version=__version__,
+        headlines=headlines(runs),
+        comparison=comparison,
+        comparison_figures=comparison_figures,
     )
 
 
@@ -159,7 +182,10 @@ def build_report(run_paths: list[Path | str], out: Path | str | None = None) -> 
     check_output_folder(out_dir, runs)
     content = report_content(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = [_write(out_dir / fig.filename, fig.png) for fig in content.figures]
+    pngs = [
+        _write(out_dir / fig.filename, fig.png)
+        for fig in [*content.comparison_figures, *content.figures]
+    ]
     html_path = _write(out_dir / HTML_NAME, to_html(content).encode("utf-8"))
     md_path = _write(out_dir / MARKDOWN_NAME, to_markdown(content).encode("utf-8"))
     return ReportFiles(html_path, md_path, tuple(pngs), dict(content.missing))

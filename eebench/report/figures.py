@@ -42,6 +42,7 @@ from eebench.report.derive import (
     source_details,
     unique_points,
 )
+from eebench.suites.summary import target_group
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -140,18 +141,60 @@ def _hide_unused(axes: np.ndarray, used: int) -> None:
         ax.set_visible(False)
 
 
-def _maybe_log(ax, values: pd.Series, axis: str = "x") -> None:
+def wants_log(values: pd.Series) -> bool:
+    """A log axis where the positive values span more than 30x."""
     v = pd.to_numeric(values, errors="coerce").dropna()
     v = v[v > 0]
-    if len(v) and v.max() / v.min() > 30:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    return bool(len(v) and v.max() / v.min() > 30)
+
+
+def _set_log(ax, axis: str = "x") -> None:
+    """Log scale with plain-number labels on the decades only (no '3x10^4' minor labels that
+    collide with their neighbours)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    which.set_major_locator(LogLocator(base=10, numticks=8))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    which.set_major_formatter(fmt)
+    which.set_minor_formatter(NullFormatter())
+
+
+def _maybe_log(ax, values: pd.Series, axis: str = "x") -> None:
+    if wants_log(values):
+        _set_log(ax, axis)
 
 
 def _macs_axis(ax) -> None:
-    """MAC counts as 10 k / 2 M / 1 G rather than a 1e7 offset."""
-    from matplotlib.ticker import EngFormatter
+    """MAC counts as 10 k / 2 M / 1 G rather than a 1e7 offset; no minor labels on a log axis."""
+    from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
+    if ax.get_xscale() != "log":
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.xaxis.set_major_formatter(EngFormatter(sep=" "))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def fit_titles(fig) -> None:
+    """Wrap the figure's title and every panel title to the width they have, so none is
+    clipped at the figure's edge."""
+    import textwrap
+
+    width_in = fig.get_figwidth()
+    sup = fig._suptitle
+    if sup is not None:
+        chars = max(20, int(width_in * 72 / (sup.get_fontsize() * 0.62)))
+        sup.set_text(textwrap.fill(sup.get_text(), chars))
+    for ax in fig.axes:
+        title = ax.title
+        if not title.get_text():
+            continue
+        pos = ax.get_position()
+        chars = max(12, int(pos.width * width_in * 72 / (title.get_fontsize() * 0.62)))
+        lines = [textwrap.fill(line, chars) for line in title.get_text().split("\n")]
+        title.set_text("\n".join(lines))
 
 
 _BIG_INT = re.compile(r"\d{5,}")
@@ -214,7 +257,12 @@ def _reference_marker(policy: str, role: str) -> str:
 
 
 def _tradeoff_panel(
-    ax, pts: pd.DataFrame, cost: str, pal: Palette, front: pd.DataFrame | None = None
+    ax,
+    pts: pd.DataFrame,
+    cost: str,
+    pal: Palette,
+    front: pd.DataFrame | None = None,
+    log: bool | None = None,
 ) -> list:
     """Sweep points, calibrated points (stars), baselines and bounds (their own markers, never on a
     front) and, per family and run, the Pareto front chosen on val (``front``, at the values of
@@ -280,7 +328,8 @@ def _tradeoff_panel(
                 markersize=3,
                 zorder=4,
             )
-    _maybe_log(ax, pts[cost])
+    if wants_log(pts[cost]) if log is None else log:
+        _set_log(ax)
     extra = [
         Line2D(
             [],
@@ -380,6 +429,7 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
     nrows, ncols = _grid(len(sources))
     fig, axes = _new_figure(nrows, ncols, 4.6, 3.9)
     extra: list = []
+    log = wants_log(pts["expected_latency_ms"])  # one scale type for every panel
     for ax, source in zip(axes.flat, sources):
         sub = pts[pts["cost_source"] == source]
         front = front_for_display(
@@ -389,7 +439,7 @@ def accuracy_vs_latency(runs: list[RunData], pal: Palette) -> ReportFigure:
             ["run", "family"],
             split,
         )
-        extra = _tradeoff_panel(ax, sub, "expected_latency_ms", pal, front)
+        extra = _tradeoff_panel(ax, sub, "expected_latency_ms", pal, front, log=log)
         ax.set_title(_source_title(source, details), fontsize=9)
         ax.set_xlabel(f"Expected latency per sample [ms]\n({source})")
         ax.set_ylabel(f"Top-1 accuracy [%] ({split} split)")
@@ -443,14 +493,15 @@ def anytime_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
         marker=None if pal.multi_run else "o",
         ax=ax,
     )
-    if not pal.multi_run:
+    if not pal.multi_run:  # the exit's number is its marker: no labels to collide
         for _, row in data.iterrows():
-            ax.annotate(
-                f"exit {int(row['exit'])}",
-                (row[x], row["accuracy_pct"]),
-                fontsize=7,
-                xytext=(4, -10),
-                textcoords="offset points",
+            ax.scatter(
+                [row[x]],
+                [row["accuracy_pct"]],
+                marker=f"${int(row['exit'])}$",
+                s=70,
+                color="black",
+                zorder=6,
             )
     if use_macs:
         _maybe_log(ax, data[x])
@@ -467,75 +518,94 @@ def anytime_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
         title,
         (
             "Accuracy if every sample left at that exit, against the analytic MACs spent to reach "
-            "it (all stages and exit heads up to and including the exit)."
+            "it (all stages and exit heads up to and including the exit); the digit on each point "
+            "is the exit index (0 = earliest)."
         ),
         fig,
     )
 
 
-def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
-    import seaborn as sns
+def _heatmap(ax, matrix: np.ndarray, rows: list[str], cols: list[str], vmax: float = 100.0):
+    """Cells coloured by value (0..vmax, one scale for every panel) and labelled with it."""
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
+    for (i, j), v in np.ndenumerate(matrix):
+        if np.isnan(v):
+            continue
+        ax.text(
+            j,
+            i,
+            f"{v:.0f}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if v > 0.6 * vmax else "black",
+        )
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.grid(False)
+    return image
 
+
+def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
     ops = calibrated(unique_points(combined(runs, "operating_points")))
     pts, split = pick_split(ops)
+    pts = choice_points(pts)
     cols = exit_fraction_columns(pts)
     if pts.empty or not cols:
         raise NotDrawable("no calibrated operating points with exit fractions")
     pts = pts.copy()
-    pts["point"] = [
-        point_label(p, c, cal)
-        for p, c, cal in zip(pts["policy"], pts["confidence"], pts["calibration"])
+    pts["row"] = [
+        policy_label(p, c) + (f" · {r}" if pal.multi_run else "")
+        for p, c, r in zip(pts["policy"], pts["confidence"], pts["run"])
     ]
-    long = pts.melt(
-        id_vars=["run", "model", "point"], value_vars=cols, var_name="exit", value_name="fraction"
-    ).dropna(subset=["fraction"])
-    long["exit"] = long["exit"].str[10:].astype(int)
-    long["percent"] = 100 * long["fraction"]
-    hue_order = sorted(long["point"].unique())
-    palette = dict(zip(hue_order, sns.color_palette("Set2", len(hue_order))))
-    models = list(dict.fromkeys(long["model"]))
-    if pal.multi_run:
-        nrows, ncols = len(models), len(pal.runs)
-        cells = [(run, model) for model in models for run in pal.runs]
-    else:
-        nrows, ncols = _grid(len(models))
-        cells = [(pal.runs[0], model) for model in models]
-    fig, axes = _new_figure(nrows, ncols, 4.0, 3.1)
-    for ax, (run, model) in zip(axes.flat, cells):
-        grp = long[(long["run"] == run) & (long["model"] == model)]
-        ax.set_title(f"{model}" + (f"\n{run}" if pal.multi_run else ""), fontsize=9)
-        ax.set_xlabel("Exit index (0 = earliest)")
-        ax.set_ylabel(f"Samples leaving here [%] ({split})")
-        if grp.empty:
-            ax.text(
-                0.5, 0.5, "no calibrated points", ha="center", va="center", transform=ax.transAxes
-            )
-            continue
-        sns.barplot(
-            errorbar=None,
-            data=grp,
-            x="exit",
-            y="percent",
-            hue="point",
-            hue_order=hue_order,
-            palette=palette,
-            ax=ax,
-            legend=True,
-        )
-        ax.set_ylim(0, 100)
-        if ax.get_legend():
-            ax.get_legend().remove()
-    _figure_legend(fig, _swatches(palette, hue_order), hue_order, "policy · calibration")
-    _hide_unused(axes, len(cells))
+    pts["target"] = pts["calibration"].map(target_group)
+    models = list(dict.fromkeys(pts["model"]))
+    targets = sorted(pts["target"].unique())
+    rows_per_model = [pts[pts["model"] == m]["row"].nunique() for m in models]
+    width = 2.6 + 1.8 * len(targets) + 0.35 * len(cols)
+    height = 1.3 + sum(0.2 * n + 0.55 for n in rows_per_model)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(min(width, 12.0), height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(models), len(targets), squeeze=False, height_ratios=rows_per_model)
+    image = None
+    for r, model in enumerate(models):
+        sub = pts[pts["model"] == model]
+        rows = sorted(sub["row"].unique())
+        n_exits = max(int(c[10:]) for c in cols if sub[c].notna().any()) + 1
+        for c, target in enumerate(targets):
+            ax = axes[r, c]
+            cell = sub[sub["target"] == target].drop_duplicates("row").set_index("row")
+            matrix = np.full((len(rows), n_exits), np.nan)
+            for i, row in enumerate(rows):
+                if row in cell.index:
+                    matrix[i] = [
+                        100 * float(cell.loc[row, f"exit_frac_{j}"]) for j in range(n_exits)
+                    ]
+            image = _heatmap(ax, matrix, rows, [str(j) for j in range(n_exits)])
+            if r == 0:
+                ax.set_title(f"target: {pretty(target)}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{model}\npolicy", fontsize=8)
+            else:
+                ax.set_yticks(range(len(rows)), [""] * len(rows))
+                ax.set_ylabel("")
+            ax.set_xlabel("Exit index (0 = earliest)" if r == len(models) - 1 else "")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label=f"Samples leaving at the exit [%] ({split})")
     title = f"Exit distribution at the calibrated operating points ({split} split)"
     fig.suptitle(title)
     return ReportFigure(
         "exit_distribution",
         title,
         (
-            "Share of samples leaving at each exit, for each policy at the thresholds its calibration "
-            "target chose on val; 'baseline' points leave at the final exit (final-only is the "
-            "plain network; aggregation computes every exit)."
+            "Share of samples [%] leaving at each exit (columns), for each policy (rows) at the "
+            "thresholds its calibration target (panel columns) chose on val, one row of panels per "
+            "model; an empty row: the policy has no point for that target. Baselines are left out: "
+            "final-only and aggregation leave every sample at the final exit, the oracle at the "
+            "first right one."
         ),
         fig,
     )
@@ -607,6 +677,120 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
         ),
         fig,
     )
+
+
+def _exit_per_sample(exits: pd.DataFrame, point: pd.Series) -> pd.DataFrame | None:
+    """Each sample's exit at a threshold point, recomputed from the exit record's confidences;
+    None unless the recomputed exit mix equals the point's own (a policy the record's columns
+    cannot replay, such as patience or a learned gate, is never guessed)."""
+    from eebench.evaluation import exit_indices
+
+    measure = str(point["confidence"])
+    if point["policy"] != "threshold" or measure not in exits.columns:
+        return None
+    wide = exits.pivot_table(index="sample_id", columns="exit", values=measure, aggfunc="first")
+    scores = wide.to_numpy(float)
+    if measure == "entropy":  # the record keeps the entropy; the policy's score is 1 - it
+        scores = 1.0 - scores
+    try:
+        th = [float(t) for t in str(point["thresholds"]).strip("()[] ").split(",") if t.strip()]
+    except ValueError:
+        return None
+    e = scores.shape[1]
+    th = np.asarray((th + [th[-1]] * e)[:e] if th else [], float)
+    if th.size != e or np.isnan(scores).any():
+        return None
+    taken = exit_indices(scores, th[None, :])[0]
+    frac = np.bincount(taken, minlength=e) / len(taken)
+    expected = [float(point.get(f"exit_frac_{i}", np.nan)) for i in range(e)]
+    if not np.allclose(frac, expected, atol=1e-6):
+        return None
+    return pd.DataFrame({"sample_id": wide.index, "exit": taken, "num_exits": e})
+
+
+def adaptiveness(runs: list[RunData], pal: Palette) -> ReportFigure:
+    """Exit depth vs per-sample difficulty at each model's calibrated point: easy samples should
+    leave early."""
+    exits = combined(runs, "exits")
+    if "difficulty" not in exits.columns or exits["difficulty"].astype(str).eq("").all():
+        raise NotDrawable("the dataset gives no per-sample difficulty (no 'difficulty' column)")
+    exits, split = pick_split(exits[exits["difficulty"].astype(str) != ""])
+    ops = unique_points(calibrated(choice_points(combined(runs, "operating_points"))))
+    ops = ops[ops["split"] == split]
+    rows, chosen = [], []
+    for (run, model), grp in ops.groupby(["run", "model"], sort=False):
+        grp = grp[grp["policy"] == "threshold"]
+        grp = grp.assign(_acc=grp["calibration"].str.contains("of-final")).sort_values(
+            "_acc", ascending=False, kind="mergesort"
+        )
+        rec = exits[(exits["run"] == run) & (exits["model"] == model)]
+        for _, point in grp.iterrows():
+            taken = _exit_per_sample(rec, point)
+            if taken is None:
+                continue
+            meta = rec.drop_duplicates("sample_id")[["sample_id", "difficulty"]]
+            taken = taken.merge(meta, on="sample_id")
+            taken["depth"] = taken["exit"] / max(int(taken["num_exits"].iloc[0]) - 1, 1)
+            taken["series"] = model + (f" · {run}" if pal.multi_run else "")
+            taken["model"] = model
+            rows.append(taken)
+            chosen.append(
+                f"{model}: {policy_label(point['policy'], point['confidence'])} · "
+                f"{pretty(str(point['calibration']))}"
+            )
+            break
+    if not rows:
+        raise NotDrawable(
+            "no calibrated threshold point whose exits the record's confidences reproduce"
+        )
+    data = pd.concat(rows, ignore_index=True)
+    data["level"] = difficulty_bins(data["difficulty"])
+    levels = sorted(data["level"].unique(), key=_level_key)
+    fig, axes = _new_figure(1, 1, 7.6, 4.2)
+    ax = axes[0, 0]
+    xs = np.arange(len(levels))
+    for series, grp in data.groupby("series", sort=False):
+        stats = grp.groupby("level")["depth"].agg(["mean", "std", "size"]).reindex(levels)
+        half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["size"].clip(lower=1))
+        color = pal.models.get(str(grp["model"].iloc[0]), None)
+        ax.errorbar(xs, stats["mean"], yerr=half, marker="o", capsize=3, color=color, lw=1.5)
+        last = int(np.flatnonzero(stats["mean"].notna().to_numpy())[-1])
+        ax.annotate(
+            series,
+            (xs[last], stats["mean"].iloc[last]),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color=color,
+        )
+    ax.set_xticks(xs, levels)
+    ax.set_xlim(-0.3, len(levels) - 1 + 0.3 + 0.12 * len(levels) + 0.6)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("Sample difficulty (the dataset's level; 0 = easiest)")
+    ax.set_ylabel(f"Mean exit depth [0 = first exit, 1 = final] ({split})")
+    title = f"Adaptiveness: exit depth vs sample difficulty ({split} split)"
+    fig.suptitle(title)
+    return ReportFigure(
+        "adaptiveness",
+        title,
+        (
+            "Mean depth of the exit each sample leaves at (exit index / last index), per "
+            "difficulty level, with a 95% interval (normal approximation); an adaptive model "
+            "sends easy samples out early and hard ones deep. Points: "
+            + "; ".join(chosen)
+            + " (chosen on val; exits recomputed from the record's confidences and checked "
+            "against the point's exit mix)."
+        ),
+        fig,
+    )
+
+
+def _level_key(level: str) -> tuple:
+    try:
+        return (0, float(str(level).strip("([").split(",")[0]))
+    except ValueError:
+        return (1, str(level))
 
 
 def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -681,66 +865,91 @@ def predicted_vs_measured(runs: list[RunData], pal: Palette) -> ReportFigure:
 
 
 def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
-    import seaborn as sns
-
     ops = combined(runs, "operating_points")
     if "expected_energy_mj" not in ops.columns:
         raise NotDrawable("no energy data (no profile or meter gave energy)")
-    pts, split = pick_split(calibrated(ops))
+    pts, split = pick_split(ops)
     pts = pts.dropna(subset=["expected_energy_mj"]).copy()
-    if pts.empty:
+    cal = choice_points(calibrated(pts))
+    if cal.empty:
         raise NotDrawable("no calibrated operating point has an expected energy")
+    plain = pts[pts["policy"] == "final-only"]
     src = "energy_source" if "energy_source" in pts.columns else "cost_source"
-    pts["source"] = pts[src].where(pts[src] != "", pts.get("cost_source", ""))
-    pts = pts.drop_duplicates(
+    for df in (cal, plain):
+        df["source"] = df[src].where(df[src] != "", df.get("cost_source", ""))
+    cal = cal.drop_duplicates(
         subset=["run", "model", "policy", "confidence", "calibration", "source"]
     )
-    pts["point"] = [
-        point_label(p, c, cal)
-        for p, c, cal in zip(pts["policy"], pts["confidence"], pts["calibration"])
+    cal["row"] = [
+        f"{m} · {policy_label(p, c)}" + (f" · {r}" if pal.multi_run else "")
+        for m, p, c, r in zip(cal["model"], cal["policy"], cal["confidence"], cal["run"])
     ]
-    pts["where"] = pts["model"] + (("\n" + pts["run"]) if pal.multi_run else "")
-    sources = sorted(pts["source"].unique())
-    hue_order = sorted(pts["point"].unique())
-    palette = dict(zip(hue_order, sns.color_palette("Set2", len(hue_order))))
-    nrows, ncols = _grid(len(sources), 2)
-    width = 1.2 + 1.3 * pts["where"].nunique() + 3.2 / ncols  # panel + a share of the legend
-    fig, axes = _new_figure(nrows, ncols, width, 3.8)
-    for ax, source in zip(axes.flat, sources):
-        sub = pts[pts["source"] == source]
-        sns.barplot(
-            errorbar=None,
-            data=sub,
-            x="where",
-            y="expected_energy_mj",
-            hue="point",
-            hue_order=hue_order,
-            palette=palette,
-            ax=ax,
-        )
-        ax.set_title(_source_title(source, {}), fontsize=9)
-        ax.set_xlabel("Model" + (" and run" if pal.multi_run else ""))
-        net = "" if source.startswith("estimated") else ", net of idle"
-        ax.set_ylabel(f"Expected energy per inference [mJ{net}]\n({source})")
-        if source.startswith("estimated"):
-            ax.set_facecolor(ESTIMATED_FACE)
-        if ax.get_legend():
-            ax.get_legend().remove()
-    _figure_legend(fig, _swatches(palette, hue_order), hue_order, "policy · calibration")
-    _hide_unused(axes, len(sources))
+    cal["target"] = cal["calibration"].map(target_group)
+    sources = sorted(cal["source"].unique(), key=lambda s: (s.startswith("estimated"), s))
+    targets = sorted(cal["target"].unique())
+    rows = sorted(cal["row"].unique())
+    nrows = len(sources)
+    height = 1.4 + nrows * (0.22 * len(rows) + 0.8)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.0 + 3.2 * len(targets), height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, len(targets), squeeze=False, sharex="row", sharey=True)
+    for r, source in enumerate(sources):
+        sub = cal[cal["source"] == source]
+        top = float(sub["expected_energy_mj"].max())
+        base = plain[plain["source"] == source]
+        top = max(top, float(base["expected_energy_mj"].max()) if len(base) else 0.0)
+        for c, target in enumerate(targets):
+            ax = axes[r, c]
+            cell = sub[sub["target"] == target].drop_duplicates("row").set_index("row")
+            ys = np.arange(len(rows))
+            vals = np.array(
+                [
+                    float(cell.loc[k, "expected_energy_mj"]) if k in cell.index else np.nan
+                    for k in rows
+                ]
+            )
+            colors = [pal.models.get(k.split(" · ")[0], (0.4, 0.4, 0.4)) for k in rows]
+            ax.barh(ys, np.nan_to_num(vals), color=colors, height=0.7)
+            for y, v in zip(ys, vals):
+                if not np.isnan(v):
+                    ax.text(v + 0.01 * top, y, fmt_energy(v), va="center", fontsize=7)
+            for model, grp in base.groupby("model"):  # the plain network of each model: a line
+                mine = [y for y, k in zip(ys, rows) if k.split(" · ")[0] == model]
+                if mine:
+                    e = float(grp["expected_energy_mj"].iloc[0])
+                    ax.plot([e, e], [min(mine) - 0.4, max(mine) + 0.4], color="black", lw=1.2)
+            ax.set_yticks(ys, rows, fontsize=7)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_xlim(0, top * 1.3)
+            ax.grid(axis="y", visible=False)
+            if r == 0:
+                ax.set_title(f"target: {pretty(target)}", fontsize=9)
+            net = "" if source.startswith("estimated") else ", net of idle"
+            ax.set_xlabel(f"Energy per inference [mJ{net}]\n({source})", fontsize=8)
+            if source.startswith("estimated"):
+                ax.set_facecolor(ESTIMATED_FACE)
     title = f"Energy per inference at the calibrated points ({split} split)"
     fig.suptitle(title)
     return ReportFigure(
         "energy",
         title,
         (
-            "Expected energy per sample (exit distribution x per-stage energy). Measured energy is "
-            "net: the idle power measured in the same run is subtracted (gross beside it in the "
-            "energy table, with the meter and device). The source of every panel is in its axis "
-            "label: 'estimated:<profile>' comes from a hardware profile and is not a measurement."
+            "Expected energy per sample (exit distribution x per-stage energy) of each model and "
+            "policy at the thresholds each calibration target (panel columns) chose on val, one row "
+            "of panels per energy source, value at the bar's end; the black line is the model's "
+            "plain network (final-only). Measured energy is net of the idle power measured in the "
+            "same run; 'estimated:<profile>' (shaded) comes from a hardware profile, not a "
+            "measurement."
         ),
         fig,
     )
+
+
+def fmt_energy(value: float) -> str:
+    return f"{value:.3g}"
 
 
 def backend_comparison(runs: list[RunData], pal: Palette) -> ReportFigure:
@@ -835,6 +1044,7 @@ FIGURES: tuple[tuple[str, FigureFn], ...] = (
     ("accuracy_vs_latency", accuracy_vs_latency),
     ("anytime", anytime_curves),
     ("exit_distribution", exit_distributions),
+    ("adaptiveness", adaptiveness),
     ("overthinking", overthinking_figure),
     ("predicted_vs_measured", predicted_vs_measured),
     ("energy", energy_figure),
@@ -860,6 +1070,8 @@ def draw_figures(runs: list[RunData]) -> tuple[list[ReportFigure], dict[str, str
                 drawn.append(fn(runs, pal))
             except NotDrawable as why:
                 missing[name] = str(why)
+            else:
+                fit_titles(drawn[-1].figure)
         for name, table, fn in OPTIONAL_FIGURES:
             if combined(runs, table).empty:
                 continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from eebench.report.data import RunData
+from eebench.report.headline import Headline, headline_intro
 
 NUMBERS_LEGEND = (
     (
@@ -41,6 +42,8 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.scroll{overflow-x:auto}
 .warn{background:#fff4e5;border-left:5px solid #e67e22;padding:.6em 1em;margin:.8em 0}
 .note{color:#555;font-size:.9em}figure{margin:1em 0 2em 0}
+.answer{background:#eef6ee;border-left:5px solid #2e7d32;padding:.6em 1em;margin:.8em 0}
+.estimated{background:#f7f1e3;border-left:5px solid #b08d57;padding:.3em 1em;margin:.8em 0}
 figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:.9em;margin-top:.3em}
 """
@@ -74,6 +77,9 @@ class ReportContent:
     environment: pd.DataFrame
     sections: list[Section] = field(default_factory=list)
     generated: str = ""
+    headlines: list[Headline] = field(default_factory=list)
+    comparison: list[Section] = field(default_factory=list)
+    comparison_figures: list[RenderedFigure] = field(default_factory=list)
     version: str = ""
 
     def warnings(self) -> list[str]:
@@ -102,6 +108,43 @@ def _html_table(df: pd.DataFrame) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _html_figure(fig: RenderedFigure) -> str:
+    data = base64.b64encode(fig.png).decode("ascii")
+    return (
+        f'<figure id="{_e(fig.name)}"><h3>{_e(fig.title)}</h3>'
+        f'<img src="data:image/png;base64,{data}" alt="{_e(fig.title)}">'
+        f"<figcaption>{_e(fig.caption)}</figcaption></figure>"
+    )
+
+
+def _html_headline(content: ReportContent) -> list[str]:
+    """The answer first: one sentence per device, then a table per cost source, measured apart
+    from estimated."""
+    if not content.headlines:
+        return [
+            "<h2>The answer</h2>",
+            '<p class="note">(no calibrated operating points in these runs: nothing to '
+            "recommend)</p>",
+        ]
+    parts = ["<h2>The answer</h2>", f"<p>{_e(headline_intro())}</p>", '<div class="answer"><ul>']
+    parts += [f"<li>{_e(h.sentence)}</li>" for h in content.headlines]
+    parts.append("</ul></div>")
+    for kind, title in (
+        ("measured", "Measured on this machine"),
+        ("estimated", "Estimated from hardware profiles (not measurements)"),
+    ):
+        group = [h for h in content.headlines if h.kind == kind]
+        if not group:
+            continue
+        parts.append(f"<h3>{_e(title)}</h3>")
+        for h in group:
+            run = f"{h.run}: " if len(content.runs) > 1 else ""
+            box = ' class="estimated"' if kind == "estimated" else ""
+            parts.append(f"<div{box}><p><b>{_e(run + h.source)}</b></p>")
+            parts.append(_html_table(h.table) + "</div>")
+    return parts
+
+
 def to_html(content: ReportContent) -> str:
     runs = ", ".join(r.label for r in content.runs)
     parts = [
@@ -110,11 +153,19 @@ def to_html(content: ReportContent) -> str:
         f"<title>eebench report: {_e(runs)}</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>eebench report</h1>",
-        f'<p class="note">Runs: {_e(runs)}. Generated {_e(content.generated)} by eebench {_e(content.version)}.</p>',
+        f'<p class="note">Runs: {_e(runs)}. Generated {_e(content.generated)} by eebench '
+        f'{_e(content.version)}. Environment of each run: <a href="#appendix">appendix</a>.</p>',
     ]
     parts += [f'<div class="warn">{_e(w)}</div>' for w in content.warnings()]
-    parts.append("<h2>Runs and environment</h2>")
-    parts.append(_html_table(content.environment))
+    parts += _html_headline(content)
+    for section in content.comparison:
+        parts.append(f"<h2>{_e(section.title)}</h2><p>{_e(section.intro)}</p>")
+        parts.append(
+            _html_table(section.table)
+            if not section.table.empty
+            else '<p class="note">(nothing in common)</p>'
+        )
+    parts += [_html_figure(fig) for fig in content.comparison_figures]
     parts.append("<h2>Reading the numbers</h2><ul>")
     parts += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in NUMBERS_LEGEND]
     parts.append("</ul>")
@@ -127,13 +178,7 @@ def to_html(content: ReportContent) -> str:
             )
             + "</ul>"
         )
-    for fig in content.figures:
-        data = base64.b64encode(fig.png).decode("ascii")
-        parts.append(
-            f'<figure id="{_e(fig.name)}"><h3>{_e(fig.title)}</h3>'
-            f'<img src="data:image/png;base64,{data}" alt="{_e(fig.title)}">'
-            f"<figcaption>{_e(fig.caption)}</figcaption></figure>"
-        )
+    parts += [_html_figure(fig) for fig in content.figures]
     for section in content.sections:
         parts.append(f"<h2>{_e(section.title)}</h2><p>{_e(section.intro)}</p>")
         parts.append(
@@ -145,6 +190,8 @@ def to_html(content: ReportContent) -> str:
         parts.append("<h2>Not shown</h2><ul>")
         parts += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in content.missing.items()]
         parts.append("</ul>")
+    parts.append('<h2 id="appendix">Appendix: runs and environment</h2>')
+    parts.append(_html_table(content.environment))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -162,24 +209,48 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _md_headline(content: ReportContent) -> list[str]:
+    lines = ["## The answer", ""]
+    if not content.headlines:
+        return [*lines, "(no calibrated operating points in these runs: nothing to recommend)", ""]
+    lines += [headline_intro(), ""]
+    lines += [f"- {h.sentence}" for h in content.headlines]
+    lines.append("")
+    for kind, title in (
+        ("measured", "Measured on this machine"),
+        ("estimated", "Estimated from hardware profiles (not measurements)"),
+    ):
+        group = [h for h in content.headlines if h.kind == kind]
+        if not group:
+            continue
+        lines += [f"### {title}", ""]
+        for h in group:
+            run = f"{h.run}: " if len(content.runs) > 1 else ""
+            lines += [f"**{run}{h.source}**", "", markdown_table(h.table), ""]
+    return lines
+
+
 def to_markdown(content: ReportContent) -> str:
     runs = ", ".join(r.label for r in content.runs)
     lines = [
         "# eebench report",
         "",
-        f"Runs: {runs}. Generated {content.generated} by eebench {content.version}.",
+        f"Runs: {runs}. Generated {content.generated} by eebench {content.version}. "
+        "Environment of each run: see the appendix.",
         "",
     ]
     lines += [f"> **Warning:** {w}" for w in content.warnings()]
-    lines += [
-        "",
-        "## Runs and environment",
-        "",
-        markdown_table(content.environment),
-        "",
-        "## Reading the numbers",
-        "",
-    ]
+    lines.append("")
+    lines += _md_headline(content)
+    for section in content.comparison:
+        lines += [f"## {section.title}", "", section.intro, ""]
+        lines += [
+            markdown_table(section.table) if not section.table.empty else "(nothing in common)",
+            "",
+        ]
+    for fig in content.comparison_figures:
+        lines += [f"### {fig.title}", "", f"![{fig.title}]({fig.filename})", "", fig.caption, ""]
+    lines += ["## Reading the numbers", ""]
     lines += [f"- **{k}**: {v}" for k, v in NUMBERS_LEGEND]
     lines += ["", "## Figures", ""]
     for fig in content.figures:
@@ -193,4 +264,6 @@ def to_markdown(content: ReportContent) -> str:
     if content.missing:
         lines += ["## Not shown", ""]
         lines += [f"- **{k}**: {v}" for k, v in content.missing.items()]
+        lines.append("")
+    lines += ["## Appendix: runs and environment", "", markdown_table(content.environment)]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
 from pathlib import Path
 
 
@@ -41,10 +43,26 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         help="checkpoint/ONNX cache folder (default: <out>/cache; with --resume: the run's cache)",
     )
     p.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are shown only on a terminal; redirected output gets one "
+        "line per finished step)",
+    )
     p.set_defaults(func=_run)
     lp = list_sub.add_parser("suites", help="built-in suites")
     lp.set_defaults(func=_list_suites)
+
+
+def show_progress_bars(no_progress: bool) -> bool:
+    """Bars redraw in place: only on a terminal. In a file or a pipe every redraw would stay
+    (one log line of thousands of characters), so there the step lines alone report progress."""
+    if no_progress:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -59,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         resume=Path(args.resume) if args.resume else None,
         run_id=args.run_id,
         backends=args.backend,
-        progress=not args.no_progress,
+        progress=show_progress_bars(args.no_progress),
         report=not args.no_report,
         force_resume=args.force_resume,
     )
@@ -82,7 +100,8 @@ def _list_suites(args: argparse.Namespace) -> int:
                 "dataset": spec.dataset.name,
                 "models": len(spec.models),
                 "backends": len(spec.backends),
-                "description": " ".join(spec.description.split())[:80],
+                # whole words only: a description is shortened at a word, marked with "..."
+                "description": textwrap.shorten(spec.description, width=80, placeholder=" ..."),
             }
         )
     print(pd.DataFrame(rows).to_string(index=False) if rows else "no built-in suites found")

@@ -373,14 +373,20 @@ class SuiteRunner:
         self.writer.record_timing(name, time.perf_counter() - t0)
 
     def _step(
-        self, key: str, fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]]
+        self,
+        key: str,
+        fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]],
+        started: float | None = None,
     ) -> dict[str, Any]:
-        """Run ``fn`` unless the step is already in the bundle; returns the step's info."""
+        """Run ``fn`` unless the step is already in the bundle; returns the step's info.
+
+        ``started`` is the ``perf_counter`` time the step's work began when it ran before
+        ``fn`` (training does), so the step's recorded and printed time includes it."""
         assert self.writer is not None
         if self.writer.has_step(key):
             return self.writer.step_info(key)
         self._current = key
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if started is None else started
         tables, info = fn()
         self.writer.finish_step(key, tables, info, seconds=time.perf_counter() - t0)
         self._current = f"after:{key}"
@@ -441,7 +447,7 @@ class SuiteRunner:
         def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
             return {}, {"checkpoint": info_d, "seconds": seconds, "train_config": tconf.to_dict()}
 
-        self._step(f"train:{label}", step)
+        self._step(f"train:{label}", step, started=t0)
         return ModelContext(spec=mspec, model=model, family=model.family)
 
     # ------------------------------------------------------------------ record
@@ -974,6 +980,7 @@ class SuiteRunner:
                             "backbone_latency_ms": bb.mean_latency_ns / 1e6,
                             "speedup_vs_aggregation": agg.mean_latency_ns / 1e6 / measured_ms,
                             "speedup_vs_backbone": bb.mean_latency_ns / 1e6 / measured_ms,
+                            **_speedup_ci(bb.latency_ns, latency_ns),
                             "source": f"measured:{backend_name}",
                             **{f"exit_frac_{i}": f for i, f in enumerate(res.exit_fractions)},
                         }
@@ -1515,6 +1522,18 @@ def _check_family(policy: Any, ctx: ModelContext) -> None:
             f"'{ctx.spec.label}' is of the {ctx.family} family; use the 'threshold' policy for it",
             field="policies",
         )
+
+
+def _speedup_ci(plain_ns: np.ndarray, early_exit_ns: np.ndarray) -> dict[str, float]:
+    """95% BCa interval of the speedup over the plain network (ratio of the two runs' mean
+    per-sample latencies, each run resampled on its own)."""
+    from eebench.measure.stats import bootstrap_ci
+
+    ci = bootstrap_ci(
+        [np.asarray(plain_ns, float), np.asarray(early_exit_ns, float)],
+        lambda a, b, axis=-1: np.mean(a, axis=axis) / np.mean(b, axis=axis),
+    )
+    return {"speedup_vs_backbone_ci_low": ci.lo, "speedup_vs_backbone_ci_high": ci.hi}
 
 
 def _calibration_name(c: Any) -> str:

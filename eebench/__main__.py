@@ -1,0 +1,7 @@
+"""``python -m eebench``: the same command as ``eebench``."""
+
+import sys
+
+from eebench.cli import main
+
+sys.exit(main())
