@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import html
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -65,6 +66,16 @@ def parse(path: Path) -> PageParser:
     return parser
 
 
+def _section_rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table after the heading that starts with ``heading``."""
+    start = text.index(heading)
+    table = text[text.index("<tbody>", start) : text.index("</tbody>", start)]
+    rows = []
+    for tr in table.split("<tr>")[1:]:
+        rows.append([html.unescape(c.split("</td>")[0]) for c in tr.split("<td>")[1:]])
+    return rows
+
+
 def tree_digest(run: Path) -> dict[str, str]:
     """Every file of a run except its report/ folder, with its hash."""
     return {
@@ -120,14 +131,19 @@ def test_html_is_self_contained_with_every_figure_embedded_and_titled(tiny_repor
         assert expected in titles
 
 
-def test_html_shows_environment_before_figures_and_the_tables(tiny_report):
+def test_html_opens_with_the_answer_and_keeps_the_environment_for_the_appendix(tiny_report):
     text = (tiny_report["dir"] / "report.html").read_text(encoding="utf-8")
     first_figure = text.index("<figure")
-    for fact in ("Synthetic CPU @ 2.0GHz", "0123456789abcdef", "onnxruntime", "2.3.0"):
-        assert -1 < text.index(fact) < first_figure
+    appendix = text.index("Appendix: runs and environment")
+    assert text.index("The answer") < first_figure < appendix
+    for fact in ("Synthetic CPU @ 2.0GHz", "0123456789abcdef", "2.3.0"):
+        assert text.index(fact) > appendix
     page = parse(tiny_report["dir"] / "report.html")
     assert {
-        "Runs and environment",
+        "The answer",
+        "Measured on this machine",
+        "Estimated from hardware profiles (not measurements)",
+        "Appendix: runs and environment",
         "Calibrated operating points",
         "Validation: true early-exit runs",
         "Skipped on this machine",
@@ -158,7 +174,10 @@ def test_every_axis_is_labelled_with_what_its_numbers_are(tiny_run):
             if not ax.get_visible():
                 continue
             xl, yl = ax.get_xlabel(), ax.get_ylabel()
-            assert xl and yl, f"{fig.name}: unlabelled axis"
+            # a panel that shares its neighbour's rows (no tick labels of its own) needs no label
+            shows_y = any(t.get_text() and t.get_visible() for t in ax.get_yticklabels())
+            shows_x = any(t.get_text() and t.get_visible() for t in ax.get_xticklabels())
+            assert (xl or not shows_x) and (yl or not shows_y), f"{fig.name}: unlabelled axis"
             if "MACs" in xl:
                 assert "analytic; FLOPs = 2 x MACs" in xl
             if "latency" in xl.lower() or "latency" in yl.lower():
@@ -166,13 +185,15 @@ def test_every_axis_is_labelled_with_what_its_numbers_are(tiny_run):
                     f"{fig.name}: {xl} / {yl}"
                 )
     by_name = {f.name: f for f in figures}
-    panels = [
-        ax.get_title() for ax in by_name["accuracy_vs_latency"].figure.axes if ax.get_visible()
+    panels = [  # titles may be wrapped to their panel's width
+        " ".join(ax.get_title().split())
+        for ax in by_name["accuracy_vs_latency"].figure.axes
+        if ax.get_visible()
     ]
     assert any(t.startswith("measured: torch-cpu") for t in panels)
     assert any(t.startswith("estimated: jetson-orin-nano") and "not measured" in t for t in panels)
-    energy_labels = [ax.get_ylabel() for ax in by_name["energy"].figure.axes if ax.get_visible()]
-    assert all("estimated:jetson-orin-nano" in yl for yl in energy_labels)
+    energy_labels = [ax.get_xlabel() for ax in by_name["energy"].figure.axes if ax.get_visible()]
+    assert all("estimated:jetson-orin-nano" in xl for xl in energy_labels)
     # the exits table has a difficulty column: overthinking is also shown per difficulty
     assert sum(ax.get_visible() for ax in by_name["overthinking"].figure.axes) == 2
 
@@ -189,10 +210,19 @@ def test_multi_run_report_compares_runs_side_by_side(tmp_path):
     files = build_report([a, b], tmp_path / "side-by-side")
     assert files.html.parent == tmp_path / "side-by-side"
     page = parse(files.html)
-    assert len(page.images) == len(FIGURES)
+    assert len(page.images) == len(FIGURES) + 1  # and the figure of the changes
     text = files.html.read_text(encoding="utf-8")
     for fact in ("quick/cpu-a", "quick/cpu-b", "aaaaaaaaaa11", "bbbbbbbbbb22"):
         assert fact in text
+    # what changed, not stacked rows: compare's verdict on the slowed stage, A, B and the ratio
+    assert page.headings[page.headings.index("The answer") + 3].startswith("Changes from A to B")
+    assert text.index("Changes from A to B") < text.index("<h2>Figures</h2>")
+    changes = _section_rows(text, "Changes from A to B")
+    slowed = [r for r in changes if r[0] == "sdn-s" and r[1].startswith("stage 1 on torch-cpu")]
+    assert len(slowed) == 1 and slowed[0][-1] == "regression"
+    a_ms, b_ms = float(slowed[0][3]), float(slowed[0][4])
+    ratio = float(slowed[0][5].split(" ")[0])
+    assert 1.3 < b_ms / a_ms < 1.7 and 1.3 < ratio < 1.7
     runs = load_runs([a, b])
     backend = backend_comparison(runs, Palette.for_runs(runs)).figure
     legend = [

@@ -592,7 +592,7 @@ def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
             else:
                 ax.set_yticks(range(len(rows)), [""] * len(rows))
                 ax.set_ylabel("")
-            ax.set_xlabel("Exit index (0 = earliest)" if r == len(models) - 1 else "")
+            ax.set_xlabel("Exit index (0 = earliest)" if r == len(models) - 1 else "Exit index")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label=f"Samples leaving at the exit [%] ({split})")
     title = f"Exit distribution at the calibrated operating points ({split} split)"
@@ -922,6 +922,7 @@ def energy_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
                     e = float(grp["expected_energy_mj"].iloc[0])
                     ax.plot([e, e], [min(mine) - 0.4, max(mine) + 0.4], color="black", lw=1.2)
             ax.set_yticks(ys, rows, fontsize=7)
+            ax.set_ylabel("Model · policy" if c == 0 else "")
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.set_xlim(0, top * 1.3)
             ax.grid(axis="y", visible=False)

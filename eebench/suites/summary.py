@@ -162,6 +162,8 @@ def pick_per_target(ops: pd.DataFrame) -> pd.DataFrame:
     """
     if ops.empty or "split" not in ops.columns:
         return pd.DataFrame(columns=HEADLINE_COLUMNS)
+    if "cost_source" not in ops.columns:  # analytic costs only: one source, MACs
+        ops = ops.assign(cost_source="")
     keys = [k for k in identity_columns(ops) if k != "split"]
     val = ops[ops["split"] == "val"]
     test = ops[ops["split"] == "test"].drop_duplicates(subset=keys).set_index(keys)
