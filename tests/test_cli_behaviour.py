@@ -133,7 +133,7 @@ def test_profile_measure_writes_beside_the_profiles_not_here(monkeypatch, tmp_pa
         measure, "measure_profile", lambda name, **kw: {"name": name, "threads": kw["threads"]}
     )
     assert cli.main(["profile", "measure", "--name", "my-host", "--threads", "1"]) == 0
-    assert (community / "my-host.yaml").is_file()
+    assert (community / "measured" / "my-host.yaml").is_file()
     assert list(here.iterdir()) == []
     out = tmp_path / "elsewhere" / "mine.yaml"
     assert cli.main(["profile", "measure", "--name", "x", "--threads", "1", "--out", str(out)]) == 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+MEASURED_SUBDIR = "measured"  # under hardware_profiles/community/: measured, not yet submitted
+
 
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure, validate, submit or show hardware profiles")
@@ -23,7 +25,8 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     m.add_argument(
         "--out",
         default=None,
-        help="output file (default: hardware_profiles/community/<name>.yaml)",
+        help="output file (default: hardware_profiles/community/measured/<name>.yaml, a draft "
+        "that 'eebench profile submit' validates and files as a community profile)",
     )
     m.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     m.add_argument(
@@ -106,12 +109,13 @@ def _measure(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         progress=show_progress_bars(False),
     )
-    # never the current folder by surprise: beside the other profiles, where eebench finds it
-    out_path = args.out or community_profiles_dir() / f"{data['name']}.yaml"
+    # never the current folder by surprise: a draft beside the community profiles, which
+    # `profile submit` validates, checksums and files under community/ itself
+    out_path = args.out or community_profiles_dir() / MEASURED_SUBDIR / f"{data['name']}.yaml"
     out = write_profile(data, out_path, overwrite=args.overwrite)
     print(
         f"wrote {out} (profile '{data['name']}': {args.backend}, {threads} threads); "
-        f"check it with: eebench profile validate {out}"
+        f"check it with: eebench profile validate {out}; share it with: eebench profile submit {out}"
     )
     return 0
 
