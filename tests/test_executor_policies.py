@@ -118,6 +118,8 @@ POLICY_CASES = [
     PolicyCase("patience-1", "patience", patience=1.0),
     PolicyCase("patience-2", "patience", patience=2.0),
     PolicyCase("learned-gate", "learned-gate"),
+    # per-exit thresholds from a precision target, defined on the record itself
+    PolicyCase("gate-classification", "gate-classification"),
     # learned accuracy-cost policies: scores are grid values of theta, untied by construction
     PolicyCase("bolukbasi-early-exit", "bolukbasi-early-exit"),
     PolicyCase("epnet", "epnet", {"bins": 4}),

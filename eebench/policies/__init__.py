@@ -39,6 +39,10 @@ from eebench.policies.gate import (
     cross_fitting_folds,
     gate_features,
 )
+from eebench.policies.gate_classification import (
+    CrossFittedGateClassification,
+    GateClassificationPolicy,
+)
 from eebench.policies.guan import GuanCascadePolicy
 from eebench.policies.idk import (
     IDKCascadePolicy,
@@ -88,6 +92,8 @@ __all__ = [
     "RoutingActorPolicy",
     "TradeoffPolicy",
     "CrossFittedGate",
+    "CrossFittedGateClassification",
+    "GateClassificationPolicy",
     "ExitDecider",
     "ExitView",
     "FinalOnlyPolicy",
