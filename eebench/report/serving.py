@@ -33,6 +33,7 @@ def _server_rows(runs: list[RunData]) -> pd.DataFrame:
 def serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
     """p99 latency (LoadGen, measured) vs target QPS, one panel per model and backend."""
     import seaborn as sns
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     df = _server_rows(runs)
     df["series"] = df["strategy"] + " · " + df["mode"]
@@ -42,6 +43,10 @@ def serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
     colors[PLAIN] = (0.15, 0.15, 0.15)
     modes = sorted(df["mode"].unique())
     styles = dict(zip(modes, ("-", "--", ":", "-.")))
+    widest = max(
+        panels,
+        key=lambda k: df[(df["model"] == k[0]) & (df["backend"] == k[1])]["series"].nunique(),
+    )
     nrows, ncols = _grid(len(panels), 2)
     fig, axes = _new_figure(nrows, ncols, 5.0, 3.4)
     for ax, (model, backend) in zip(axes.flat, panels):
@@ -71,10 +76,14 @@ def serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
             ax.axhline(b, color="red", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, no crowded minor-tick labels
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{model} on {backend}", fontsize=9)
         ax.set_xlabel("Target QPS (Server scenario, Poisson arrivals)")
         ax.set_ylabel("p99 latency [ms]\n(measured by LoadGen)")
-        ax.legend(fontsize=7, title="strategy · mode", title_fontsize=7)
+        if (model, backend) == widest:  # one legend, in the panel with every series
+            ax.legend(fontsize=7, title="strategy · mode", title_fontsize=7)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     title = "Early exit under load: p99 latency vs QPS per strategy and mode, vs the plain network"
