@@ -155,7 +155,8 @@ def _set_log(ax, axis: str = "x") -> None:
 
     which = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    which.set_major_locator(LogLocator(base=10, numticks=8))
+    # 1-2-5 steps: a span of less than a decade still gets labels to read the scale by
+    which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
     fmt = ScalarFormatter()
     fmt.set_scientific(False)
     which.set_major_formatter(fmt)
@@ -955,6 +956,8 @@ def fmt_energy(value: float) -> str:
 
 def backend_comparison(runs: list[RunData], pal: Palette) -> ReportFigure:
     summary = latency_summary(combined(runs, "latency_samples"), combined(runs, "stage_costs"))
+    # the machine-speed probe is a reference for 'compare', not a part of the model: left out
+    summary = summary[summary["part"] != "probe"] if not summary.empty else summary
     if summary.empty:
         raise NotDrawable("no measured stage latencies (no backend was measured)")
     batch = summary["batch_size"].min()

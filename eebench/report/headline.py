@@ -13,6 +13,7 @@ has no interval and is never mixed with measurements (a table of its own).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -108,8 +109,7 @@ def _saving(value: float, plain: float) -> str:
 
 def _row(pick: pd.Series, check: pd.Series | None, measured: bool) -> dict[str, str]:
     row = {
-        "calibration target (val)": pick["target"]
-        + (f": {pick['calibration']}" if pick["target"] != pick["calibration"] else ""),
+        "calibration target (val)": _target_text(pick),
         "recommended model": f"{pick['model']} ({pick['family']})",
         "policy": policy_label(str(pick["policy"]), str(pick["confidence"])),
         "test accuracy [%] (plain network)": _with_plain(
@@ -179,6 +179,19 @@ def _row(pick: pd.Series, check: pd.Series | None, measured: bool) -> dict[str, 
         )
     row["val accuracy [%] (chose it)"] = fmt_pct(pick["val_accuracy"])
     return row
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?e[+-]?\d+")
+
+
+def _target_text(pick: pd.Series) -> str:
+    """``within-1%-of-final``; a per-model budget with its MACs in words (``budget (per model):
+    152 k MACs``)."""
+    target, name = str(pick["target"]), str(pick["calibration"])
+    if target == name:
+        return target
+    amount = _NUMBER.search(name)
+    return f"{target}: {fmt_count(float(amount.group()))} MACs" if amount else f"{target}: {name}"
 
 
 def _with_plain(value: str, plain: str) -> str:
