@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from eebench.costs import analyze_costs
-from eebench.models import InputShapeError, ModelConfigError, MultiExitModel, create_model
+from eebench.models import (
+    InputShapeError,
+    ModelConfigError,
+    MultiExitModel,
+    contract,
+    create_model,
+)
 from eebench.models.ranet import (
     RANet,
     block_layers,
@@ -162,6 +168,25 @@ def test_small_entry_point_builds_and_runs(shape, config, levels, exits):
         outs = model.forward_all(torch.randn(3, *shape))
     assert [tuple(o.shape) for o in outs] == [(3, 7)] * exits
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        # one-layer blocks that stride down: the features before the strided layer are the input
+        {"n_blocks": 1, "step": 1},
+        # two sub-networks at the same level: the first layer's conv is not strided between them
+        {"scale_list": [1, 2, 2], "gr_factor": [2, 1, 1], "bn_factor": [2, 1, 1]},
+        {"step_mode": "lin_grow", "step": 1, "block_step": 2},
+    ],
+)
+def test_other_layouts_hold_the_model_contract(config):
+    """The clauses of ``eebench check-model`` (stages == forward_all, ONNX parity, costs that add
+    up, executor == vectorised) on layouts the registry's defaults do not reach."""
+    torch.manual_seed(0)
+    model = create_model("ranet", num_classes=5, input_shape=(3, 16, 16), **config).eval()
+    for clause in contract.CLAUSES.values():
+        clause(model)
 
 
 # ----------------------------------------------------------------- errors
