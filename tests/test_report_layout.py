@@ -20,6 +20,7 @@ from eebench.report.comparison import changes_figure, compare_table
 from eebench.report.figures import FIGURES
 from eebench.report.headline import headlines
 from eebench.suites.runner import RunOptions, run_suite
+from eebench.suites.summary import target_group
 
 SUITE = {
     "name": "layout",
@@ -221,6 +222,13 @@ def test_report_opens_with_the_answer_and_keeps_the_environment_for_the_appendix
         "measured:torch-cpu,threads=1,batch=1": "measured",
         "estimated:jetson-orin-nano-8gb-15w": "estimated",
     }
+    ops = load_runs([a])[0].table("operating_points")
+    targets = {target_group(c) for c in ops["calibration"] if c not in ("sweep", "baseline", "")}
     for h in found:
         assert html_escape(h.sentence) in html
-        assert len(h.table) == 2  # one row per calibration target
+        assert len(h.table) == len(targets)  # one row per calibration target
+    measured = next(h for h in found if h.kind == "measured").table
+    # the true early-exit run's mean latency and its speedup over the plain network, with intervals
+    ci = r"^[0-9.]+ \[[0-9.]+, [0-9.]+\]$"
+    assert measured["latency [ms/sample] (true early exit, 95% CI)"].str.match(ci).all()
+    assert measured["speedup over plain network [x] (95% CI)"].str.match(ci).all()
