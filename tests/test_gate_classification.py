@@ -169,6 +169,27 @@ def test_a_higher_target_never_leaves_earlier(graded):
     assert exits[0].tolist() == [0] * test.logits.shape[0]  # target 0: everyone at exit 0
 
 
+def test_batch_one_decisions_equal_the_vectorised_ones(graded):
+    """The per-sample executor's path (one row of Python floats, deferring near an edge) decides
+    as the scores do, also for rows whose confidence sits on a fitted edge."""
+    val, test = graded
+    policy = create_policy("gate-classification").fit(val)
+    edges = policy._tables[0][0]
+    on_edge = np.zeros((3, 4, 10), dtype=np.float64)
+    for r, edge in enumerate(edges[1:4]):  # 10 classes: max softmax e^z / (e^z + 9) = edge
+        on_edge[r, :, 0] = np.log(9.0 * edge / (1.0 - edge))
+    logits = np.concatenate([test.logits.astype(np.float64), on_edge])
+    rows = LogitsView(logits)
+    scores = policy.scores(rows)
+    for target in (0.5, 0.8, 0.9, 0.99):
+        decider = policy.decider(target, num_exits=4)
+        for n in range(logits.shape[0]):
+            decider.reset(1)
+            for i in range(3):
+                got = decider.decide(i, logits[n : n + 1, i], np.array([0]))
+                assert bool(got[0]) == bool(scores[n, i] >= target), (target, n, i)
+
+
 # ----------------------------------------------------------------- fitted on val only
 def test_val_is_scored_out_of_fold(graded):
     """Each val row's calibration score comes from thresholds defined without that row's fold."""

@@ -42,6 +42,7 @@ thresholds defined on all of val.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ from eebench.policies.base import (
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
 from eebench.policies.gate import cross_fitting_folds, logits_fingerprint
 from eebench.policies.registry import register_policy
+from eebench.policies.row_confidence import ROW_TOLERANCE, row_kernel
 
 
 def precision_envelope(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,10 +265,29 @@ class GateClassificationDecider(ExitDecider):
         self.policy = policy
         self.thresholds = thresholds
         self._theta = threshold_table(thresholds)
+        self._row = row_kernel(CONFIDENCE.get(policy.confidence))
+        tables = policy._require(None)
+        self._edges = [edges.tolist() for edges, _ in tables]
+        self._envelope = [envelope.tolist() for _, envelope in tables]
 
     def _fire(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         score = self.policy.exit_score(exit_index, log_softmax64(logits))
         return score >= threshold_at(self._theta, exit_index)
+
+    def _fire_one(self, exit_index: int, row: int, values: list[float]) -> bool | None:
+        """Batch 1 on Python floats: within ``ROW_TOLERANCE`` of an edge, :meth:`_fire` decides on
+        the exact vectorised confidence (see :mod:`eebench.policies.row_confidence`)."""
+        kernel = self._row
+        conf = kernel(values) if kernel is not None else None
+        if conf is None or exit_index >= len(self._edges):
+            return None
+        edges = self._edges[exit_index]
+        k = bisect_right(edges, conf) - 1
+        if conf - edges[k] <= ROW_TOLERANCE or (
+            k + 1 < len(edges) and edges[k + 1] - conf <= ROW_TOLERANCE
+        ):
+            return None
+        return self._envelope[exit_index][k] >= threshold_at(self._theta, exit_index)
 
 
 class CrossFittedGateClassification(Policy):
