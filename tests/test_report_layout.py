@@ -89,7 +89,7 @@ def _inside(box, frame) -> bool:
 def _tick_labels(ax, renderer) -> list[tuple[str, object]]:
     out = []
     for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-        for tick in axis.get_major_ticks():
+        for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:  # log axes label minors
             for label in (tick.label1, tick.label2):
                 if label.get_visible() and label.get_text().strip() and tick.get_visible():
                     out.append((f"{name} tick '{label.get_text()}'", label, name))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from eebench.report.data import RunData
-from eebench.report.figures import ReportFigure
+from eebench.report.figures import ReportFigure, _set_log
 from eebench.report.render import Section
 
 BAND = 0.10
@@ -55,6 +55,9 @@ def changes_display(table: pd.DataFrame) -> pd.DataFrame:
             a = "" if pd.isna(r["a"]) else f"{r['a']:.4g}"
             b = "" if pd.isna(r["b"]) else f"{r['b']:.4g}"
             change = _ratio_text(r)
+            probe = r.get("machine_ratio")
+            if kind == "latency" and probe is not None and not pd.isna(probe):
+                change += f" (÷ probe {probe:.3g})"
             what = "median latency [ms] (measured)"
         else:
             a = "" if pd.isna(r["a"]) else f"{100 * r['a']:.2f}"
@@ -75,24 +78,46 @@ def changes_display(table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows)
-    # the exit shares that did not move are many and say nothing: counted in the intro instead
-    keep = ~((table["kind"] == "exit_fraction") & (table["verdict"] == "same")).to_numpy()
-    return out[keep].reset_index(drop=True)
+    # exit shares that did not move and accuracies that did not change say nothing: counted in
+    # the intro instead; verdicts that matter first
+    keep = ~(_unmoved_exit_share(table) | _unchanged_accuracy(table)).to_numpy()
+    out = out[keep]
+    rank = out["verdict"].map(VERDICT_ORDER).fillna(len(VERDICT_ORDER))
+    return (
+        out.assign(_r=rank)
+        .sort_values("_r", kind="mergesort")
+        .drop(columns="_r")
+        .reset_index(drop=True)
+    )
+
+
+VERDICT_ORDER = {"regression": 0, "improvement": 1, "not significant": 2, "changed": 3}
+
+
+def _unmoved_exit_share(table: pd.DataFrame) -> pd.Series:
+    return (table["kind"] == "exit_fraction") & (table["verdict"] == "same")
+
+
+def _unchanged_accuracy(table: pd.DataFrame) -> pd.Series:
+    return (table["kind"] == "accuracy") & (table["change"] == 0)
 
 
 def comparison_sections(runs: list[RunData], table: pd.DataFrame) -> list[Section]:
     if table.empty:
         return []
-    same = int(((table["kind"] == "exit_fraction") & (table["verdict"] == "same")).sum())
+    same = int(_unmoved_exit_share(table).sum())
+    unchanged = int(_unchanged_accuracy(table).sum())
     levels = table.loc[table["kind"] == "latency", "ci_level"].dropna()
     level = f"{levels.iloc[0]:.2%}" if len(levels) else "Bonferroni-adjusted"
     intro = (
         f"A = {runs[0].label}, B = {runs[1].label}, as 'eebench compare A B' judges them. "
         f"Latency: ratio of medians B/A with its {level} interval (circular block bootstrap of each "
         f"run's raw samples, Bonferroni over the parts, divided by the machine-speed probe where "
-        f"both runs timed it); a regression needs the whole interval above {1 + BAND:g}, an "
+        f"both runs timed it: 'B/A' is then relative to the machine, and the probe rows show the "
+        f"machine's own change); a regression needs the whole interval above {1 + BAND:g}, an "
         f"improvement below {1 / (1 + BAND):.3g}. Accuracy at the calibrated test points: change "
-        f"in percentage points, two-proportion z-test, band ±{100 * ACCURACY_BAND:g} point. "
+        f"in percentage points, two-proportion z-test, band ±{100 * ACCURACY_BAND:g} point "
+        f"({unchanged} point(s) with the same test accuracy in both runs are not listed). "
         f"Exit shares are listed where they moved more than {100 * ACCURACY_BAND:g} point "
         f"({same} did not)."
     )
@@ -108,10 +133,11 @@ def changes_figure(runs: list[RunData], table: pd.DataFrame) -> ReportFigure:
     from eebench.report.figures import NotDrawable
 
     lat = table[(table["kind"] == "latency") & table["ratio"].notna()]
-    acc = table[(table["kind"] == "accuracy") & table["change"].notna()]
-    if lat.empty and acc.empty:
+    acc_all = table[(table["kind"] == "accuracy") & table["change"].notna()]
+    acc = acc_all[acc_all["change"] != 0]  # unchanged points are counted, not drawn
+    if lat.empty and acc_all.empty:
         raise NotDrawable("the two runs share no measured part and no calibrated point")
-    models = list(dict.fromkeys([*lat["model"], *acc["model"]]))
+    models = list(dict.fromkeys([*lat["model"], *acc_all["model"]]))
     n_lat = [int((lat["model"] == m).sum()) for m in models]
     n_acc = [int((acc["model"] == m).sum()) for m in models]
     height = 1.2 + 0.24 * sum(max(a, c, 1) for a, c in zip(n_lat, n_acc))
@@ -142,14 +168,17 @@ def changes_figure(runs: list[RunData], table: pd.DataFrame) -> ReportFigure:
             ax.plot([r["ratio"]], [y], "o", color=color, markersize=5)
         ax.set_yticks(range(len(sub)), [str(i).split(" (")[0] for i in sub["item"]])
         ax.set_ylim(len(sub) - 0.5 if len(sub) else 0.5, -0.5)
-        ax.set_xscale("log")
+        _set_log(ax)
         ax.set_xlim(*span)
         ax.set_ylabel(model, fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
         if k < len(models) - 1:
             ax.tick_params(axis="x", labelbottom=False)
         else:
-            ax.set_xlabel("Median latency B/A (measured; 95% interval, log scale)")
+            ax.set_xlabel(
+                "Median latency B/A [ratio] (measured; ÷ the machine-speed probe's B/A where\n"
+                "both runs timed it; the compare test's interval; log scale)"
+            )
         ax2 = fig.add_subplot(grid[k, 1], sharex=first_acc)
         first_acc = first_acc or ax2
         sub = acc[acc["model"] == model]
@@ -159,6 +188,18 @@ def changes_figure(runs: list[RunData], table: pd.DataFrame) -> ReportFigure:
             color = VERDICT_COLORS.get(str(r["verdict"]), "black")
             ax2.plot([100 * r["change"]], [y], "o", color=color, markersize=5)
         ax2.set_yticks(range(len(sub)), [_short_point(i) for i in sub["item"]])
+        same = int(((acc_all["model"] == model) & (acc_all["change"] == 0)).sum())
+        if same:
+            ax2.text(
+                0.5,
+                0.02 if len(sub) else 0.5,
+                f"{same} calibrated point(s) unchanged",
+                transform=ax2.transAxes,
+                ha="center",
+                va="bottom" if len(sub) else "center",
+                fontsize=8,
+                color="dimgrey",
+            )
         ax2.set_ylim(len(sub) - 0.5 if len(sub) else 0.5, -0.5)
         ax2.set_xlim(-acc_max, acc_max)
         ax2.tick_params(axis="y", labelsize=8)

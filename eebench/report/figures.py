@@ -593,7 +593,7 @@ def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
             else:
                 ax.set_yticks(range(len(rows)), [""] * len(rows))
                 ax.set_ylabel("")
-            ax.set_xlabel("Exit index (0 = earliest)" if r == len(models) - 1 else "Exit index")
+            ax.set_xlabel("Exit index")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label=f"Samples leaving at the exit [%] ({split})")
     title = f"Exit distribution at the calibrated operating points ({split} split)"
@@ -602,7 +602,8 @@ def exit_distributions(runs: list[RunData], pal: Palette) -> ReportFigure:
         "exit_distribution",
         title,
         (
-            "Share of samples [%] leaving at each exit (columns), for each policy (rows) at the "
+            "Share of samples [%] leaving at each exit (columns; exit 0 = earliest), for each "
+            "policy (rows) at the "
             "thresholds its calibration target (panel columns) chose on val, one row of panels per "
             "model; an empty row: the policy has no point for that target. Baselines are left out: "
             "final-only and aggregation leave every sample at the final exit, the oracle at the "
@@ -627,23 +628,24 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
     )
     fig, axes = _new_figure(1, 2 if has_difficulty else 1, 4.8, 3.8)
     ax = axes[0, 0]
+    # models on the y axis: long names read horizontally and never collide
     if pal.multi_run:
-        sns.barplot(errorbar=None, data=ov, x="model", y="percent", hue="run", ax=ax)
+        sns.barplot(errorbar=None, data=ov, y="model", x="percent", hue="run", orient="h", ax=ax)
     else:
         sns.barplot(
             errorbar=None,
             data=ov,
-            x="model",
-            y="percent",
+            y="model",
+            x="percent",
             hue="model",
             palette=pal.models,
+            orient="h",
             ax=ax,
             legend=False,
         )
-    ax.set_xlabel("Model")
-    ax.set_ylabel(f"Overthinking [% of {split} samples]")
+    ax.set_ylabel("Model")
+    ax.set_xlabel(f"Overthinking [% of {split} samples]")
     ax.set_title("per model", fontsize=9)
-    ax.tick_params(axis="x", rotation=20)
     if pal.multi_run:
         _legend_outside(ax, title="run")
     if has_difficulty:
