@@ -385,3 +385,18 @@ def test_run_with_only_required_columns_and_no_measurements(tmp_path):
     for name in ("accuracy_vs_latency", "backend_comparison", "energy", "predicted_vs_measured"):
         assert name in files.missing
     assert "is PARTIAL" not in files.html.read_text(encoding="utf-8")
+
+
+def test_a_run_writing_its_own_report_while_closing_is_not_called_partial(tmp_path):
+    """The runner builds the report after every step finished and the tables were assembled,
+    before it marks the manifest complete: that run is complete; one still running is not."""
+    from eebench.report.data import RunData
+
+    closing = {"status": "partial", "reason": "in progress", "steps_finished": True}
+    closing["tables"] = {"exits": "exits.csv"}
+    run = RunData("r", tmp_path, closing, {})
+    assert (run.status, run.reason, run.is_partial) == ("complete", "", False)
+    running = {"status": "partial", "reason": "in progress", "tables": {}}
+    assert RunData("r", tmp_path, running, {}).is_partial
+    killed = {**closing, "reason": "interrupted during report"}
+    assert RunData("r", tmp_path, killed, {}).status == "partial"

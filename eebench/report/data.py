@@ -57,11 +57,18 @@ class RunData:
 
     @property
     def status(self) -> str:
-        return str(self.manifest.get("status", "unknown"))
+        """The manifest's status; ``complete`` for a run whose steps all finished and whose tables
+        are assembled but that is still closing (the runner writes its own report then)."""
+        status = str(self.manifest.get("status", "unknown"))
+        closing = self.manifest.get("steps_finished") and self.manifest.get("tables")
+        in_progress = str(self.manifest.get("reason") or "").startswith("in progress")
+        if status == "partial" and closing and in_progress:
+            return "complete"
+        return status
 
     @property
     def reason(self) -> str:
-        return str(self.manifest.get("reason") or "")
+        return "" if self.status == "complete" else str(self.manifest.get("reason") or "")
 
     @property
     def is_partial(self) -> bool:

@@ -24,6 +24,10 @@ from eebench.report.tables import fmt_count, fmt_num, fmt_pct
 from eebench.suites.summary import ACCURACY_SLACK, pick_per_target
 
 NO_INTERVAL = "no interval in this run"
+SLOWER = (
+    " It is slower than the plain network: on this device early exit does not pay for this "
+    "target; run the plain network."
+)
 
 
 @dataclass
@@ -224,10 +228,12 @@ def _sentence(run_label: str, multi: bool, pick: pd.Series, check: pd.Series | N
         )
         ci = f" [{fmt_num(lo)}, {fmt_num(hi)}]" if pd.notna(lo) and pd.notna(hi) else ""
         plain = ms * speed if pd.notna(speed) else math.nan
+        slower = pd.notna(hi) and hi < 1 or pd.isna(hi) and pd.notna(speed) and speed < 1
         return (
             f"{where}On {_describe(str(pick['cost_source']))} (measured), for target {target}, {who} "
             f"needs {fmt_num(ms)} ms per sample ({_saving(ms, plain)} vs the plain network's "
             f"{fmt_num(plain)} ms; speedup {fmt_num(speed)}x{ci}) at {acc}."
+            + (SLOWER if slower else "")
         )
     kind = "estimated, not measured" if s["kind"] == "estimated" else "expected from measured parts"
     plain = (
@@ -236,9 +242,11 @@ def _sentence(run_label: str, multi: bool, pick: pd.Series, check: pd.Series | N
         if pd.notna(pick["final_latency_ms"])
         else ""
     )
+    slower = pick["expected_latency_ms"] > pick["final_latency_ms"]
     return (
         f"{where}On {_describe(str(pick['cost_source']))}, for target {target}, {who} needs "
         f"{fmt_num(pick['expected_latency_ms'])} ms per sample ({kind}{plain}) at {acc}."
+        + (SLOWER if slower else "")
     )
 
 
