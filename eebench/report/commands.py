@@ -70,4 +70,8 @@ def _compare(args: argparse.Namespace) -> int:
     )
     label_a, label_b = Run.open(args.run_a).label, Run.open(args.run_b).label
     print(format_comparison(table, args.band, args.alpha, label_a, label_b, args.accuracy_band))
+    print(
+        "\nThe same verdicts with a figure of the changes: "
+        f"eebench report {args.run_a} {args.run_b} --out <folder>"
+    )
     return 1 if has_regression(table) else 0
