@@ -95,6 +95,7 @@ class SuiteRunner:
         self.writer: RunWriter | None = None
         self._current = "starting"  # what the run is doing, for an interrupted run's message
         self._checkpoints: dict[str, tuple[Any, Any]] = {}  # label -> (model, info), preloaded
+        self._work_started: float | None = None  # when a step's work began before _step ran
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Path:
@@ -373,16 +374,14 @@ class SuiteRunner:
         self.writer.record_timing(name, time.perf_counter() - t0)
 
     def _step(
-        self,
-        key: str,
-        fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]],
-        started: float | None = None,
+        self, key: str, fn: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, Any]]]
     ) -> dict[str, Any]:
         """Run ``fn`` unless the step is already in the bundle; returns the step's info.
 
-        ``started`` is the ``perf_counter`` time the step's work began when it ran before
-        ``fn`` (training does), so the step's recorded and printed time includes it."""
+        When the step's work ran before ``fn`` (training does), ``_work_started`` holds the
+        ``perf_counter`` time it began, so the recorded and printed time includes it."""
         assert self.writer is not None
+        started, self._work_started = self._work_started, None
         if self.writer.has_step(key):
             return self.writer.step_info(key)
         self._current = key
@@ -447,7 +446,8 @@ class SuiteRunner:
         def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
             return {}, {"checkpoint": info_d, "seconds": seconds, "train_config": tconf.to_dict()}
 
-        self._step(f"train:{label}", step, started=t0)
+        self._work_started = t0  # the step's time is the training's, not the bookkeeping's
+        self._step(f"train:{label}", step)
         return ModelContext(spec=mspec, model=model, family=model.family)
 
     # ------------------------------------------------------------------ record
