@@ -643,6 +643,9 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
             ax=ax,
             legend=False,
         )
+    for bars in ax.containers:  # the value at each bar's end: a 0 is seen, not missing
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xlim(0, max(float(ov["percent"].max()), 0.1) * 1.2)
     ax.set_ylabel("Model")
     ax.set_xlabel(f"Overthinking [% of {split} samples]")
     ax.set_title("per model", fontsize=9)
@@ -663,10 +666,14 @@ def overthinking_figure(runs: list[RunData], pal: Palette) -> ReportFigure:
             y="percent",
             hue="series",
             palette=palette,
+            order=sorted(by["difficulty_bin"].unique(), key=_level_key),
             ax=ax2,
         )
-        ax2.set_xlabel("Sample difficulty (from the dataset's metadata)")
-        ax2.set_ylabel(f"Overthinking [% of {split} samples]")
+        top = max(float(ov["percent"].max()), float(by["percent"].max()), 0.1) * 1.2
+        ax.set_xlim(0, top)  # one scale for both panels
+        ax2.set_ylim(0, top)
+        ax2.set_xlabel("Sample difficulty (from the dataset's metadata; 0 = easiest)")
+        ax2.set_ylabel(f"Overthinking [% of the level's {split} samples]")
         ax2.set_title("per difficulty", fontsize=9)
         _legend_outside(ax2, title="model · run" if pal.multi_run else "model")
     title = f"Overthinking: an earlier exit is right, the final exit is wrong ({split} split)"
