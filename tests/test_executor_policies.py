@@ -223,6 +223,35 @@ def expected_decisions(
     return exits, preds
 
 
+def decisions_within_rounding(
+    policy: Policy,
+    record: ExitRecord,
+    thresholds: np.ndarray | float | None,
+    backend_logits: list[np.ndarray] = (),
+    draws: int = 16,
+) -> list[set[tuple[int, int]]]:
+    """Per sample, every (exit, prediction) the vectorised evaluation gives when each logit moves
+    by at most the backends' rounding (``logit_tolerance``; seeded draws plus the record itself)
+    or is the logit the backend itself computes (``backend_logits``, same shape as the record's).
+
+    Thresholds are placed away from every score (``untied_thresholds``), but a learned policy
+    also has boundaries of its own inside the confidence range (EPNet's bins, a trade-off grid):
+    a sample whose confidence sits within rounding of one may legitimately leave elsewhere on
+    another backend. Such a sample is allowed any of the outcomes rounding can produce."""
+    want_exits, want_preds = expected_decisions(policy, record, thresholds)
+    allowed = [{(int(e), int(p))} for e, p in zip(want_exits, want_preds)]
+    tol = logit_tolerance(record)[..., None]
+    rng = np.random.default_rng(0)
+    variants = [rng.uniform(-1.0, 1.0, size=record.logits.shape) * tol for _ in range(draws)]
+    variants = [record.logits + noise for noise in variants] + list(backend_logits)
+    for logits in variants:
+        moved = dataclasses.replace(record, logits=np.asarray(logits, dtype=np.float32))
+        exits, preds = expected_decisions(policy, moved, thresholds)
+        for n, outcome in enumerate(zip(exits.tolist(), preds.tolist())):
+            allowed[n].add(outcome)
+    return allowed
+
+
 def assert_same_decisions(
     got: ExecutionResult,
     want_exits: np.ndarray,
@@ -231,18 +260,41 @@ def assert_same_decisions(
     record: ExitRecord,
     thresholds: np.ndarray | float | None,
     where: str,
+    allowed: list[set[tuple[int, int]]] | None = None,
 ) -> None:
+    moved = 0
     for n in range(record.num_samples):
-        assert (int(got.exit_indices[n]), int(got.predictions[n])) == (
-            int(want_exits[n]),
-            int(want_preds[n]),
-        ), f"{where}: sample {n} (exit, prediction) differs from the vectorised evaluation"
+        outcome = (int(got.exit_indices[n]), int(got.predictions[n]))
+        want = (int(want_exits[n]), int(want_preds[n]))
+        if outcome != want and allowed is not None and outcome in allowed[n]:
+            moved += 1  # a sample within rounding of one of the policy's own boundaries
+            continue
+        assert outcome == want, (
+            f"{where}: sample {n} (exit, prediction) differs from the vectorised evaluation"
+        )
+    # borderline samples are the exception: at most one of the N here
+    assert moved <= 1, f"{where}: {moved} samples left elsewhere within logit rounding"
+    if moved:
+        return
     # the operating point of the same thresholds says the same thing in aggregate
     # (a 1-D array there is T shared thresholds: one per-exit setting is a (1, E) row)
     setting = None if thresholds is None else np.asarray(thresholds)[None, ...]
     point = operating_points(record, policy, setting)
     np.testing.assert_array_equal(got.exit_fractions, point.exit_fractions[0], err_msg=where)
     assert got.accuracy(record.labels) == point.accuracy[0], where
+
+
+def backend_record_logits(prepared: PreparedModel, x: torch.Tensor) -> list[np.ndarray]:
+    """``(N, E, C)`` logits as the backend computes them, one sample at a time and in batches of
+    ``BATCH`` (the executor's batch sizes)."""
+    out = []
+    for bs in (1, BATCH):
+        parts = []
+        for start in range(0, x.shape[0], bs):
+            exits = prepared.run_all(prepared.to_input(x[start : start + bs]))
+            parts.append(np.stack([prepared.to_numpy(v) for v in exits], axis=1))
+        out.append(np.concatenate(parts, axis=0))
+    return out
 
 
 def run_case(
@@ -255,10 +307,17 @@ def run_case(
     want_exits, want_preds = expected_decisions(policy, record, thresholds)
     decider = policy.decider(thresholds, num_exits=record.num_exits, labels=record.labels)
     executor = EarlyExitExecutor(prepared, decider)
+    allowed = None
+    if not pc.whole_batch_only:
+        allowed = decisions_within_rounding(
+            policy, record, thresholds, backend_record_logits(prepared, case.x)
+        )
     for mode, bs in runs:
         got = executor.run(case.x, mode=mode, batch_size=bs)
         where = f"{prepared.backend} {mode} batch={got.batch_size} {policy_name}"
-        assert_same_decisions(got, want_exits, want_preds, policy, record, thresholds, where)
+        assert_same_decisions(
+            got, want_exits, want_preds, policy, record, thresholds, where, allowed
+        )
     if isinstance(thresholds, np.ndarray) and np.isfinite(thresholds[:-1]).any():
         # a midpoint near an exit's median: the thresholds really split the samples between exits
         assert len(set(want_exits.tolist())) > 1, "thresholds should send samples to 2+ exits"

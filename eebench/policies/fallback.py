@@ -67,10 +67,6 @@ class MostConfidentFallbackDecider(ExitDecider):
             self._best_pred[rows] = predictions(logits)[better]
         return conf >= threshold_at(self._theta, exit_index)
 
-    def _fire_one(self, exit_index: int, row: int, values: list[float]) -> bool | None:
-        """No batch-1 shortcut: every decision updates the per-row best on the array path."""
-        return None
-
     def predict(self, exit_index: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
         if self.num_exits is not None and exit_index == self.num_exits - 1:
             return self.final_predictions(logits, active)
