@@ -19,6 +19,7 @@ from eebench.report import build_report, draw_figures, load_runs
 from eebench.report.comparison import changes_figure, compare_table
 from eebench.report.figures import FIGURES
 from eebench.report.headline import headlines
+from eebench.report.tables import validation_table
 from eebench.suites.runner import RunOptions, run_suite
 from eebench.suites.summary import target_group
 
@@ -227,6 +228,11 @@ def test_report_opens_with_the_answer_and_keeps_the_environment_for_the_appendix
     for h in found:
         assert html_escape(h.sentence) in html
         assert len(h.table) == len(targets)  # one row per calibration target
+    # the validation table names the confidence measure: no two rows look alike
+    shown = validation_table(load_runs([a]))
+    assert shown["policy"].str.contains(r"\((max_softmax|entropy)\)").any()
+    keys = ["model", "backend", "policy", "calibration", "batch size", "threads"]
+    assert not shown.duplicated(subset=keys).any()
     measured = next(h for h in found if h.kind == "measured").table
     # the true early-exit run's mean latency and its speedup over the plain network, with intervals
     ci = r"^[0-9.]+ \[[0-9.]+, [0-9.]+\]$"

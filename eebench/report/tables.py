@@ -180,7 +180,15 @@ def validation_table(runs: list[RunData]) -> pd.DataFrame:
             "run": val["run"],
             "model": val["model"],
             "backend": val["backend"],
-            "policy": val["policy"],
+            # the confidence measure tells apart rows of one policy
+            "policy": [
+                policy_label(str(p), str(c))
+                for p, c in zip(
+                    val["policy"],
+                    val["confidence"] if "confidence" in val.columns else [""] * len(val),
+                    strict=True,
+                )
+            ],
             "calibration": val["calibration"],
             "batch size": val["batch_size"].map(lambda v: fmt_num(v, 6)),
             "threads": val["threads"].map(lambda v: fmt_num(v, 6)),
