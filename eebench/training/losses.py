@@ -74,3 +74,24 @@ def distillation_loss(
             student, labels, label_smoothing=label_smoothing
         )
     return loss
+
+
+def one_for_all_loss(
+    logits: Sequence[Tensor],
+    labels: Tensor,
+    temperature: float,
+    alpha: float,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """IMTA's one-for-all knowledge distillation: the final exit teaches every earlier one.
+
+    ``L = CE(final, y) + sum_{i < last} [alpha T^2 KL(p_T(final) || q_T(exit_i))
+    + (1 - alpha) CE(exit_i, y)]`` (Li et al., ICCV 2019). The final exit's
+    logits are the soft target of each early exit and are treated as constants
+    there; they learn from their own cross-entropy term only.
+    """
+    final = logits[-1]
+    loss = F.cross_entropy(final, labels, label_smoothing=label_smoothing)
+    for out in logits[:-1]:
+        loss = loss + distillation_loss(out, final, labels, temperature, alpha, label_smoothing)
+    return loss

@@ -16,6 +16,9 @@ phase trains and which it freezes is the whole difference between schemes:
   the largest member (``cascade_distill``).
 * ``heads``: only the early exits, distilled from the final output of the
   backbone, which stays frozen (a pretrained network with exits attached).
+* ``imta``: IMTA (Li et al., ICCV 2019) without inline subnetwork
+  collaboration: joint training with gradient equilibrium, then the early
+  exits fine-tuned by one-for-all distillation from the frozen final exit.
 * ``none``: no training at all; the weights come from the model's checkpoint.
 
 Cascade members share no parameters, so only ``cascade`` applies to them, and
@@ -35,8 +38,14 @@ from eebench.errors import ConfigError
 from eebench.models import MultiExitModel
 from eebench.registry import Registry
 from eebench.training.config import TrainConfig
+from eebench.training.imta import forward_all_equilibrium
 from eebench.training.loop import Phase
-from eebench.training.losses import distillation_loss, early_exit_weights, joint_loss
+from eebench.training.losses import (
+    distillation_loss,
+    early_exit_weights,
+    joint_loss,
+    one_for_all_loss,
+)
 
 
 class Scheme:
@@ -298,6 +307,71 @@ class HeadsScheme(Scheme):
                 [*backbone, model.exits[last]],
             )
         ]
+
+
+@SCHEMES.register("imta")
+class ImtaScheme(Scheme):
+    """IMTA (Li et al., *Improved Techniques for Training Adaptive Deep Networks*, ICCV 2019).
+
+    Two phases, as in the paper's public code (kalviny/IMTA):
+
+    1. ``ge`` (``teacher_epochs``, default ``epochs``): every stage and exit
+       with the joint loss (``exit_weights``, uniform as in the paper) and
+       *gradient equilibrium*: stage ``i`` of ``n`` receives the mean, not the
+       sum, of the gradients of exits ``i .. n-1``
+       (:mod:`eebench.training.imta`).
+    2. ``ofa`` (``epochs``): *one-for-all knowledge distillation*: the early
+       exits learn from the final exit's softened outputs (temperature ``T``,
+       weight ``alpha``, plus ``(1 - alpha)`` cross-entropy) while the
+       backbone and the final exit stay frozen, as the public code freezes
+       its GE-trained network in this step.
+
+    Left out: *inline subnetwork collaboration* (exit ``i`` also reads a
+    projection of exit ``i - 1``'s prediction). It adds a connection between
+    heads, so exit ``i``'s logits would no longer be a function of stage
+    ``i``'s state alone, which the multi-exit contract (and with it the
+    per-head cost counting, export and the true early-exit executor) relies
+    on. Simplified: the public code trains fresh linear classifiers in step 2
+    and rescales only MSDNet's coarsest scale; here the phase-1 exits are
+    fine-tuned and every tensor of a stage's state is rescaled.
+    """
+
+    summary = (
+        "IMTA without inline collaboration: joint with gradient equilibrium, then "
+        "one-for-all distillation of the early exits from the frozen final exit"
+    )
+
+    def phases(self, model: MultiExitModel, config: TrainConfig) -> list[Phase]:
+        weights = early_exit_weights(config.exit_weights, model.num_exits)
+        last = model.num_exits - 1
+
+        def ge_loss(m: MultiExitModel, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
+            outs = forward_all_equilibrium(m, x)
+            return joint_loss(outs, y, weights, config.label_smoothing), dict(enumerate(outs))
+
+        phases = [Phase("ge", config.teacher_phase_epochs, [model], ge_loss)]
+        students = [model.exits[i] for i in range(last)]
+        if not students:
+            return phases
+
+        def ofa_loss(m: MultiExitModel, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
+            with torch.no_grad():
+                states, state = [], x
+                for i in range(m.num_stages):
+                    state = m.forward_stage(i, state)
+                    states.append(state)
+                final = m.forward_exit(last, state)
+            outs = [m.forward_exit(i, states[i]) for i in range(last)]
+            total = one_for_all_loss(
+                [*outs, final], y, config.temperature, config.alpha, config.label_smoothing
+            )
+            return total, dict(enumerate(outs))
+
+        backbone = [mod for group in stage_groups(model) for mod in group]
+        phases.append(
+            Phase("ofa", config.epochs, students, ofa_loss, [*backbone, model.exits[last]])
+        )
+        return phases
 
 
 @SCHEMES.register("none")
