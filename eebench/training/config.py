@@ -3,7 +3,7 @@
 It is part of the checkpoint cache key, so every field here changes the
 trained weights; things that do not (progress bars, output paths) stay out.
 ``epochs`` counts epochs *per phase*: per stage for layer-wise training, per
-member for cascades, per phase (teacher, students) for distillation.
+member for cascades, per phase (teacher, students) for distillation and IMTA.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # joint training: L = L(final) + sum_i w_i L(exit_i) over the early exits
     exit_weights: Literal["uniform", "linear"] | list[float] = "uniform"
-    # knowledge distillation (scheme distill; cascades with cascade_distill)
+    # knowledge distillation (schemes distill and imta; cascades with cascade_distill); for imta,
+    # teacher_epochs counts its gradient-equilibrium phase and epochs its distillation phase
     temperature: float = Field(3.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
     freeze_backbone: bool = True
