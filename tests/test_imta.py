@@ -202,3 +202,34 @@ def test_imta_is_refused_for_a_cascade(splits):
     cascade = create_seeded_model("cascade", {"width": 4}, 10, splits.input_shape, 0)
     with pytest.raises(ConfigError, match=r"scheme: 'imta' does not apply to cascade.*'cascade'"):
         train_model(cascade, splits, TrainConfig(scheme="imta", **FAST), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [("msdnet", {}), ("ranet", {}), ("sdn-resnet", {"depth": 20, "width": 4})],
+)
+def test_gradient_equilibrium_rule_holds_for_multi_scale_and_intermediate_families(name, config):
+    """Stage i's parameters get the mean of the gradients of exits i..n-1, whatever the state."""
+    model = create_seeded_model(name, config, 10, (1, 8, 8), 0).eval()
+    n = model.num_stages
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    params = [list(s.parameters()) for s in model.stages]
+
+    def grads(loss: Tensor) -> list[list[Tensor]]:
+        flat = [p for ps in params for p in ps]
+        g = torch.autograd.grad(loss, flat, allow_unused=True)
+        out, k = [], 0
+        for ps in params:
+            out.append([torch.zeros_like(p) if gi is None else gi for p, gi in zip(ps, g[k:])])
+            k += len(ps)
+        return out
+
+    per_exit = [grads(F.cross_entropy(model.forward_all(x)[e], y)) for e in range(n)]
+    outs = forward_all_equilibrium(model, x)
+    for a, b in zip(outs, model.forward_all(x)):
+        assert torch.equal(a, b)
+    ge = grads(sum(F.cross_entropy(o, y) for o in outs))
+    for i in range(n):
+        for j, g in enumerate(ge[i]):
+            expected = sum(per_exit[e][i][j] for e in range(i, n)) / (n - i)
+            assert torch.allclose(g, expected, atol=1e-6, rtol=1e-4), (name, i, j)
