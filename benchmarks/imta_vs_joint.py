@@ -9,7 +9,7 @@ with:
 * ``imta``: the same ``--epochs`` epochs of joint training with gradient
   equilibrium, then ``--ofa-epochs`` epochs of one-for-all distillation of the
   early exits from the frozen final exit (T, alpha as given);
-* ``imta-ce`` (with ``--ablation``): as ``imta`` but alpha = 0, so the second
+* ``imta-ce`` (``--variants ... imta-ce``): as ``imta`` but alpha = 0, so the second
   phase fine-tunes the early exits on labels only: it separates the
   distillation's effect from that of the extra head epochs.
 
@@ -19,7 +19,7 @@ both follow the seed); the table shows mean ± sample standard deviation and
 the min-max range. Training time is wall-clock, measured, on a shared machine.
 
     nice -n 5 python benchmarks/imta_vs_joint.py [--seeds 0 1 2] [--epochs 10] [--ofa-epochs 3]
-        [--models msdnet-small sdn-resnet20] [--ablation] [--out results/imta_vs_joint.json]
+        [--models msdnet-small sdn-resnet20] [--variants joint imta imta-ce] [--out results/imta_vs_joint.json]
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ def variants(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "temperature": args.temperature,
         "alpha": args.alpha,
     }
-    out = {"joint": {"scheme": "joint", "epochs": args.epochs}, "imta": imta}
-    if args.ablation:
-        out["imta-ce"] = {**imta, "alpha": 0.0}
-    return out
+    known = {
+        "joint": {"scheme": "joint", "epochs": args.epochs},
+        "imta": imta,
+        "imta-ce": {**imta, "alpha": 0.0},
+    }
+    return {v: known[v] for v in args.variants}
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -135,7 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=3.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--ablation", action="store_true", help="add imta-ce (alpha = 0)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["joint", "imta"],
+        choices=["joint", "imta", "imta-ce"],
+        help="imta-ce: imta with alpha = 0 (head fine-tuning on labels only)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="keep about this many samples")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write runs and summary as JSON")
