@@ -23,11 +23,15 @@ def builtin_suites() -> dict[str, Path]:
 def resolve_suite(ref: str) -> Path:
     """``ref`` is a file path or a built-in name such as ``quick``."""
     p = Path(ref)
+    suites = builtin_suites()
+    if p.is_dir() and ref in suites:
+        # a folder named like a built-in suite (e.g. ./quick/ holding its results) is not a
+        # suite file: the built-in suite is meant
+        return suites[ref]
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
             raise ConfigError(f"suite file not found: {p.resolve()}", source=str(p))
         return p
-    suites = builtin_suites()
     if ref in suites:
         return suites[ref]
     close = difflib.get_close_matches(ref, list(suites), n=1)
