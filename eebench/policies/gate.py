@@ -23,10 +23,11 @@ at every exit.
 Fitting and calibrating on disjoint data (cross-fitting). Thresholds chosen
 on the rows that fitted the gate would grade the gate's own homework: its
 in-sample probabilities are optimistic. :meth:`LearnedGatePolicy.for_calibration`
-on the record the gate was fitted on returns a :class:`CrossFittedGate` whose
-scores on that record are out of fold: the rows are split into ``folds``
-deterministic folds (a permutation seeded by ``seed``), and each fold is
-scored by a gate fitted, by the same procedure, on the other folds only. Every
+on the record the gate was fitted on returns a cross-fitted view
+(:class:`~eebench.policies.crossfit.CrossFittedView`) whose scores on that
+record are out of fold: the rows are split into ``folds`` deterministic folds
+(a permutation seeded by ``seed``), and each fold is scored by a gate fitted,
+by the same procedure, on the other folds only. Every
 other record (test, a deployment) is scored by the gate fitted on all of val,
 and so is every online decision: that gate is the one deployed, saved and
 validated, it saw the most data, and it is one logistic regression per exit
@@ -38,7 +39,6 @@ suite runner ask for this view themselves.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -54,13 +54,14 @@ from eebench.policies.base import (
     ExitDecider,
     ExitView,
     NotFittedError,
-    Policy,
     PolicyError,
     decider_thresholds,
     threshold_at,
     threshold_table,
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
+from eebench.policies.crossfit import CrossFittedView, CrossFittingPolicy, FoldFit
+from eebench.policies.crossfit import cross_fitting_folds as cross_fitting_folds  # re-exported
 from eebench.policies.registry import register_policy
 from eebench.policies.row_confidence import FROM_PARTS, ROW_TOLERANCE, row_softmax_parts
 
@@ -92,26 +93,6 @@ def _gate_logit(
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
-
-
-def logits_fingerprint(logits: np.ndarray) -> str:
-    """A digest of a record's logits (shape, dtype and bytes): which rows a gate was fitted on."""
-    a = np.ascontiguousarray(logits)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
-    return h.hexdigest()
-
-
-def cross_fitting_folds(num_samples: int, folds: int, seed: int) -> np.ndarray:
-    """Fold of every row, ``(num_samples,)`` in ``[0, min(folds, num_samples))``: a seeded
-    permutation dealt round-robin, so the folds differ in size by at most one and depend on
-    nothing but the number of rows and the seed."""
-    k = max(1, min(int(folds), int(num_samples)))
-    order = np.random.default_rng(seed).permutation(num_samples)
-    fold = np.empty(num_samples, dtype=np.int64)
-    fold[order] = np.arange(num_samples) % k
-    return fold
 
 
 def _training_data(
@@ -259,7 +240,7 @@ def _columns(a: np.ndarray) -> list[np.ndarray]:
 
 
 @register_policy("learned-gate")
-class LearnedGatePolicy(Policy):
+class LearnedGatePolicy(CrossFittingPolicy):
     """Per exit a logistic regression over confidence features, fitted on val to predict correctness."""
 
     threshold_meaning = "minimum predicted probability that the exit is correct, in [0, 1]"
@@ -279,20 +260,10 @@ class LearnedGatePolicy(Policy):
             raise PolicyError(
                 f"learned-gate: regularization (sklearn's C) must be > 0, got {regularization!r}"
             )
-        if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
-            raise PolicyError(
-                f"learned-gate: folds (cross-fitting folds of the validation record) must be an "
-                f"integer >= 2, got {folds!r}"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise PolicyError(f"learned-gate: seed must be an integer >= 0, got {seed!r}")
+        self._init_cross_fitting("learned-gate", folds, seed)
         self.features = tuple(features)
         self.regularization = float(regularization)
-        self.folds = int(folds)
-        self.seed = int(seed)
         self._state: dict[str, np.ndarray] | None = None
-        self._fitted_on: str | None = None  # logits fingerprint of the record fitted on
-        self._oof: tuple[str, np.ndarray] | None = None  # (fingerprint, out-of-fold scores)
 
     @property
     def confidence_label(self) -> str:
@@ -324,42 +295,23 @@ class LearnedGatePolicy(Policy):
         """
         feats, correct = _training_data(record, self.features, "fit")
         self._state = _fit_exit_gates(feats, correct, self.regularization)
-        self._fitted_on = logits_fingerprint(record.logits)
-        self._oof = None
+        self._fitted_record(record)
         return self
 
-    def out_of_fold_scores(self, record: ExitView) -> np.ndarray:
-        """``(N, E)`` gate probabilities of the record the gate was fitted on, each row scored by a
-        gate fitted (by the same procedure) on the other ``folds - 1`` folds only.
-
-        Folds come from a permutation of the row indices seeded by ``seed``: deterministic, and
-        independent of the labels and the logits. Fewer rows than folds: one row per fold.
-        """
-        fingerprint = logits_fingerprint(record.logits)
-        if self._oof is not None and self._oof[0] == fingerprint:
-            return self._oof[1].copy()
+    def _fold_fit(self, record: ExitView) -> FoldFit:
+        """Per fold: the gate probabilities of a gate fitted on the other folds."""
         feats, correct = _training_data(record, self.features, "cross-fitting")
         n = feats.shape[0]
         if n < 2:
             raise PolicyError(
                 f"learned-gate cross-fitting: needs at least 2 validation samples, got {n}"
             )
-        fold = cross_fitting_folds(n, self.folds, self.seed)
-        scores = np.empty(correct.shape, dtype=np.float64)
-        for f in range(int(fold.max()) + 1):
-            held = fold == f
-            state = _fit_exit_gates(feats[~held], correct[~held], self.regularization)
-            scores[held] = _state_probabilities(state, feats[held])
-        self._oof = (fingerprint, scores)
-        return scores.copy()
 
-    def for_calibration(self, record: ExitView) -> Policy:
-        """The gate as thresholds should be chosen on ``record``: on the record it was fitted on, a
-        :class:`CrossFittedGate` (every row scored out of fold); on any other record, itself."""
-        self._require_state(record.logits.shape[1])
-        if self._fitted_on is None or logits_fingerprint(record.logits) != self._fitted_on:
-            return self
-        return CrossFittedGate(self, record, self.out_of_fold_scores(record))
+        def fit_and_score(held: np.ndarray) -> np.ndarray:
+            state = _fit_exit_gates(feats[~held], correct[~held], self.regularization)
+            return _state_probabilities(state, feats[held])
+
+        return fit_and_score
 
     def _require_state(self, num_exits: int | None = None) -> dict[str, np.ndarray]:
         if self._state is None:
@@ -397,8 +349,7 @@ class LearnedGatePolicy(Policy):
                 )
         self._state = arrays
         # parameters from elsewhere: which rows fitted them is unknown (load() restores it)
-        self._fitted_on = None
-        self._oof = None
+        self._fitted_record(None)
         return self
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -478,78 +429,5 @@ class LearnedGatePolicy(Policy):
         return GateDecider(self, th, num_exits if num_exits is not None else self.num_exits)  # type: ignore[arg-type]
 
 
-class CrossFittedGate(Policy):
-    """A fitted :class:`LearnedGatePolicy` as thresholds are chosen on the record it was fitted on.
-
-    On that record (recognised by its logits) every row gets its out-of-fold probability; on any
-    other record, and in every online decision, the gate fitted on the whole record answers. So a
-    calibration on val picks thresholds from scores no fold gate saw the label of, and the same
-    thresholds are then reported on test and run by the executor with the deployed gate. The
-    vectorised scores of this view on the fitted record are, by design, not what the deployed
-    gate's decider says on those rows; on every other record they are identical.
-    """
-
-    name = LearnedGatePolicy.name
-    kind = LearnedGatePolicy.kind
-    threshold_meaning = LearnedGatePolicy.threshold_meaning
-
-    def __init__(self, gate: LearnedGatePolicy, record: ExitView, oof: np.ndarray) -> None:
-        self.gate = gate
-        self._logits = record.logits
-        self._fingerprint = logits_fingerprint(record.logits)
-        self._oof = np.asarray(oof, dtype=np.float64)
-        if self._oof.shape != tuple(record.logits.shape[:2]):
-            raise PolicyError(
-                f"cross-fitted gate: out-of-fold scores of shape {self._oof.shape} do not match "
-                f"the record's (samples, exits) {tuple(record.logits.shape[:2])}"
-            )
-
-    @property
-    def confidence_label(self) -> str:
-        return self.gate.confidence_label
-
-    def params(self) -> dict[str, Any]:
-        return self.gate.params()
-
-    @property
-    def fitted(self) -> bool:
-        return True
-
-    @property
-    def num_exits(self) -> int | None:
-        return self.gate.num_exits
-
-    def is_fitted_record(self, record: ExitView) -> bool:
-        """Whether ``record`` holds the rows the gate was fitted on (same logits)."""
-        logits = record.logits
-        if logits is self._logits:
-            return True
-        return (
-            logits.shape == self._logits.shape and logits_fingerprint(logits) == self._fingerprint
-        )
-
-    def scores(self, record: ExitView) -> np.ndarray:
-        self.gate.check_record(record)
-        if self.is_fitted_record(record):
-            return self._oof.copy()
-        return self.gate.scores(record)
-
-    def check_record(self, record: ExitView) -> None:
-        self.gate.check_record(record)
-
-    def fit(self, record: ExitView) -> Policy:
-        """Refit the underlying gate on ``record`` (returns the gate, not a view)."""
-        return self.gate.fit(record)
-
-    def for_calibration(self, record: ExitView) -> Policy:
-        return self if self.is_fitted_record(record) else self.gate.for_calibration(record)
-
-    def decider(
-        self,
-        thresholds: float | np.ndarray | None = None,
-        *,
-        num_exits: int | None = None,
-        labels: np.ndarray | None = None,
-    ) -> ExitDecider:
-        """The deployed gate's decider (fitted on the whole record)."""
-        return self.gate.decider(thresholds, num_exits=num_exits, labels=labels)
+CrossFittedGate = CrossFittedView
+"""The learned gate's calibration view (:meth:`LearnedGatePolicy.for_calibration`)."""

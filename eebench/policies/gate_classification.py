@@ -51,14 +51,13 @@ from eebench.policies.base import (
     ExitDecider,
     ExitView,
     NotFittedError,
-    Policy,
     PolicyError,
     decider_thresholds,
     threshold_at,
     threshold_table,
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
-from eebench.policies.gate import cross_fitting_folds, logits_fingerprint
+from eebench.policies.crossfit import CrossFittedView, CrossFittingPolicy, FoldFit
 from eebench.policies.registry import register_policy
 from eebench.policies.row_confidence import ROW_TOLERANCE, row_kernel
 
@@ -99,7 +98,7 @@ def exit_threshold(edges: np.ndarray, envelope: np.ndarray, target: float) -> fl
 
 
 @register_policy("gate-classification")
-class GateClassificationPolicy(Policy):
+class GateClassificationPolicy(CrossFittingPolicy):
     """Gate-Classification: per-exit posterior thresholds defined on val by a precision target.
 
     A sample leaves once the posterior of its predicted class passes its exit's threshold.
@@ -118,19 +117,9 @@ class GateClassificationPolicy(Policy):
 
     def __init__(self, confidence: str = "max_softmax", folds: int = 5, seed: int = 0) -> None:
         CONFIDENCE.get(confidence)  # unknown names fail here, with a did-you-mean
-        if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
-            raise PolicyError(
-                f"policy '{self.name}': folds (cross-fitting folds of the validation record) must "
-                f"be an integer >= 2, got {folds!r}"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise PolicyError(f"policy '{self.name}': seed must be an integer >= 0, got {seed!r}")
+        self._init_cross_fitting(f"policy '{self.name}'", folds, seed)
         self.confidence = confidence
-        self.folds = int(folds)
-        self.seed = int(seed)
         self._tables: list[tuple[np.ndarray, np.ndarray]] | None = None
-        self._fitted_on: str | None = None
-        self._oof: tuple[str, np.ndarray] | None = None
 
     # ----------------------------------------------------------------- identity
     @property
@@ -180,8 +169,7 @@ class GateClassificationPolicy(Policy):
         """Define every exit's thresholds (its precision envelope) on a labelled validation record."""
         conf, correct = self._labelled(record, "fit", least=1)
         self._tables = self._tables_of(conf, correct)
-        self._fitted_on = logits_fingerprint(record.logits)
-        self._oof = None
+        self._fitted_record(record)
         return self
 
     def thresholds_for(self, target: float | np.ndarray) -> np.ndarray:
@@ -191,27 +179,14 @@ class GateClassificationPolicy(Policy):
         p = np.broadcast_to(np.asarray(target, dtype=np.float64), (len(tables),))
         return np.array([exit_threshold(v, env, float(t)) for (v, env), t in zip(tables, p)])
 
-    def out_of_fold_scores(self, record: ExitView) -> np.ndarray:
-        """``(N, E)`` scores of the fitted record, each fold scored by thresholds defined on the
-        other folds (the learned gate's deterministic seeded folds)."""
-        fingerprint = logits_fingerprint(record.logits)
-        if self._oof is not None and self._oof[0] == fingerprint:
-            return self._oof[1].copy()
+    def _fold_fit(self, record: ExitView) -> FoldFit:
+        """Per fold: the scores of thresholds defined on the other folds."""
         conf, correct = self._labelled(record, "cross-fitting", least=2)
-        fold = cross_fitting_folds(conf.shape[0], self.folds, self.seed)
-        scores = np.zeros(conf.shape, dtype=np.float64)
-        for f in range(int(fold.max()) + 1):
-            held = fold == f
-            scores[held] = self._scores_of(self._tables_of(conf[~held], correct[~held]), conf[held])
-        self._oof = (fingerprint, scores)
-        return scores.copy()
 
-    def for_calibration(self, record: ExitView) -> Policy:
-        """On the record it was fitted on: a view with out-of-fold scores; elsewhere: itself."""
-        self._require(record.logits.shape[1])
-        if self._fitted_on is None or logits_fingerprint(record.logits) != self._fitted_on:
-            return self
-        return CrossFittedGateClassification(self, record, self.out_of_fold_scores(record))
+        def fit_and_score(held: np.ndarray) -> np.ndarray:
+            return self._scores_of(self._tables_of(conf[~held], correct[~held]), conf[held])
+
+        return fit_and_score
 
     def _require(self, num_exits: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._tables is None:
@@ -290,67 +265,5 @@ class GateClassificationDecider(ExitDecider):
         return self._envelope[exit_index][k] >= threshold_at(self._theta, exit_index)
 
 
-class CrossFittedGateClassification(Policy):
-    """A fitted :class:`GateClassificationPolicy` as targets are chosen on the record it was fitted
-    on: out-of-fold scores there, the thresholds defined on all of val everywhere else."""
-
-    def __init__(self, policy: GateClassificationPolicy, record: ExitView, oof: np.ndarray) -> None:
-        self.policy = policy
-        self.name = policy.name  # type: ignore[misc]
-        self.kind = policy.kind  # type: ignore[misc]
-        self.threshold_meaning = policy.threshold_meaning  # type: ignore[misc]
-        self._logits = record.logits
-        self._fingerprint = logits_fingerprint(record.logits)
-        self._oof = np.asarray(oof, dtype=np.float64)
-        if self._oof.shape != tuple(record.logits.shape[:2]):
-            raise PolicyError(
-                f"cross-fitted {policy.name}: out-of-fold scores of shape {self._oof.shape} do "
-                f"not match the record's (samples, exits) {tuple(record.logits.shape[:2])}"
-            )
-
-    @property
-    def confidence_label(self) -> str:
-        return self.policy.confidence_label
-
-    def params(self) -> dict[str, Any]:
-        return self.policy.params()
-
-    @property
-    def fitted(self) -> bool:
-        return True
-
-    @property
-    def num_exits(self) -> int | None:
-        return self.policy.num_exits
-
-    def is_fitted_record(self, record: ExitView) -> bool:
-        logits = record.logits
-        if logits is self._logits:
-            return True
-        return (
-            logits.shape == self._logits.shape and logits_fingerprint(logits) == self._fingerprint
-        )
-
-    def scores(self, record: ExitView) -> np.ndarray:
-        self.policy.check_record(record)
-        if self.is_fitted_record(record):
-            return self._oof.copy()
-        return self.policy.scores(record)
-
-    def check_record(self, record: ExitView) -> None:
-        self.policy.check_record(record)
-
-    def fit(self, record: ExitView) -> Policy:
-        return self.policy.fit(record)
-
-    def for_calibration(self, record: ExitView) -> Policy:
-        return self if self.is_fitted_record(record) else self.policy.for_calibration(record)
-
-    def decider(
-        self,
-        thresholds: float | np.ndarray | None = None,
-        *,
-        num_exits: int | None = None,
-        labels: np.ndarray | None = None,
-    ) -> ExitDecider:
-        return self.policy.decider(thresholds, num_exits=num_exits, labels=labels)
+CrossFittedGateClassification = CrossFittedView
+"""Gate-classification's calibration view (:meth:`GateClassificationPolicy.for_calibration`)."""

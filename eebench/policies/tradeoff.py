@@ -47,14 +47,13 @@ from eebench.policies.base import (
     ExitDecider,
     ExitView,
     NotFittedError,
-    Policy,
     PolicyError,
     decider_thresholds,
     threshold_at,
     threshold_table,
 )
 from eebench.policies.confidence import CONFIDENCE, log_softmax64
-from eebench.policies.gate import cross_fitting_folds, logits_fingerprint
+from eebench.policies.crossfit import CrossFittedView, CrossFittingPolicy, FoldFit
 
 DEFAULT_COST_WEIGHTS: tuple[float, ...] = (0.0, *np.round(np.logspace(-3, 1, 24), 8).tolist())
 """``lambda`` grid: 0 (accuracy only) and 24 values from 1e-3 to 10 plain-network costs per error."""
@@ -126,7 +125,7 @@ def ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, np.ndarray
     return float(beta[0]), beta[1:]
 
 
-class TradeoffPolicy(Policy):
+class TradeoffPolicy(CrossFittingPolicy):
     """Base of the learned accuracy-cost policies (see the module docstring).
 
     Subclasses implement :meth:`_fit_state` (the paper's training for every ``theta`` of the grid)
@@ -167,22 +166,12 @@ class TradeoffPolicy(Policy):
             )
         if np.any(lam_arr < 0):
             raise PolicyError(f"{name}: cost_weights must be >= 0, got {lam_arr.tolist()}")
-        if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
-            raise PolicyError(
-                f"{name}: folds (cross-fitting folds of the validation record) must be an integer "
-                f">= 2, got {folds!r}"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise PolicyError(f"{name}: seed must be an integer >= 0, got {seed!r}")
+        self._init_cross_fitting(name, folds, seed)
         self.cost_weights = tuple(float(v) for v in lam_arr)
         self.thetas = np.unique(thetas_of(lam_arr))
-        self.folds = int(folds)
-        self.seed = int(seed)
         self._cost: TradeoffCost | None = None
         self._state: dict[str, Any] | None = None
         self._num_exits: int | None = None
-        self._fitted_on: str | None = None
-        self._oof: tuple[str, np.ndarray] | None = None
         self.nesting: dict[str, float] = {}
 
     # ----------------------------------------------------------------- identity
@@ -300,8 +289,7 @@ class TradeoffPolicy(Policy):
         cost = self._normalised_cost(record.logits.shape[1])
         self._state = self._fit_state(feats, correct, cost)
         self._num_exits = int(record.logits.shape[1])
-        self._fitted_on = logits_fingerprint(record.logits)
-        self._oof = None
+        self._fitted_record(record)
         self.nesting = self._nesting(feats)
         return self
 
@@ -317,30 +305,19 @@ class TradeoffPolicy(Policy):
             total += fire.size
         return {"envelope_changed_fraction": changed / total if total else 0.0}
 
-    def out_of_fold_scores(self, record: ExitView) -> np.ndarray:
-        """``(N, E)`` scores of the fitted record, each row scored by policies trained on the other
-        folds only (deterministic seeded folds, as the learned gate's)."""
-        fingerprint = logits_fingerprint(record.logits)
-        if self._oof is not None and self._oof[0] == fingerprint:
-            return self._oof[1].copy()
+    def _fold_fit(self, record: ExitView) -> FoldFit:
+        """Per fold: the scores of the grid policies trained on the other folds."""
         feats, correct = self._training_data(record, "cross-fitting", least=2)
         cost = self._normalised_cost(record.logits.shape[1])
-        fold = cross_fitting_folds(feats.shape[0], self.folds, self.seed)
-        scores = np.zeros(correct.shape, dtype=np.float64)
-        for f in range(int(fold.max()) + 1):
-            held = fold == f
-            state = self._fit_state(feats[~held], correct[~held], cost)
-            scores[held] = self._scores_from(state, feats[held])
-        self._oof = (fingerprint, scores)
-        return scores.copy()
 
-    def for_calibration(self, record: ExitView) -> Policy:
-        """On the record it was fitted on: a :class:`CrossFittedTradeoff` (out-of-fold scores);
-        on any other record: itself."""
-        self._require_state(record.logits.shape[1])
-        if self._fitted_on is None or logits_fingerprint(record.logits) != self._fitted_on:
-            return self
-        return CrossFittedTradeoff(self, record, self.out_of_fold_scores(record))
+        def fit_and_score(held: np.ndarray) -> np.ndarray:
+            state = self._fit_state(feats[~held], correct[~held], cost)
+            return self._scores_from(state, feats[held])
+
+        return fit_and_score
+
+    def _calibration_view(self, record: ExitView, oof: np.ndarray) -> CrossFittedTradeoff:
+        return CrossFittedTradeoff(self, record, oof)
 
     def _require_state(self, num_exits: int | None = None) -> dict:
         if self._state is None:
@@ -403,75 +380,16 @@ class TradeoffDecider(ExitDecider):
         return score >= threshold_at(self._theta, exit_index)
 
 
-class CrossFittedTradeoff(Policy):
-    """A fitted :class:`TradeoffPolicy` as thresholds are chosen on the record it was fitted on:
-    out-of-fold scores there, the deployed policy everywhere else (as
-    :class:`~eebench.policies.gate.CrossFittedGate` for the learned gate)."""
+class CrossFittedTradeoff(CrossFittedView):
+    """A fitted :class:`TradeoffPolicy` as thresholds are chosen on the record it was fitted on
+    (a :class:`~eebench.policies.crossfit.CrossFittedView`) that also says what its reward
+    charges."""
 
-    def __init__(self, policy: TradeoffPolicy, record: ExitView, oof: np.ndarray) -> None:
-        self.policy = policy
-        self.name = policy.name  # type: ignore[misc]
-        self.kind = policy.kind  # type: ignore[misc]
-        self.threshold_meaning = policy.threshold_meaning  # type: ignore[misc]
-        self._logits = record.logits
-        self._fingerprint = logits_fingerprint(record.logits)
-        self._oof = np.asarray(oof, dtype=np.float64)
-        if self._oof.shape != tuple(record.logits.shape[:2]):
-            raise PolicyError(
-                f"cross-fitted {policy.name}: out-of-fold scores of shape {self._oof.shape} do "
-                f"not match the record's (samples, exits) {tuple(record.logits.shape[:2])}"
-            )
-
-    @property
-    def confidence_label(self) -> str:
-        return self.policy.confidence_label
-
-    def params(self) -> dict[str, Any]:
-        return self.policy.params()
-
-    @property
-    def fitted(self) -> bool:
-        return True
+    policy: TradeoffPolicy
 
     @property
     def cost_source(self) -> str:
         return self.policy.cost_source
-
-    @property
-    def num_exits(self) -> int | None:
-        return self.policy.num_exits
-
-    def is_fitted_record(self, record: ExitView) -> bool:
-        logits = record.logits
-        if logits is self._logits:
-            return True
-        return (
-            logits.shape == self._logits.shape and logits_fingerprint(logits) == self._fingerprint
-        )
-
-    def scores(self, record: ExitView) -> np.ndarray:
-        self.policy.check_record(record)
-        if self.is_fitted_record(record):
-            return self._oof.copy()
-        return self.policy.scores(record)
-
-    def check_record(self, record: ExitView) -> None:
-        self.policy.check_record(record)
-
-    def fit(self, record: ExitView) -> Policy:
-        return self.policy.fit(record)
-
-    def for_calibration(self, record: ExitView) -> Policy:
-        return self if self.is_fitted_record(record) else self.policy.for_calibration(record)
-
-    def decider(
-        self,
-        thresholds: float | np.ndarray | None = None,
-        *,
-        num_exits: int | None = None,
-        labels: np.ndarray | None = None,
-    ) -> ExitDecider:
-        return self.policy.decider(thresholds, num_exits=num_exits, labels=labels)
 
 
 class LinearTradeoffPolicy(TradeoffPolicy):
