@@ -18,11 +18,18 @@ from __future__ import annotations
 import hashlib
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from eebench.policies.base import ExitDecider, ExitView, Policy, PolicyError
+from eebench.policies.base import (
+    ExitDecider,
+    ExitView,
+    NotFittedError,
+    Policy,
+    PolicyError,
+    decider_thresholds,
+)
 
 FoldFit = Callable[[np.ndarray], np.ndarray]
 """Given the boolean mask ``(N,)`` of one held-out fold, fit on the other rows and return the
@@ -81,9 +88,15 @@ class CrossFittingPolicy(Policy):
 
     Subclasses call :meth:`_init_cross_fitting` from ``__init__`` and :meth:`_fitted_record` from
     ``fit``, and implement :meth:`_fold_fit` (the per-fold fit and score of the same procedure
-    as ``fit``). :meth:`check_record` must raise when the policy is not fitted or fitted for
-    another number of exits: :meth:`for_calibration` relies on it.
+    as ``fit``) and :meth:`_decider` (the online decider of the fitted policy). A policy is
+    usable on a record, and gives a decider, only once fitted and for the record's number of
+    exits (:meth:`check_record`).
     """
+
+    not_fitted_hint: ClassVar[str] = (
+        "not fitted; call policy.fit(val_record) before evaluating or deciding"
+    )
+    """What the error of a policy used before its fit says after the policy's name."""
 
     folds: int
     seed: int
@@ -106,6 +119,36 @@ class CrossFittingPolicy(Policy):
         forget the out-of-fold scores of an earlier fit."""
         self._fitted_on = None if record is None else logits_fingerprint(record.logits)
         self._oof = None
+
+    def _check_exits(self, num_exits: int | None) -> None:
+        """A :class:`NotFittedError` before a fit; a :class:`PolicyError` when ``num_exits`` (None:
+        any) is not the number of exits fitted for."""
+        fitted = self.num_exits
+        if fitted is None:
+            raise NotFittedError(f"{self.name}: {self.not_fitted_hint}")
+        if num_exits is not None and num_exits != fitted:
+            raise PolicyError(
+                f"{self.name}: fitted for {fitted} exits but used on a model with {num_exits}; "
+                "refit on a validation record of this model"
+            )
+
+    def check_record(self, record: ExitView) -> None:
+        self._check_exits(record.logits.shape[1])
+
+    def decider(
+        self,
+        thresholds: float | np.ndarray | None = None,
+        *,
+        num_exits: int | None = None,
+        labels: np.ndarray | None = None,
+    ) -> ExitDecider:
+        th, num_exits = decider_thresholds(self, thresholds, num_exits)
+        self._check_exits(num_exits)
+        return self._decider(th, num_exits if num_exits is not None else self.num_exits)  # type: ignore[arg-type]
+
+    @abstractmethod
+    def _decider(self, thresholds: np.ndarray | float, num_exits: int) -> ExitDecider:
+        """The fitted policy's online decider (thresholds checked, exits matching the fit)."""
 
     @abstractmethod
     def _fold_fit(self, record: ExitView) -> FoldFit:

@@ -53,9 +53,7 @@ from eebench.errors import ResultsError
 from eebench.policies.base import (
     ExitDecider,
     ExitView,
-    NotFittedError,
     PolicyError,
-    decider_thresholds,
     threshold_at,
     threshold_table,
 )
@@ -244,6 +242,10 @@ class LearnedGatePolicy(CrossFittingPolicy):
     """Per exit a logistic regression over confidence features, fitted on val to predict correctness."""
 
     threshold_meaning = "minimum predicted probability that the exit is correct, in [0, 1]"
+    not_fitted_hint = (
+        "not fitted; call policy.fit(val_record) (or load saved parameters) before evaluating or "
+        "deciding"
+    )
 
     def __init__(
         self,
@@ -314,18 +316,8 @@ class LearnedGatePolicy(CrossFittingPolicy):
         return fit_and_score
 
     def _require_state(self, num_exits: int | None = None) -> dict[str, np.ndarray]:
-        if self._state is None:
-            raise NotFittedError(
-                "learned-gate: not fitted; call policy.fit(val_record) "
-                "(or load saved parameters) before evaluating or deciding"
-            )
-        fitted = self._state["intercept"].shape[0]
-        if num_exits is not None and num_exits != fitted:
-            raise PolicyError(
-                f"learned-gate: fitted for {fitted} exits but used on a model with {num_exits}; "
-                "refit on a validation record of this model"
-            )
-        return self._state
+        self._check_exits(num_exits)
+        return self._state  # type: ignore[return-value]  # set whenever num_exits is
 
     # ----------------------------------------------------------------- parameters as arrays
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -414,19 +406,8 @@ class LearnedGatePolicy(CrossFittingPolicy):
         )
         return _sigmoid(z)
 
-    def check_record(self, record: ExitView) -> None:
-        self._require_state(record.logits.shape[1])
-
-    def decider(
-        self,
-        thresholds: float | np.ndarray | None = None,
-        *,
-        num_exits: int | None = None,
-        labels: np.ndarray | None = None,
-    ) -> ExitDecider:
-        th, num_exits = decider_thresholds(self, thresholds, num_exits)
-        self._require_state(num_exits)
-        return GateDecider(self, th, num_exits if num_exits is not None else self.num_exits)  # type: ignore[arg-type]
+    def _decider(self, thresholds: np.ndarray | float, num_exits: int) -> ExitDecider:
+        return GateDecider(self, thresholds, num_exits)
 
 
 CrossFittedGate = CrossFittedView

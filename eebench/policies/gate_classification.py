@@ -50,9 +50,7 @@ import numpy as np
 from eebench.policies.base import (
     ExitDecider,
     ExitView,
-    NotFittedError,
     PolicyError,
-    decider_thresholds,
     threshold_at,
     threshold_table,
 )
@@ -113,6 +111,10 @@ class GateClassificationPolicy(CrossFittingPolicy):
     threshold_meaning = (
         "precision target p in [0, 1]: exit i fires at the lowest confidence whose precision on "
         "val reaches p (shared or one per exit; 0 leaves at exit 0)"
+    )
+    not_fitted_hint = (
+        "its thresholds are defined on a validation record; call policy.fit(val_record) before "
+        "evaluating or deciding"
     )
 
     def __init__(self, confidence: str = "max_softmax", folds: int = 5, seed: int = 0) -> None:
@@ -189,17 +191,8 @@ class GateClassificationPolicy(CrossFittingPolicy):
         return fit_and_score
 
     def _require(self, num_exits: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        if self._tables is None:
-            raise NotFittedError(
-                f"{self.name}: its thresholds are defined on a validation record; call "
-                "policy.fit(val_record) before evaluating or deciding"
-            )
-        if num_exits is not None and num_exits != len(self._tables):
-            raise PolicyError(
-                f"{self.name}: fitted for {len(self._tables)} exits but used on a model with "
-                f"{num_exits}; refit on a validation record of this model"
-            )
-        return self._tables
+        self._check_exits(num_exits)
+        return self._tables  # type: ignore[return-value]  # set whenever num_exits is
 
     # ----------------------------------------------------------------- vectorised and online
     def scores(self, record: ExitView) -> np.ndarray:
@@ -211,19 +204,8 @@ class GateClassificationPolicy(CrossFittingPolicy):
         values, envelope = self._require(None)[exit_index]
         return envelope_scores(values, envelope, CONFIDENCE.get(self.confidence)(log_probs))
 
-    def check_record(self, record: ExitView) -> None:
-        self._require(record.logits.shape[1])
-
-    def decider(
-        self,
-        thresholds: float | np.ndarray | None = None,
-        *,
-        num_exits: int | None = None,
-        labels: np.ndarray | None = None,
-    ) -> ExitDecider:
-        th, num_exits = decider_thresholds(self, thresholds, num_exits)
-        self._require(num_exits)
-        return GateClassificationDecider(self, th, num_exits or self.num_exits)  # type: ignore[arg-type]
+    def _decider(self, thresholds: np.ndarray | float, num_exits: int) -> ExitDecider:
+        return GateClassificationDecider(self, thresholds, num_exits)
 
 
 class GateClassificationDecider(ExitDecider):

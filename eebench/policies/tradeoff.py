@@ -46,9 +46,7 @@ import numpy as np
 from eebench.policies.base import (
     ExitDecider,
     ExitView,
-    NotFittedError,
     PolicyError,
-    decider_thresholds,
     threshold_at,
     threshold_table,
 )
@@ -320,16 +318,8 @@ class TradeoffPolicy(CrossFittingPolicy):
         return CrossFittedTradeoff(self, record, oof)
 
     def _require_state(self, num_exits: int | None = None) -> dict:
-        if self._state is None:
-            raise NotFittedError(
-                f"{self.name}: not fitted; call policy.fit(val_record) before evaluating or deciding"
-            )
-        if num_exits is not None and num_exits != self._num_exits:
-            raise PolicyError(
-                f"{self.name}: fitted for {self._num_exits} exits but used on a model with "
-                f"{num_exits}; refit on a validation record of this model"
-            )
-        return self._state
+        self._check_exits(num_exits)
+        return self._state  # type: ignore[return-value]  # set whenever num_exits is
 
     # ----------------------------------------------------------------- vectorised and online
     def _scores_from(self, state: dict, feats: np.ndarray) -> np.ndarray:
@@ -343,19 +333,8 @@ class TradeoffPolicy(CrossFittingPolicy):
         state = self._require_state(record.logits.shape[1])
         return self._scores_from(state, self.exit_features(record.log_probs))
 
-    def check_record(self, record: ExitView) -> None:
-        self._require_state(record.logits.shape[1])
-
-    def decider(
-        self,
-        thresholds: float | np.ndarray | None = None,
-        *,
-        num_exits: int | None = None,
-        labels: np.ndarray | None = None,
-    ) -> ExitDecider:
-        th, num_exits = decider_thresholds(self, thresholds, num_exits)
-        self._require_state(num_exits)
-        return TradeoffDecider(self, th, num_exits if num_exits is not None else self._num_exits)  # type: ignore[arg-type]
+    def _decider(self, thresholds: np.ndarray | float, num_exits: int) -> ExitDecider:
+        return TradeoffDecider(self, thresholds, num_exits)
 
 
 class TradeoffDecider(ExitDecider):
