@@ -481,6 +481,18 @@ def min_input_side(n_scales: int, stem: str) -> int:
 
 
 # --------------------------------------------------------------------------- entry points
+def check_overrides(preset: str, overrides: Mapping[str, Any], known: Sequence[str]) -> None:
+    """Refuse an override that is not one of the config's fields ``known``, with a did-you-mean
+    (shared by the families whose presets are a config dataclass's arguments)."""
+    import difflib
+
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ModelConfigError(preset, key, f"one of {list(known)}{hint}", overrides[key])
+
+
 def _create_msdnet(
     preset: str,
     num_classes: int,
@@ -489,15 +501,7 @@ def _create_msdnet(
     overrides: Mapping[str, Any],
 ) -> MSDNet:
     """Build a preset with some arguments overridden; unknown keys get a did-you-mean."""
-    import difflib
-
-    for key in overrides:
-        if key not in CONFIG_FIELDS:
-            close = difflib.get_close_matches(key, CONFIG_FIELDS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ModelConfigError(
-                preset, key, f"one of {list(CONFIG_FIELDS)}{hint}", overrides[key]
-            )
+    check_overrides(preset, overrides, CONFIG_FIELDS)
     return MSDNet(num_classes, input_shape, MSDNetConfig(**{**args, **overrides}))
 
 

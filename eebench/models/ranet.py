@@ -52,7 +52,6 @@ steps give block ``b`` (from 1) ``step * b`` layers, as the reference's ``lg``.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -71,14 +70,18 @@ from eebench.models.base import (
     check_positive,
 )
 from eebench.models.blocks import conv_bn_relu
-from eebench.models.msdnet import MSDNetHead, bottleneck_conv
+from eebench.models.msdnet import (
+    MIN_COARSEST_SIDE,
+    MSDNetHead,
+    bottleneck_conv,
+    check_overrides,
+    min_input_side,
+)
+from eebench.models.msdnet import scale_sides as level_sides  # a resolution level is a scale
 from eebench.models.registry import register_model
 
 STEP_MODES = ("even", "lin_grow")
 STEMS = ("cifar", "imagenet")
-
-#: The lowest resolution must be at least this many pixels on each side.
-MIN_COARSEST_SIDE = 2
 
 
 # --------------------------------------------------------------------------- layout
@@ -188,21 +191,6 @@ def first_layer_levels(scale_list: Sequence[int]) -> list[int]:
     """Resolution (halvings below the finest) of each sub-network's base features."""
     top = max(scale_list)
     return [top - s for s in scale_list]
-
-
-def _halve(side: int) -> int:
-    """Output side of a 3x3 (or 7x7, or 3x3 max-pool) stride-2 op with 'same' padding."""
-    return (side + 1) // 2
-
-
-def level_sides(side: int, levels: int, stem: str) -> list[int]:
-    """Spatial side of every resolution level for an input side (stem, then one halving each)."""
-    s = side if stem == "cifar" else _halve(_halve(side))
-    sides = [s]
-    for _ in range(1, levels):
-        s = _halve(s)
-        sides.append(s)
-    return sides
 
 
 # --------------------------------------------------------------------------- blocks
@@ -682,14 +670,6 @@ def _check_input(name: str, input_shape: tuple[int, ...], levels: int, stem: str
         )
 
 
-def min_input_side(levels: int, stem: str) -> int:
-    """Smallest input side whose lowest resolution keeps MIN_COARSEST_SIDE pixels."""
-    side = 1
-    while level_sides(side, levels, stem)[-1] < MIN_COARSEST_SIDE:
-        side += 1
-    return side
-
-
 def _fitting_levels(input_shape: Sequence[int], stem: str, most: int = 3) -> int:
     """Most resolution levels (up to ``most``, at least 1) the input side allows."""
     side = min(int(input_shape[1]), int(input_shape[2])) if len(input_shape) == 3 else 0
@@ -710,13 +690,7 @@ def _create_ranet(
     overrides: Mapping[str, Any],
 ) -> RANet:
     """Build a preset with some arguments overridden; unknown keys get a did-you-mean."""
-    for key in overrides:
-        if key not in CONFIG_FIELDS:
-            close = difflib.get_close_matches(key, CONFIG_FIELDS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ModelConfigError(
-                preset, key, f"one of {list(CONFIG_FIELDS)}{hint}", overrides[key]
-            )
+    check_overrides(preset, overrides, CONFIG_FIELDS)
     return RANet(num_classes, input_shape, RANetConfig(**{**args, **overrides}))
 
 
