@@ -176,8 +176,9 @@ def test_mismatch_is_in_the_manifest_the_console_and_the_report(xeon_run) -> Non
     warnings = [line for line in lines if line.startswith("WARNING:")]
     assert len(warnings) == 1 and "host profile 'amd-epyc-1t'" in warnings[0]
     report = (out / "report" / "report.md").read_text()
-    assert "## Estimated from hardware profiles" in report
-    section = report.split("## Estimated from hardware profiles", 1)[1].split("\n## ", 1)[0]
+    heading = "\n## Estimated from hardware profiles\n"  # the section, not the answer's subsection
+    assert heading in report
+    section = report.split(heading, 1)[1].split("\n## ", 1)[0]
     assert "WARNING (" in section and "amd-epyc-1t" in section and "Xeon" in section
     assert "profile measured on another CPU" in section
 
@@ -196,7 +197,7 @@ def test_bundle_and_report_show_what_each_estimate_is_made_of(xeon_run) -> None:
     nano = lat[lat["source"] == "estimated:jetson-nano-10w"]["note"].iat[0]
     assert "unsourced assumption" in nano
     report = (out / "report" / "report.md").read_text()
-    section = report.split("## Estimated from hardware profiles", 1)[1].split("\n## ", 1)[0]
+    section = report.split("\n## Estimated from hardware profiles\n", 1)[1].split("\n## ", 1)[0]
     assert "overhead_%" in section and "dominant" in section
 
 

@@ -1042,6 +1042,7 @@ class SuiteRunner:
             return
         c = chosen[0]
         policy = _make_policy(create_policy, c["policy"], c["confidence"], c["options"])
+        _give_costs(policy, self._cost_vectors(ctx)[0])  # refit with the costs it was chosen on
         if c.get("gate") is not None:
             policy = policy.fit(ctx.records["val"])
         th = np.asarray(c["thresholds"], dtype=float)
