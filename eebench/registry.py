@@ -25,7 +25,9 @@ class UnknownNameError(KeyError):
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
         self.suggestion = close[0] if close else None
         hint = f" Did you mean '{self.suggestion}'?" if self.suggestion else ""
-        msg = f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(sorted(known)) or '(none)'}"
+        msg = (
+            f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(sorted(known)) or '(none)'}"
+        )
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise

@@ -112,10 +112,15 @@ class MultiExitModel(nn.Module):
     def __init__(self, num_classes: int, input_shape: Sequence[int]) -> None:
         super().__init__()
         if int(num_classes) < 2:
-            raise ModelConfigError(type(self).__name__, "num_classes", "an integer >= 2", num_classes)
+            raise ModelConfigError(
+                type(self).__name__, "num_classes", "an integer >= 2", num_classes
+            )
         if len(input_shape) != 3 or any(int(s) <= 0 for s in input_shape):
             raise ModelConfigError(
-                type(self).__name__, "input_shape", "(channels, height, width), all positive", tuple(input_shape)
+                type(self).__name__,
+                "input_shape",
+                "(channels, height, width), all positive",
+                tuple(input_shape),
             )
         self.num_classes = int(num_classes)
         self.input_shape = tuple(int(s) for s in input_shape)

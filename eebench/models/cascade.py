@@ -77,7 +77,9 @@ class Cascade(MultiExitModel):
         super().__init__(num_classes, input_shape)
         name = type(self).__name__
         if not members:
-            raise ModelConfigError(name, "members", "at least one member (a list of conv widths)", members)
+            raise ModelConfigError(
+                name, "members", "at least one member (a list of conv widths)", members
+            )
         for k, widths in enumerate(members):
             check_positive(name, **{f"members[{k}]": list(widths)})
         c, h, w = self.input_shape

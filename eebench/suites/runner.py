@@ -533,9 +533,7 @@ class SuiteRunner:
                         else backend.prepare(ctx.model, batch_size=bs, threads=threads)
                     )
                     x = self.splits.test.x[:bs]
-                    parts = measure_parts(
-                        prepared, x=x, batch_size=bs, config=timing, label=label
-                    )
+                    parts = measure_parts(prepared, x=x, batch_size=bs, config=timing, label=label)
                     costs, samples = measured_rows(label, parts.with_probe)
                     tables = {"stage_costs": costs, "latency_samples": samples}
                     energy, no_energy, energy_info = self._energy(label, prepared, x, parts)
