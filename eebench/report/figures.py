@@ -759,20 +759,29 @@ def adaptiveness(runs: list[RunData], pal: Palette) -> ReportFigure:
     fig, axes = _new_figure(1, 1, 7.6, 4.2)
     ax = axes[0, 0]
     xs = np.arange(len(levels))
+    labels: list[tuple[float, float, str, Any]] = []  # (x, y, text, colour) at each line's end
     for series, grp in data.groupby("series", sort=False):
         stats = grp.groupby("level")["depth"].agg(["mean", "std", "size"]).reindex(levels)
         half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["size"].clip(lower=1))
         color = pal.models.get(str(grp["model"].iloc[0]), None)
         ax.errorbar(xs, stats["mean"], yerr=half, marker="o", capsize=3, color=color, lw=1.5)
         last = int(np.flatnonzero(stats["mean"].notna().to_numpy())[-1])
+        labels.append((float(xs[last]), float(stats["mean"].iloc[last]), str(series), color))
+    # direct labels, spread apart vertically where lines end close together
+    gap = 0.07
+    placed: list[float] = []
+    for x, y, text, color in sorted(labels, key=lambda item: item[1]):
+        y_text = max(y, placed[-1] + gap) if placed else y
+        placed.append(y_text)
         ax.annotate(
-            series,
-            (xs[last], stats["mean"].iloc[last]),
-            xytext=(6, 0),
-            textcoords="offset points",
+            text,
+            (x, y),
+            xytext=(x + 0.15, y_text),
+            textcoords="data",
             va="center",
             fontsize=8,
             color=color,
+            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6} if y_text != y else None,
         )
     ax.set_xticks(xs, levels)
     ax.set_xlim(-0.3, len(levels) - 1 + 0.3 + 0.12 * len(levels) + 0.6)
