@@ -190,3 +190,18 @@ def test_list_models_cached_table_is_the_built_one_without_torch(tmp_path):
     # another input shape is another table
     other = subprocess.run([*argv, "--input-shape", "1,32,32"], capture_output=True, env=env)
     assert other.stdout != first.stdout
+
+
+def test_train_draws_bars_only_on_a_terminal(monkeypatch, tmp_path):
+    """``eebench train`` redirected to a file gets no bar redraws (as ``eebench run``)."""
+    seen = []
+
+    def fake_train_model(model, splits, config, *, progress, **kwargs):
+        seen.append(progress)
+
+    monkeypatch.setattr("eebench.training.trainer.train_model", fake_train_model)
+    args = ["train", "branchynet-lenet", "--dataset", "digits", "--epochs", "1"]
+    with open(tmp_path / "log.txt", "w") as redirected:
+        monkeypatch.setattr(sys, "stderr", redirected)
+        cli.main([*args, "--out", str(tmp_path / "a")])
+    assert seen == [False]

@@ -137,13 +137,15 @@ def _train(args: argparse.Namespace) -> int:
             field="--out",
         )
     started = time.perf_counter()
+    from eebench.suites.commands import show_progress_bars
+
     if args.cache is not None:
         model, info = CheckpointCache(args.cache).get_or_train(
             args.model,
             model_config,
             splits,
             config,
-            progress=not args.no_progress,
+            progress=show_progress_bars(args.no_progress),
             threads=args.threads,
         )
         data = info.path.read_bytes()
@@ -156,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
             model,
             splits,
             config,
-            progress=not args.no_progress,
+            progress=show_progress_bars(args.no_progress),
             checkpoint_path=checkpoint,
             threads=args.threads,
         )
