@@ -92,9 +92,16 @@ class Palette:
         model_colors = sns.color_palette(
             "tab10" if len(models) <= 10 else "husl", max(len(models), 1)
         )
+        family_colors = dict(zip(families, fam_colors))
+        model_colors_by_name = dict(zip(models, model_colors))
+        family_of = ops.dropna(subset=["family"]).groupby("model")["family"].first().to_dict()
+        if families and sorted(family_of) == models and len(set(family_of.values())) == len(models):
+            # one model per family: a model wears its family's colour, so the family-coloured
+            # figures and the model-coloured ones agree
+            model_colors_by_name = {m: family_colors[family_of[m]] for m in models}
         return cls(
-            families=dict(zip(families, fam_colors)),
-            models=dict(zip(models, model_colors)),
+            families=family_colors,
+            models=model_colors_by_name,
             runs=[r.label for r in runs],
         )
 
