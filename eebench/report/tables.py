@@ -216,7 +216,9 @@ def validation_table(runs: list[RunData]) -> pd.DataFrame:
             ],
         )
     if "gap_note" in val.columns:
-        out["outside ±10%: the part that dominates the gap"] = val["gap_note"].fillna("")
+        out["outside ±10%: the part that dominates the gap"] = (
+            val["gap_note"].astype(object).fillna("")
+        )
     if "clock" in val.columns:
         out["clock"] = val["clock"]
     for col, name in (
