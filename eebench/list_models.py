@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from eebench.input_shape import parse_input_shape
+
 CACHE_VERSION = 1
 ENTRY_POINT_GROUP = "eebench.models"
 SOURCE_PACKAGES = ("models", "costs")  # the code that decides the table's rows and numbers
@@ -31,20 +33,10 @@ def cache_path() -> Path:
     return base / "tables" / "list-models.json"
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,32,32, got '{text}'") from None
-    if len(shape) != 3 or min(shape) <= 0:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got '{text}'")
-    return shape
-
-
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
     p = list_sub.add_parser("models", help="registered models with exits, parameters and MACs")
     p.add_argument(
-        "--input-shape", type=_parse_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
+        "--input-shape", type=parse_input_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
     )
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--filter", default=None, help="glob over names, e.g. 'sdn-*'")

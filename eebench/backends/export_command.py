@@ -12,18 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from eebench.input_shape import parse_input_shape
+
 FORMATS = ("onnx",)
 DEFAULT_OUT = "exports"
-
-
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,32,32, got '{text}'") from None
-    if len(shape) != 3 or min(shape) <= 0:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got '{text}'")
-    return shape
 
 
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
@@ -41,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         "--out", default=DEFAULT_OUT, help=f"folder for the export (default: {DEFAULT_OUT})"
     )
     p.add_argument(
-        "--input-shape", type=_parse_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
+        "--input-shape", type=parse_input_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
     )
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument(

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,32,32, got '{text}'") from None
-    if len(shape) != 3 or min(shape) <= 0:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got '{text}'")
-    return shape
+from eebench.input_shape import parse_input_shape
 
 
 def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsersAction) -> None:
@@ -28,7 +20,7 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
     )
     c.add_argument("spec", metavar="SPEC")
     c.add_argument(
-        "--input-shape", type=_parse_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
+        "--input-shape", type=parse_input_shape, default=(3, 32, 32), help="C,H,W (default 3,32,32)"
     )
     c.add_argument("--num-classes", type=int, default=10)
     c.add_argument(
