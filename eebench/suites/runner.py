@@ -564,7 +564,6 @@ class SuiteRunner:
         from eebench.measure.energy import (
             EnergyMeterUnavailable,
             EnergySession,
-            WindowConfig,
             choose_meter,
             cuda_uuid,
         )
@@ -589,14 +588,7 @@ class SuiteRunner:
 
         if choice.meter is None:
             return unavailable(choice.reason)
-        config = WindowConfig(
-            periods_per_window=es.periods_per_window,
-            min_window_s=es.min_window_s,
-            windows=es.windows,
-            idle_windows=es.idle_windows,
-            probe_s=es.probe_s,
-        )
-        session = EnergySession(choice.meter, sync=prepared.sync, config=config)
+        session = EnergySession(choice.meter, sync=prepared.sync, config=_window_config(es))
         rows: list[dict[str, Any]] = []
         with prepared.activated():
             try:
@@ -1227,7 +1219,6 @@ class SuiteRunner:
         from eebench.measure.energy import (
             EnergyMeterUnavailable,
             EnergySession,
-            WindowConfig,
             choose_meter,
             cuda_uuid,
             predict_energy,
@@ -1247,14 +1238,7 @@ class SuiteRunner:
         choice = choose_meter(device, backend_name, es.meter, gpu_uuid=cuda_uuid(device))
         if choice.kind != "measured" or choice.meter is None:
             return None
-        config = WindowConfig(
-            periods_per_window=es.periods_per_window,
-            min_window_s=es.min_window_s,
-            windows=es.windows,
-            idle_windows=es.idle_windows,
-            probe_s=es.probe_s,
-        )
-        session = EnergySession(choice.meter, sync=prepared.sync, config=config)
+        session = EnergySession(choice.meter, sync=prepared.sync, config=_window_config(es))
         try:
             with prepared.activated():
                 session.start()
@@ -1562,3 +1546,16 @@ def _record_exits(policy: Any, record: Any, thresholds: np.ndarray) -> np.ndarra
 
 
 __all__ = ["RunOptions", "SuiteRunner", "run_suite"]
+
+
+def _window_config(es: Any) -> Any:
+    """The energy windows a suite's ``measurement.energy`` asks for (parts and validation alike)."""
+    from eebench.measure.energy import WindowConfig
+
+    return WindowConfig(
+        periods_per_window=es.periods_per_window,
+        min_window_s=es.min_window_s,
+        windows=es.windows,
+        idle_windows=es.idle_windows,
+        probe_s=es.probe_s,
+    )
