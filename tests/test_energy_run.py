@@ -7,6 +7,7 @@ why when no meter fits."""
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from pathlib import Path
 
@@ -28,28 +29,36 @@ SUITE["backends"] = ["torch-cpu"]
 SUITE["measurement"]["energy"] = {
     "windows": 3,
     "idle_windows": 3,
-    "min_window_s": 0.02,
+    # the reading itself costs the main thread ~0.1-0.7 ms of CPU (loaded machine); in a
+    # 20 ms idle window that alone would read as up to +1 W of "idle" power at 30 W active
+    "min_window_s": 0.1,
     "probe_s": 0.1,
 }
 SUITE["validation"] = {"samples": 10, "repeats": 1}
 
 
 class LiveRapl:
-    """``energy_uj`` of package 0 as the kernel would report it, refreshed every millisecond."""
+    """``energy_uj`` of package 0 as the kernel would report it, refreshed every millisecond.
+
+    The active part follows the CPU time of the thread that runs the inferences (the main
+    thread), not of the whole process: the meter's own sampling thread wakes during idle
+    windows, and on a loaded machine its wake-ups alone would move the modelled idle power by
+    more than the tolerance below."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tick = -1
         self.uj = 0
+        self.clock_id = time.pthread_getcpuclockid(threading.main_thread().ident)
         self.t0 = time.perf_counter()
-        self.cpu0 = time.process_time()
+        self.cpu0 = time.clock_gettime(self.clock_id)
 
     def value(self) -> int:
         tick = time.perf_counter_ns() // 1_000_000
         if tick != self.tick:
             self.tick = tick
             wall = time.perf_counter() - self.t0
-            cpu = time.process_time() - self.cpu0
+            cpu = time.clock_gettime(self.clock_id) - self.cpu0
             self.uj = 1_000_000 + int((IDLE_W * wall + ACTIVE_W * cpu) * 1e6)
         return self.uj
 
@@ -98,12 +107,12 @@ def test_cpu_backend_energy_is_net_of_the_idle_power_and_feeds_the_cost_vectors(
     assert set(energy["device"]) == {"cpu"} and set(energy["source_kind"]) == {"measured"}
     wide = energy.pivot_table(index=["part", "index"], columns="metric", values="value")
     lat = costs[costs["metric"] == "latency_median_ms"].set_index(["part", "index"])["value"]
-    # every stage and head, with the meter's period (1 ms) and calls filling 20 ms windows
+    # every stage and head, with the meter's period (1 ms) and calls filling 100 ms windows
     assert len(wide) == 2 * 2
     # the detected period bounds the true 1 ms from above (tight unless the poller was starved)
     period = wide["energy_update_period_ms"]
     assert ((period >= 0.99) & (period <= 3.0)).all(), period
-    np.testing.assert_allclose(wide["energy_window_s"], np.maximum(0.02, 10 * period / 1e3))
+    np.testing.assert_allclose(wide["energy_window_s"], np.maximum(0.1, 10 * period / 1e3))
     assert (wide["energy_calls_per_window"] >= 1).all() and (wide["energy_windows"] == 3).all()
     # idle power measured in this run; gross includes it, net does not
     np.testing.assert_allclose(wide["idle_power_w"], IDLE_W, rtol=0.25)
