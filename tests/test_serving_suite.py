@@ -34,7 +34,7 @@ def test_schema_strategies_are_the_serving_strategies():
                 "target_qps": [10],
                 "latency_bound_ms": 5,
             },
-            r"suite\.yaml: serving\.strategies: .*\[1\]: unknown serving strategy 'regrup'; "
+            r"suite\.yaml: serving\.strategies\[1\]: unknown serving strategy 'regrup'; "
             r"did you mean 'regroup'",
         ),
         (
@@ -58,14 +58,102 @@ def test_schema_strategies_are_the_serving_strategies():
             r"serving\.search: .*lo_qps \(100\.0\) is above hi_qps \(10\.0\)",
         ),
         ({"scenarios": ["Server"]}, r"serving: .*scenario 'Server' needs its load"),
-        ({"scenarios": ["Offline"], "modes": ["fusd"]}, r"serving\.modes: .*did you mean .fused."),
-        ({"scenarios": ["Offlne"]}, r"serving\.scenarios\[0\]: Input should be"),
+        (
+            {"scenarios": ["Offline"], "modes": ["per-stage", "fusd"]},
+            r"serving\.modes\[1\]: unknown serving deployment mode 'fusd'; did you mean 'fused'",
+        ),
+        (
+            {"scenarios": ["Offlne"]},
+            r"serving\.scenarios\[0\]: unknown serving scenario 'Offlne'; did you mean 'Offline'",
+        ),
+        ({"scenarios": []}, r"serving\.scenarios: give at least one of SingleStream, Server"),
         ({"scenarios": ["Offline"], "sampels": 3}, r"serving\.sampels: unknown key; did you mean"),
     ],
 )
 def test_bad_serving_sections_name_the_field(section, pattern):
     with pytest.raises(ConfigError, match=pattern):
         _serving(**section)
+
+
+# a suite whose serving section is refused before any training: one model, the default policy
+CLI_SUITE = {
+    "name": "serve-bad",
+    "models": [{"name": "big-little", "config": {"width": 4}}],
+    "policies": [{"name": "threshold", "confidence": ["max_softmax", "entropy"]}],
+    "backends": ["torch-cpu"],
+    "serving": {
+        "scenarios": ["Offline"],
+        "strategies": ["per-sample"],
+        "modes": ["per-stage"],
+        "backends": ["torch-cpu", "onnxruntime"],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field", "expected"),
+    [
+        (
+            "backends",
+            ["torch-cpu", "onnxruntim"],
+            "serving.backends[1]",
+            "did you mean 'onnxruntime'",
+        ),
+        (
+            "backends",
+            ["simulated:jetson-orin-nano-8gb-15w"],
+            "serving.backends[0]",
+            "cannot serve requests",
+        ),
+        ("strategies", ["per-sample", "regrup"], "serving.strategies[1]", "did you mean 'regroup'"),
+        ("scenarios", ["Ofline"], "serving.scenarios[0]", "did you mean 'Offline'"),
+        ("modes", ["fusd"], "serving.modes[0]", "did you mean 'fused'"),
+        ("policy", "thresold", "serving.policy", "did you mean 'threshold'"),
+        ("policy", "patience", "serving.policy", "not among the suite's policies (threshold)"),
+        ("confidence", "max_softmx", "serving.confidence", "did you mean 'max_softmax'"),
+        ("confidence", "score_margin", "serving.confidence", "add it to policies[0].confidence"),
+        ("modes", ["per-stage", "fused"], None, None),  # fused on max softmax: accepted
+    ],
+)
+def test_cli_refuses_bad_serving_names_before_running(
+    tmp_path, capsys, monkeypatch, key, value, field, expected
+):
+    from eebench import cli
+    from eebench.suites import runner
+
+    data = {**CLI_SUITE, "serving": {**CLI_SUITE["serving"], key: value}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    if field is None:  # a valid section reaches the runner: stop it there
+        monkeypatch.setattr(runner.SuiteRunner, "run", lambda self: tmp_path / "accepted")
+    code = cli.main(["run", str(path), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    if field is None:
+        assert code == 0, err
+        return
+    assert code == 2, err
+    assert f"{path}: {field}: " in err and expected in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists(), "a refused suite must not create a run folder"
+
+
+def test_fused_mode_needs_a_policy_the_graph_can_decide(tmp_path, capsys):
+    from eebench import cli
+
+    data = {
+        **CLI_SUITE,
+        "serving": {
+            **CLI_SUITE["serving"],
+            "modes": ["per-stage", "fused"],
+            "confidence": "entropy",
+        },
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "serving.modes[1]: the fused graph computes max_softmax in-graph, not 'entropy'" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_builtin_serving_suite_validates():

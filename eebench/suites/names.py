@@ -61,6 +61,7 @@ def check_names(spec: SuiteSpec, source: str) -> None:
     for i, b in enumerate(spec.baselines):
         _check(b, list_policies(), "policy", source, f"baselines[{i}]")
     _check_policy_families(spec, source)
+    _check_serving(spec, source)
     profiles = list_profiles()
     for i, b in enumerate(spec.backends):
         if b.startswith("simulated:"):
@@ -106,3 +107,78 @@ def _check_policy_families(spec: SuiteSpec, source: str) -> None:
                     source=source,
                     field=f"policies[{i}].name",
                 )
+
+
+def _check_serving(spec: SuiteSpec, source: str) -> None:
+    """The ``serving:`` section's names, before anything runs: its backends, the policy and
+    confidence measure it serves (a calibrated point of one of the suite's policies) and whether
+    the fused graph can make that policy's decision. Without these checks a typo surfaced only at
+    the serve step, after training and measuring, as a skipped step."""
+    sv = spec.serving
+    if sv is None or not sv.enabled:
+        return
+    from eebench.backends import list_backends
+    from eebench.policies import POLICIES, list_confidence_measures, list_policies
+    from eebench.serving.graphs import FUSED_MEASURES
+
+    plain = [n for n in list_backends() if ":" not in n]
+    for i, b in enumerate(sv.backends or []):
+        if b.startswith("simulated:"):
+            raise ConfigError(
+                f"backend '{b}' is an estimate from a hardware profile: it cannot serve requests "
+                f"under load; serve on one of {', '.join(sorted(plain))}",
+                source=source,
+                field=f"serving.backends[{i}]",
+            )
+        _check(b, plain, "backend", source, f"serving.backends[{i}]")
+    _check(sv.policy, list_policies(), "policy", source, "serving.policy")
+    _check(
+        sv.confidence,
+        list_confidence_measures(),
+        "confidence measure",
+        source,
+        "serving.confidence",
+    )
+    specs = [p for p in spec.policies if p.name == sv.policy]
+    if not specs:
+        names = sorted({p.name for p in spec.policies})
+        raise ConfigError(
+            f"policy '{sv.policy}' is not among the suite's policies ({', '.join(names) or 'none'}),"
+            " so no operating point of it is calibrated to serve; add it to 'policies' or serve "
+            "one of those",
+            source=source,
+            field="serving.policy",
+        )
+    if not POLICIES.get(sv.policy).uses_thresholds:
+        raise ConfigError(
+            f"policy '{sv.policy}' has no thresholds, so no operating point of it is calibrated "
+            "to serve; serve a threshold policy of the suite",
+            source=source,
+            field="serving.policy",
+        )
+    measures = [c for p in specs for c in p.confidence]
+    if sv.confidence not in measures:
+        at = next(i for i, p in enumerate(spec.policies) if p.name == sv.policy)
+        raise ConfigError(
+            f"confidence measure '{sv.confidence}' is not among policy '{sv.policy}''s measures "
+            f"in this suite ({', '.join(measures)}), so no operating point of it is calibrated "
+            f"to serve; add it to policies[{at}].confidence or serve one of those",
+            source=source,
+            field="serving.confidence",
+        )
+    if "fused" in sv.modes:
+        fallback = next((p.options.get("fallback", "final") for p in specs), "final")
+        why = None
+        if sv.policy != "threshold" or fallback != "final":
+            why = (
+                f"decides thresholds in-graph; policy '{sv.policy}' is not a plain threshold policy"
+            )
+        elif sv.confidence not in FUSED_MEASURES:
+            why = f"computes {', '.join(FUSED_MEASURES)} in-graph, not '{sv.confidence}'"
+        if why is not None:
+            raise ConfigError(
+                f"the fused graph {why}; drop 'fused' from serving.modes or serve the "
+                f"threshold policy on {', '.join(FUSED_MEASURES)}",
+                source=source,
+                field=f"serving.modes[{sv.modes.index('fused')}]",
+            )

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from eebench.errors import ConfigError
 
@@ -284,6 +292,25 @@ SERVING_MODES = ("per-stage", "static", "fused")
 one call per stage and exit head, one static all-exits graph, one graph with the exit inside."""
 
 
+def _serving_name(valid: tuple[str, ...], what: str) -> Any:
+    """A list item that must be one of ``valid``: the error names the item's index (pydantic puts
+    it in the field path, e.g. ``serving.strategies[1]``) and the nearest valid name."""
+
+    def check(name: str) -> str:
+        if name in valid:
+            return name
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown serving {what} '{name}'{hint} (known: {', '.join(valid)})")
+
+    return AfterValidator(check)
+
+
+ServingScenario = Annotated[str, _serving_name(SERVING_SCENARIOS, "scenario")]
+ServingStrategy = Annotated[str, _serving_name(SERVING_STRATEGIES, "strategy")]
+ServingMode = Annotated[str, _serving_name(SERVING_MODES, "deployment mode")]
+
+
 class ServingSearchSpec(_Strict):
     """The Server-scenario search for the largest QPS that holds ``latency_bound_ms``: probe
     ``lo_qps``, then ``hi_qps``, then ``steps`` geometric bisections."""
@@ -309,11 +336,9 @@ class ServingSpec(_Strict):
     """
 
     enabled: bool = True
-    scenarios: list[Literal["SingleStream", "Server", "Offline"]] = Field(
-        default_factory=lambda: ["Server"]
-    )
-    strategies: list[str] = Field(default_factory=lambda: list(SERVING_STRATEGIES))
-    modes: list[str] = Field(default_factory=lambda: ["per-stage"])
+    scenarios: list[ServingScenario] = Field(default_factory=lambda: ["Server"])
+    strategies: list[ServingStrategy] = Field(default_factory=lambda: list(SERVING_STRATEGIES))
+    modes: list[ServingMode] = Field(default_factory=lambda: ["per-stage"])
     backends: list[str] | None = None
     target_qps: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
     search: ServingSearchSpec | None = None
@@ -332,20 +357,16 @@ class ServingSpec(_Strict):
     confidence: str = "max_softmax"
     calibration: str | None = None
 
-    @field_validator("strategies", "modes")
+    @field_validator("scenarios", "strategies", "modes")
     @classmethod
-    def _known(cls, v: list[str], info: Any) -> list[str]:
-        valid = SERVING_STRATEGIES if info.field_name == "strategies" else SERVING_MODES
-        what = "strategy" if info.field_name == "strategies" else "deployment mode"
+    def _not_empty(cls, v: list[str], info: Any) -> list[str]:
         if not v:
-            raise ValueError(f"give at least one {what}: {valid}")
-        for i, name in enumerate(v):
-            if name not in valid:
-                close = difflib.get_close_matches(name, valid, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                raise ValueError(
-                    f"[{i}]: unknown serving {what} '{name}'; {hint}expected one of {valid}"
-                )
+            valid = {
+                "scenarios": SERVING_SCENARIOS,
+                "strategies": SERVING_STRATEGIES,
+                "modes": SERVING_MODES,
+            }[info.field_name]
+            raise ValueError(f"give at least one of {', '.join(valid)}")
         return v
 
     @model_validator(mode="after")
@@ -471,8 +492,13 @@ def format_validation_error(err: ValidationError, source: str) -> ConfigError:
             lines.append(f"{path}: unknown key{hint} (valid keys: {', '.join(valid)})")
         elif e["type"] == "missing":
             lines.append(f"{path}: required field is missing")
+        elif e["type"] == "value_error" and isinstance(e.get("input"), str):
+            # eebench's own checks of one name: the message already quotes it
+            lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
         else:
-            lines.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(
+                f"{path}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
+            )
     first, *rest = lines
     msg = first + ("".join(f"\n  {source}: {x}" for x in rest) if rest else "")
     return ConfigError(msg, source=source)
