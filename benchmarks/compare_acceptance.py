@@ -20,6 +20,11 @@ Run::
 
     python benchmarks/compare_acceptance.py --pairs 10
     python benchmarks/compare_acceptance.py --pairs 10 --compare-only   # re-judge stored runs
+    python benchmarks/compare_acceptance.py --pairs 4 --backend onnxruntime --out /tmp/ca-ort
+
+``--backend`` measures the suite's models on another backend (a copy of the suite with
+only that backend, written to ``OUT/suite.yaml``); use a separate ``--out`` per backend.
+Every comparison also reports the median width of its parts' B/A intervals.
 
 In a working tree that changes while it runs (30 runs take 30-60 minutes), run a
 snapshot of one commit instead, so that every run measures the same code::
@@ -82,6 +87,18 @@ def _run(suite: Path, out: Path, cache: Path, run_id: str, inject: str | None) -
     return {"run": str(folder), "seconds": time.perf_counter() - t0, "load_before": load}
 
 
+def _suite_for(suite: Path, backend: str, out: Path) -> Path:
+    """A copy of ``suite`` measured on ``backend`` only (in ``out``)."""
+    import yaml
+
+    spec = yaml.safe_load(suite.read_text())
+    spec["backends"] = [backend]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def _judge(a: str, b: str, band: float, alpha: float, inject: tuple[str, int] | None) -> dict:
     from eebench.results.compare import IMPROVEMENT, REGRESSION, compare_runs
 
@@ -95,6 +112,10 @@ def _judge(a: str, b: str, band: float, alpha: float, inject: tuple[str, int] | 
         "improvements": int((lat["verdict"] == IMPROVEMENT).sum()),
         "max_ratio": float(lat["ratio"].max()),
         "min_ratio": float(lat["ratio"].min()),
+        # how sharp the verdicts are: the median B/A interval (width, and its ends)
+        "median_ci_width": float((lat["ci_high"] - lat["ci_low"]).median()),
+        "median_ci_low": float(lat["ci_low"].median()),
+        "median_ci_high": float(lat["ci_high"].median()),
         "flagged": [
             f"{r.model} {r.item}: {r.ratio:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] {r.verdict}"
             for r in lat.itertuples()
@@ -118,12 +139,19 @@ def _judge(a: str, b: str, band: float, alpha: float, inject: tuple[str, int] | 
     return out
 
 
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return float(statistics.median(values)) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=10)
     p.add_argument("--inject", default="branchynet-resnet14:1", help="MODEL:STAGE to slow down")
     p.add_argument("--factor", type=float, default=1.3, help="slowdown of the injected stage")
     p.add_argument("--suite", type=Path, default=SUITE)
+    p.add_argument("--backend", help="measure on this backend instead of the suite's")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "compare-acceptance")
     p.add_argument("--cache", type=Path, default=ROOT / "results" / "cache")
     p.add_argument("--band", type=float, default=0.10, help="as eebench compare --band")
@@ -133,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     model, _, stage = args.inject.rpartition(":")
     inject = (model, int(stage))
     hook = f"{model}:{stage}:{args.factor:g}"
+    if args.backend:
+        args.suite = _suite_for(args.suite, args.backend, args.out)
 
     pairs = []
     for i in range(args.pairs):
@@ -153,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"pair {i:2d}: self {self_cmp['regressions']} regression(s) "
             f"{self_cmp['improvements']} improvement(s), B/A {self_cmp['min_ratio']:.3f}.."
-            f"{self_cmp['max_ratio']:.3f}; injected {slow_cmp['injected']['ratio']:.3f} "
+            f"{self_cmp['max_ratio']:.3f}, median interval width {self_cmp['median_ci_width']:.3f}; "
+            f"injected {slow_cmp['injected']['ratio']:.3f} "
             f"[{slow_cmp['injected']['ci_low']:.3f}, {slow_cmp['injected']['ci_high']:.3f}] "
             f"{slow_cmp['injected']['verdict']}, other regressions {slow_cmp['other_regressions']}; "
             f"load {[r.get('load_before') for r in runs]}",
@@ -173,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "other_regressions_in_injected_pairs": sum(
             pr["injected"]["other_regressions"] for pr in pairs
         ),
+        "median_ci_width_self": _median([pr["self"]["median_ci_width"] for pr in pairs]),
+        "median_ci_width_injected": _median([pr["injected"]["median_ci_width"] for pr in pairs]),
         "load_before_runs": [r.get("load_before") for pr in pairs for r in pr["runs"]],
         "load_at_end": _loadavg(),
         "details": pairs,
@@ -187,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(goal: >= 9 of 10)",
         f"- other parts flagged as regressions in the injected pairs: "
         f"{summary['other_regressions_in_injected_pairs']}",
+        f"- median width of the parts' B/A intervals (median over pairs): self "
+        f"{summary['median_ci_width_self']:.3f}, injected {summary['median_ci_width_injected']:.3f}",
         f"- load average (1 min) before the runs: "
         f"{min(x[0] for x in summary['load_before_runs'] if x)}.."
         f"{max(x[0] for x in summary['load_before_runs'] if x)}"

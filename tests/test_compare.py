@@ -13,6 +13,7 @@ from synthetic_run import make_run, tamper
 
 from eebench.cli import main
 from eebench.errors import ResultsError
+from eebench.measure.probe import HOST_TORCH_KIND
 from eebench.measure.stats import RatioInterval, median_ratio_ci
 from eebench.results.compare import (
     BOOTSTRAP_RESAMPLES,
@@ -258,17 +259,28 @@ def test_between_run_sd_by_hand():
 class TableRun:
     """A run reduced to the two tables compare_latency reads."""
 
-    def __init__(self, samples: pd.DataFrame) -> None:
+    def __init__(self, samples: pd.DataFrame, costs: pd.DataFrame | None = None) -> None:
         self.samples = samples
+        self.costs = costs
 
     def table(self, name: str) -> pd.DataFrame:
         if name == "latency_samples":
             return self.samples
+        if self.costs is not None:
+            return self.costs
         return pd.DataFrame(columns=["source_kind", "metric", "value", *LATENCY_KEYS])
 
 
-def probe_run(seed: int, model_scale: float, probe_scale: float, stage1: float = 1.0):
-    """One model's 6 parts and its speed probe, 400 samples each (AR(1) noise)."""
+def probe_run(
+    seed: int,
+    model_scale: float,
+    probe_scale: float,
+    stage1: float = 1.0,
+    probe_kind: str | None = None,
+):
+    """One model's 6 parts and its speed probe, 400 samples each (AR(1) noise); with
+    ``probe_kind``, stage_costs names what the probe ran (as a run since the probe follows
+    the backend does), else it says nothing (as an older run)."""
     rng = np.random.default_rng(seed)
     frames = []
     parts = [("stage", i) for i in range(3)] + [("exit", i) for i in range(3)] + [("probe", 0)]
@@ -291,7 +303,23 @@ def probe_run(seed: int, model_scale: float, probe_scale: float, stage1: float =
                 }
             )
         )
-    return TableRun(pd.concat(frames, ignore_index=True))
+    costs = None
+    if probe_kind is not None:
+        costs = pd.DataFrame(
+            {
+                "model": ["m"],
+                "part": ["probe"],
+                "index": [0],
+                "metric": ["latency_median_ms"],
+                "value": [0.1 * probe_scale],
+                "source_kind": ["measured"],
+                "backend": ["torch-cpu"],
+                "threads": [1],
+                "batch_size": [1],
+                "note": [probe_kind],
+            }
+        )
+    return TableRun(pd.concat(frames, ignore_index=True), costs)
 
 
 def test_speed_probe_divides_out_a_machine_that_was_busier_for_a_whole_model():
@@ -313,3 +341,38 @@ def test_speed_probe_divides_out_a_machine_that_was_busier_for_a_whole_model():
     assert (lat[lat["kind"] == "latency"]["verdict"] == "regression").all()
     text = format_comparison(lat, 0.10, 0.05)
     assert "Machine speed" in text and "6 regression(s)" in text
+
+
+def test_speed_probes_of_different_kinds_are_reported_and_not_divided_out():
+    # A: an older run (its probe rows name nothing: it timed torch.mm on the host);
+    # B: the probe ran through onnxruntime and saw a machine 1.8x slower, as did the parts
+    ort = "onnxruntime MatMul 128x128 float32 on CPUExecutionProvider"
+    a, b = probe_run(1, 1.0, 1.0), probe_run(2, 1.8, 1.8, probe_kind=ort)
+    lat = compare_latency(a, b, band=0.10, alpha=0.05)
+    parts, probe = lat[lat["kind"] == "latency"], lat[lat["kind"] == "machine"]
+    row = probe.iloc[0]
+    assert row["verdict"] == "different probes" and math.isnan(row["ratio"])
+    assert (row["probe_a"], row["probe_b"]) == ("torch.mm 128x128 float32 on cpu", ort)
+    assert "not divided" in row["test"] and row["item"].startswith("speed probe on torch-cpu")
+    # the parts are compared as measured: their 1.8x stays, nothing is divided by the probe
+    assert (parts["ratio"] == parts["raw_ratio"]).all() and parts["machine_ratio"].isna().all()
+    assert (parts["ratio"] > 1.7).all() and (parts["verdict"] == "regression").all()
+    assert parts["test"].str.contains("speed probes differ: not divided").all()
+    text = format_comparison(lat, 0.10, 0.05)
+    assert "different speed probes" in text and "NOT divided" in text
+    assert f"A: torch.mm 128x128 float32 on cpu | B: {ort}" in text
+
+
+def test_speed_probes_of_the_same_recorded_kind_are_divided_out():
+    ort = "onnxruntime MatMul 128x128 float32 on CPUExecutionProvider"
+    a = probe_run(1, 1.0, 1.0, probe_kind=ort)
+    b = probe_run(2, 1.8, 1.8, probe_kind=ort)
+    lat = compare_latency(a, b, band=0.10, alpha=0.05)
+    row = lat[lat["kind"] == "machine"].iloc[0]
+    assert row["verdict"] == "reference" and ort in row["test"]
+    parts = lat[lat["kind"] == "latency"]
+    assert parts["ratio"].to_numpy() == pytest.approx(1.0, abs=0.03)
+    # an older torch run (no kind recorded) and a new torch-cpu run timed the same probe
+    old, new = probe_run(1, 1.0, 1.0), probe_run(2, 1.8, 1.8, probe_kind=HOST_TORCH_KIND)
+    lat = compare_latency(old, new, band=0.10, alpha=0.05)
+    assert lat[lat["kind"] == "machine"]["verdict"].tolist() == ["reference"]

@@ -377,3 +377,47 @@ def test_stage_cost_rows_carry_intervals_counts_and_flags():
     assert len(samples) == 100 and samples["ms"].tolist() == pytest.approx(
         [s / 1e6 for s in wide.samples_ns]
     )
+
+
+def test_onnxruntime_speed_probe_runs_through_an_onnxruntime_session(tmp_path):
+    import onnxruntime as ort
+
+    from eebench.measure.probe import probe_operands
+    from eebench.suites.tables import measured_rows
+
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)
+    prepared = get_backend("onnxruntime").prepare(model, threads=2, cache_dir=tmp_path)
+    probe = prepared.speed_probe(seed=3)
+    # the product runs in its own session with the stages' options: threads, no spinning
+    assert isinstance(probe.runner, ort.InferenceSession)
+    options = probe.runner.get_session_options()
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert probe.runner.get_providers() == ["CPUExecutionProvider"]
+    a, b = probe_operands(3)
+    assert np.asarray(probe.run()[0]) == pytest.approx(a @ b, rel=1e-4, abs=1e-3)
+    assert probe.kind.startswith("onnxruntime MatMul 128x128")
+    assert prepared.describe()["speed_probe"] == probe.kind
+    # measured in the parts' rounds, the probe's measurement and its table rows say which ran
+    cfg = TimingConfig(warmup=1, min_runs=3, min_time_s=0.0)
+    parts = measure_parts(prepared, config=cfg)
+    assert parts.probe.spec.backend == "onnxruntime"
+    assert parts.probe.spec.extra["speed_probe"] == probe.kind
+    assert all("speed_probe" not in m.spec.extra for m in parts.all)
+    costs, _ = measured_rows("m", parts.with_probe)
+    notes = costs.loc[costs["part"] == "probe", "note"]
+    assert len(notes) and (notes == probe.kind).all()
+    assert costs.loc[costs["part"] != "probe", "note"].isna().all()
+
+
+def test_torch_cpu_speed_probe_is_the_host_matmul_older_runs_timed():
+    from eebench.measure.probe import HOST_TORCH_KIND
+
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)
+    prepared = get_backend("torch-cpu").prepare(model, threads=1)
+    probe = prepared.speed_probe()
+    assert probe.kind == HOST_TORCH_KIND == prepared.describe()["speed_probe"]
+    assert probe.runner == torch.device("cpu") and probe.run().shape == (128, 128)
+    cfg = TimingConfig(warmup=0, min_runs=2, min_time_s=0.0)
+    assert measure_parts(prepared, config=cfg).probe.spec.extra["speed_probe"] == HOST_TORCH_KIND
+

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from eebench.measure.probe import HOST_TORCH_KIND, SpeedProbe, torch_matmul_probe
 from eebench.measure.timing import DEFAULT_CLOCK, Clock, HostTimer, IntervalTimer
 from eebench.registry import Registry, UnknownNameError
 
@@ -92,9 +93,22 @@ class PreparedModel(ABC):
         """The timer that measures one call correctly on this device."""
         return HostTimer(clock, self.sync)
 
+    @property
+    def speed_probe_kind(self) -> str:
+        """What :meth:`speed_probe` times, in words (``describe()`` reports it as ``speed_probe``)."""
+        return HOST_TORCH_KIND
+
+    def speed_probe(self, seed: int = 0) -> SpeedProbe:
+        """The machine-speed probe run through this backend, the way the parts run: a fixed
+        128 x 128 matrix product (:mod:`eebench.measure.probe`). Its slowdown must track the
+        parts', so a backend that does not run torch on the host overrides this (default:
+        ``torch.mm`` on the host)."""
+        return torch_matmul_probe(seed)
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """``backend``, ``provider``, ``threads``, ``interop_threads``, ``device``, ``dtype``, ..."""
+        """``backend``, ``provider``, ``threads``, ``interop_threads``, ``device``, ``dtype``,
+        ``speed_probe`` (:attr:`speed_probe_kind`), ..."""
 
     # ------------------------------------------------------------------ conveniences
     @property

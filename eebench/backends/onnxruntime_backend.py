@@ -15,6 +15,10 @@ unsupported nodes), each when the installed onnxruntime build has it. On CUDA
 and TensorRT the state stays on the device between stages: inputs and outputs
 are bound with IO binding as ``OrtValue`` buffers, and only the exit logits
 are copied to the host for the exit decision.
+
+The machine-speed probe (:mod:`eebench.measure.probe`) runs through ONNX Runtime too: a
+one-node MatMul graph built in memory, in a session with the stages' options and
+providers, fed and bound like a stage, so it slows down when ONNX Runtime does.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from eebench.backends.base import (
 )
 from eebench.backends.onnx_export import ExportedModel, GraphFile, export_model
 from eebench.errors import BackendUnavailable, ConfigError
+from eebench.measure.probe import PROBE_SIZE, SpeedProbe, probe_operands
 from eebench.models.base import MultiExitModel
 
 PROVIDERS = {
@@ -54,10 +59,42 @@ def _ort() -> Any:
 class _Graph:
     """One session with the positions of its declared inputs in the state tuple."""
 
-    def __init__(self, session: Any, graph: GraphFile) -> None:
+    def __init__(
+        self, session: Any, feeds: tuple[tuple[str, int], ...], outputs: tuple[str, ...]
+    ) -> None:
         self.session = session
-        self.feeds = graph.inputs
-        self.outputs = list(graph.outputs)
+        self.feeds = feeds
+        self.outputs = list(outputs)
+
+    @classmethod
+    def of(cls, session: Any, graph: GraphFile) -> _Graph:
+        return cls(session, graph.inputs, graph.outputs)
+
+
+PROBE_OPSET = 13
+"""Opset of the probe graph: MatMul is unchanged since 13, which every supported build runs."""
+
+
+def probe_graph(b: np.ndarray) -> bytes:
+    """A serialized ONNX model ``y = MatMul(a, b)``: ``a`` a float32 input of ``b``'s shape,
+    ``b`` a constant initializer (as a model's weights are)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = list(b.shape)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "eebench-speed-probe",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(b, np.float32), "b")],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", PROBE_OPSET)],
+        producer_name="eebench",
+    )
+    model.ir_version = min(model.ir_version, 8)  # readable by older onnxruntime builds too
+    return model.SerializeToString()
 
 
 class OrtPrepared(PreparedModel):
@@ -106,13 +143,35 @@ class OrtPrepared(PreparedModel):
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
         providers = _provider_chain(provider, device_id)
-        self._stages = [_Graph(self._session(g, opts, providers), g) for g in exported.stages]
-        self._exits = [_Graph(self._session(g, opts, providers), g) for g in exported.exits]
+        self._options, self._providers = opts, providers
+        self._stages = [_Graph.of(self._session(g, opts, providers), g) for g in exported.stages]
+        self._exits = [_Graph.of(self._session(g, opts, providers), g) for g in exported.exits]
         self.session_providers = self._stages[0].session.get_providers()
 
     @staticmethod
     def _session(graph: GraphFile, opts: Any, providers: list[Any]) -> Any:
         return _ort().InferenceSession(str(graph.path), sess_options=opts, providers=providers)
+
+    @property
+    def speed_probe_kind(self) -> str:
+        return f"onnxruntime MatMul {PROBE_SIZE}x{PROBE_SIZE} float32 on {PROVIDERS[self.provider]}"
+
+    def speed_probe(self, seed: int = 0) -> SpeedProbe:
+        """A one-node MatMul graph in its own session, created with the stages' session
+        options (threads, spinning, optimisation level) and providers, fed and bound as the
+        stages are (numpy on the CPU provider, device OrtValues under IO binding).
+        ``runner`` is the session."""
+        a, b = probe_operands(seed)
+        session = _ort().InferenceSession(
+            probe_graph(b), sess_options=self._options, providers=self._providers
+        )
+        g = _Graph(session, (("a", 0),), ("y",))
+        state = (self.to_input(a),)
+
+        def run() -> Any:
+            return self._run(g, state)
+
+        return SpeedProbe(self.speed_probe_kind, run, session)
 
     # ------------------------------------------------------------------ running
     def _run(self, g: _Graph, state: NativeState) -> list[Any]:
@@ -174,6 +233,7 @@ class OrtPrepared(PreparedModel):
             "opset": self.exported.opset,
             "export_dir": str(self.exported.folder),
             "export_cached": self.exported.cached,
+            "speed_probe": self.speed_probe_kind,
         }
 
 

@@ -33,6 +33,7 @@ from eebench.backends.base import (
 )
 from eebench.backends.threads import torch_threads
 from eebench.errors import BackendUnavailable
+from eebench.measure.probe import SpeedProbe, torch_kind, torch_matmul_probe
 from eebench.measure.timing import DEFAULT_CLOCK, Clock, IntervalTimer
 from eebench.models.base import MultiExitModel, as_tuple, from_tuple
 
@@ -91,6 +92,14 @@ class TorchPrepared(PreparedModel):
             self._applied_interop = applied.interop_threads
             yield self
 
+    @property
+    def speed_probe_kind(self) -> str:
+        return torch_kind(self.device)
+
+    def speed_probe(self, seed: int = 0) -> SpeedProbe:
+        """``torch.mm`` on this model's device (on CUDA timed by the same CUDA events)."""
+        return torch_matmul_probe(seed, self.torch_device)
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -103,6 +112,7 @@ class TorchPrepared(PreparedModel):
             "dtype": "float32",
             "batch_size": self.batch_size,
             "model": self.model_name,
+            "speed_probe": self.speed_probe_kind,
         }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from eebench.errors import ConfigError
+from eebench.measure.probe import SpeedProbe, torch_matmul_probe
 from eebench.measure.timing import (
     DEFAULT_CLOCK,
     PROBE_PART,
@@ -124,7 +125,8 @@ class PartMeasurements:
     """One measurement per stage and per exit head, for one backend and batch size.
 
     ``probe`` is the machine-speed probe timed in the same rounds (``interleaved``
-    context; see :func:`speed_probe`): not a part of the model, so not in :attr:`all`.
+    context; see :func:`backend_speed_probe`; its ``spec.extra["speed_probe"]`` says what
+    it ran): not a part of the model, so not in :attr:`all`.
     """
 
     stages: tuple[Measurement, ...]
@@ -197,23 +199,17 @@ BURST_S = 0.005
 """Target length of one burst of consecutive calls of a part in the ``interleaved`` context."""
 
 
-def speed_probe(seed: int = 0) -> Callable[[], Any]:
-    """A fixed workload that does not depend on eebench's code: a 128 x 128 float32 matrix
-    product (2.1 M MACs) on the host, in the thread settings of the measurement.
+def backend_speed_probe(prepared: Any, seed: int = 0) -> SpeedProbe:
+    """The machine-speed probe run through ``prepared``'s backend (``prepared.speed_probe``;
+    ``torch.mm`` on the host for an object that has none).
 
     Timed in the same rounds as the parts, it measures how fast the machine was while
     they were measured; ``eebench compare`` divides each part's change by the probe's
     change, so a machine that was busier during one run does not pass for a regression.
+    Only a probe that runs through the parts' backend slows down the way they do.
     """
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(128, 128, generator=g)
-    b = torch.randn(128, 128, generator=g)
-    out = torch.empty(128, 128)
-
-    def run() -> Any:
-        return torch.mm(a, b, out=out)
-
-    return run
+    make = getattr(prepared, "speed_probe", None)
+    return make(seed) if callable(make) else torch_matmul_probe(seed)
 
 
 def measure_parts(
@@ -241,8 +237,8 @@ def measure_parts(
     interval). Every part's samples thus span the whole measurement window, so
     a burst of load from another process slows all parts a little instead of
     one part entirely: on a shared machine this is what keeps two runs of the
-    same code comparable part by part. With ``probe`` the rounds also time
-    :func:`speed_probe` (``PartMeasurements.probe``). ``context="isolated"`` repeats each part
+    same code comparable part by part. With ``probe`` the rounds also time the
+    backend's speed probe (:func:`backend_speed_probe`, ``PartMeasurements.probe``). ``context="isolated"`` repeats each part
     on its own until its stopping rule is met, one part after the other.
     ``context="pipeline"`` repeats whole forward passes (stage 0, head 0,
     stage 1, ...) and times each part where it runs, so each sees the cache
@@ -277,10 +273,16 @@ def measure_parts(
                 INJECT_DELAY_ENV,
             )
 
+        control = (
+            backend_speed_probe(prepared, seed) if probe and context == "interleaved" else None
+        )
+
         def spec(part: str, i: int) -> MeasurementSpec:
             marks: dict[str, Any] = {"context": context}
             if inject is not None and part == "stage" and i == inject.stage:
                 marks["injected_factor"] = inject.factor
+            if control is not None and part == PROBE_PART:
+                marks["speed_probe"] = control.kind
             return spec_for(prepared, part, i, batch, how, **marks)
 
         def run_stage(i: int, state: Any) -> Any:
@@ -298,7 +300,6 @@ def measure_parts(
             return _pipeline(prepared, x_native, config, timer, clock, spec, run_stage)
         states = prepared.stage_inputs(x_native)
         if context == "interleaved":
-            control = speed_probe(seed) if probe else None
             return _interleaved(prepared, states, run_stage, config, timer, clock, spec, control)
         stages, exits = [], []
         for i in range(prepared.num_stages):
@@ -332,7 +333,7 @@ def _interleaved(
     timer: Any,
     clock: Clock,
     spec: Callable[[str, int], MeasurementSpec],
-    probe: Callable[[], Any] | None = None,
+    probe: SpeedProbe | None = None,
 ) -> PartMeasurements:
     n_parts = prepared.num_stages
     names = [("stage", i) for i in range(n_parts)] + [("exit", i) for i in range(n_parts)]
@@ -341,7 +342,7 @@ def _interleaved(
     ] + [(lambda i=i, st=states[i + 1]: prepared.run_exit(i, st)) for i in range(n_parts)]
     if probe is not None:
         names.append((PROBE_PART, 0))
-        calls.append(probe)
+        calls.append(probe.run)
     warm = [[int(timer(fn)) for _ in range(config.warmup)] for fn in calls]
     # burst length per part from its warm-up calls (one extra call when there are none)
     typical = [float(np.median(w)) if w else float(timer(fn)) for w, fn in zip(warm, calls)]

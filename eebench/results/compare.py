@@ -28,12 +28,16 @@ parts, else 0) is added to every part's variance. It is estimated around the
 median log ratio, so a change of *every* part alike (a slower code path
 everywhere) stays visible as a regression of each; a few parts that changed
 are outliers and barely move the robust estimate. Runs measured with the
-speed probe (a fixed matrix product timed in the same rounds as the parts:
-:func:`eebench.measure.parts.speed_probe`) have each part's ratio divided by
-the probe's ratio of the same model and backend, so a machine that was busier
-while one run measured a model does not pass for a regression of that model;
-the probe's own change is shown, never judged. Parts with fewer than
-``MIN_SAMPLES`` raw samples on either side are not tested.
+speed probe (a fixed matrix product run through the parts' backend and timed in
+the same rounds as the parts: :mod:`eebench.measure.probe`) have each part's
+ratio divided by the probe's ratio of the same model and backend, so a machine
+that was busier while one run measured a model does not pass for a regression
+of that model; the probe's own change is shown, never judged. The division
+needs the same probe in both runs: the probe rows of ``stage_costs`` name what
+they ran in ``note`` (runs without it timed ``torch.mm`` on the host, whatever
+their backend); when the two runs' probes differ, the probe row says so
+(verdict ``different probes``) and the parts are compared undivided. Parts
+with fewer than ``MIN_SAMPLES`` raw samples on either side are not tested.
 
 Accuracy at matching calibrated operating points (same model, policy,
 confidence, calibration, test split) uses a two-proportion z-test when the
@@ -51,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from eebench.errors import ResultsError
+from eebench.measure.probe import HOST_TORCH_KIND
 from eebench.measure.stats import RatioInterval, median_ratio_ci
 from eebench.measure.timing import PROBE_PART
 from eebench.results.bundle import Run
@@ -80,6 +85,8 @@ COLUMNS = [
     "between_run_sd",
     "raw_ratio",
     "machine_ratio",
+    "probe_a",
+    "probe_b",
 ]
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -89,6 +96,8 @@ BOOTSTRAP_RESAMPLES = 500
 MIN_PARTS_BETWEEN = 5
 """Fewest tested parts from which the between-run spread is estimated (below: taken as 0)."""
 LATENCY_TEST = "block-bootstrap ratio of medians"
+DIFFERENT_PROBES = "different probes"
+"""Verdict of a probe row whose two runs timed different speed probes (not divided out)."""
 
 
 def permutation_pvalue(
@@ -175,11 +184,27 @@ def _relative_to_machine(r: RatioInterval, probe: RatioInterval | None) -> Ratio
 
 
 def _probe_row(
-    key: tuple, sa: dict[tuple, np.ndarray], sb: dict[tuple, np.ndarray], r: RatioInterval | None
+    key: tuple,
+    sa: dict[tuple, np.ndarray],
+    sb: dict[tuple, np.ndarray],
+    r: RatioInterval | None,
+    kinds: tuple[str, str],
 ) -> dict:
     model, _, _, backend, threads, batch = key
     a = float(np.median(sa[key])) if key in sa else math.nan
     b = float(np.median(sb[key])) if key in sb else math.nan
+    same = kinds[0] == kinds[1]
+    if r is not None:
+        verdict = "reference"
+    elif key in sa and key in sb and not same:
+        verdict = DIFFERENT_PROBES
+    else:
+        verdict = "only in one run" if not (key in sa and key in sb) else "too few samples"
+    test = (
+        f"speed probe ({kinds[0]}): the machine's change, divided out of every part's"
+        if same
+        else f"different speed probes (A: {kinds[0]}; B: {kinds[1]}): not divided out"
+    )
     row = {
         "kind": "machine",
         "model": model,
@@ -189,8 +214,10 @@ def _probe_row(
         "b": b,
         "change": b - a,
         "rel_change": (b - a) / a if a > 0 else math.nan,
-        "test": "speed probe: the machine's change, divided out of every part's",
-        "verdict": "reference" if r is not None else "only in one run",
+        "test": test,
+        "verdict": verdict,
+        "probe_a": kinds[0],
+        "probe_b": kinds[1],
     }
     if r is not None:
         row.update(ratio=r.ratio, ci_low=r.lo, ci_high=r.hi, ci_level=r.confidence, n_a=r.n_a)
@@ -254,6 +281,22 @@ def _latency_medians(run: Run) -> dict[tuple, float]:
     }
 
 
+def _probe_kinds(run: Run) -> dict[tuple, str]:
+    """What the run's speed probe ran, per (model, backend, threads, batch size): the
+    ``note`` of its measured median row; :data:`HOST_TORCH_KIND` where there is none (every
+    run from before the probe followed the backend)."""
+    df = run.table("stage_costs")
+    if not {"part", "metric", *LATENCY_KEYS} <= set(df.columns):
+        return {}
+    df = df[(df["part"] == PROBE_PART) & (df["metric"] == "latency_median_ms")]
+    df = df.dropna(subset=LATENCY_KEYS)
+    notes = df["note"] if "note" in df.columns else pd.Series("", index=df.index)
+    return {
+        _group(_norm_key(tuple(k))): note if isinstance(note, str) and note else HOST_TORCH_KIND
+        for k, note in zip(df[LATENCY_KEYS].itertuples(index=False), notes)
+    }
+
+
 def _norm_key(key: tuple) -> tuple:
     model, part, index, backend, threads, batch = key
     return (str(model), str(part), int(index), str(backend), int(threads), int(batch))
@@ -272,10 +315,18 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
     tested = [k for k in keys if k in sa and k in sb and min(len(sa[k]), len(sb[k])) >= MIN_SAMPLES]
     level = 1 - alpha / max(1, len(tested))
     factor = 1 + band
+    kinds_a, kinds_b = _probe_kinds(run_a), _probe_kinds(run_b)
+    kinds = {
+        k: (kinds_a.get(_group(k), HOST_TORCH_KIND), kinds_b.get(_group(k), HOST_TORCH_KIND))
+        for k in probes
+    }
     machine = {
         _group(k): median_ratio_ci(sa[k], sb[k], level, n_resamples=BOOTSTRAP_RESAMPLES)
         for k in probes
-        if k in sa and k in sb and min(len(sa[k]), len(sb[k])) >= MIN_SAMPLES
+        if k in sa
+        and k in sb
+        and min(len(sa[k]), len(sb[k])) >= MIN_SAMPLES
+        and kinds[k][0] == kinds[k][1]
     }
     raw = {
         k: median_ratio_ci(sa[k], sb[k], level, n_resamples=BOOTSTRAP_RESAMPLES, seed=i)
@@ -283,7 +334,8 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
     }
     intervals = {k: _relative_to_machine(r, machine.get(_group(k))) for k, r in raw.items()}
     sd_between = between_run_sd(list(intervals.values()))
-    rows = [_probe_row(k, sa, sb, machine.get(_group(k))) for k in probes]
+    rows = [_probe_row(k, sa, sb, machine.get(_group(k)), kinds[k]) for k in probes]
+    differ = {_group(k) for k in probes if k in sa and k in sb and kinds[k][0] != kinds[k][1]}
     for key in keys:
         in_a, in_b = key in sa or key in ma, key in sb or key in mb
         base = {
@@ -312,13 +364,15 @@ def compare_latency(run_a: Run, run_b: Run, band: float, alpha: float) -> pd.Dat
                 v = judge_ratio(r, factor, level)
                 v["p_value"] = min(1.0, float(v["p_value"]) * len(tested))  # Bonferroni
                 probe = machine.get(_group(key))
+                how = " / speed probe" if probe is not None else ""
+                if _group(key) in differ:
+                    how = " (speed probes differ: not divided)"
                 row.update(
                     v,
                     between_run_sd=sd_between,
                     raw_ratio=raw[key].ratio,
                     machine_ratio=probe.ratio if probe is not None else math.nan,
-                    test=f"{LATENCY_TEST}{' / speed probe' if probe is not None else ''} "
-                    f"(Bonferroni over {len(tested)} parts)",
+                    test=f"{LATENCY_TEST}{how} (Bonferroni over {len(tested)} parts)",
                 )
             else:
                 row.update(test=f"fewer than {MIN_SAMPLES} samples", verdict="too few samples")
@@ -471,6 +525,13 @@ def _sd_text(lat: pd.DataFrame) -> str:
     return f"{float(sd.iloc[0]):.3f} in log ratio" if len(sd) else "not estimated"
 
 
+def _probe_kind_text(a: object, b: object) -> str:
+    """What the probe ran: once when both runs agree, else both."""
+    a = a if isinstance(a, str) and a else "?"
+    b = b if isinstance(b, str) and b else "?"
+    return a if a == b else f"A: {a} | B: {b}"
+
+
 def format_comparison(
     table: pd.DataFrame,
     band: float,
@@ -524,6 +585,9 @@ def format_comparison(
             {
                 "model": probe["model"],
                 "probe": probe["item"],
+                "timed": [
+                    _probe_kind_text(a, b) for a, b in zip(probe["probe_a"], probe["probe_b"])
+                ],
                 "A [ms]": probe["a"].map(lambda v: f"{v:.4g}"),
                 "B [ms]": probe["b"].map(lambda v: f"{v:.4g}"),
                 "B/A [interval]": probe.apply(
@@ -537,11 +601,19 @@ def format_comparison(
             }
         )
         lines += [
-            "Machine speed (a fixed 128x128 matrix product timed in the same rounds as each "
-            "model's parts; every part's B/A above is divided by its model's probe B/A):",
+            "Machine speed (a fixed 128x128 matrix product run through the parts' backend, timed "
+            "in the same rounds as each model's parts; every part's B/A above is divided by its "
+            "model's probe B/A when both runs timed the same probe):",
             view.to_string(index=False),
-            "",
         ]
+        for r in probe[probe["verdict"] == DIFFERENT_PROBES].itertuples():
+            lines.append(
+                f"Note: {r.model}, {r.item}: A and B timed different speed probes, so its "
+                f"parts' B/A are NOT divided by the machine's change (a run made before the "
+                f"probe followed the backend timed {HOST_TORCH_KIND}); compare two runs of "
+                f"this version to have it."
+            )
+        lines.append("")
     acc = table[table["kind"] == "accuracy"]
     if not acc.empty:
         view = pd.DataFrame(

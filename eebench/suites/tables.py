@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eebench.measure.timing import Measurement
+from eebench.measure.timing import PROBE_PART, Measurement
 
 NS_PER_MS = 1e6
 
@@ -91,7 +91,8 @@ def measured_rows(
     percentiles, a block bootstrap for the mean). A percentile the sample count does
     not support is NaN with ``flag`` = ``insufficient samples``; a median whose
     interval is wider than the target is flagged ``noisy``. ``stop_reason`` says what
-    ended the sampling (``ci-target``, ``max-time``, ...).
+    ended the sampling (``ci-target``, ``max-time``, ...). The speed probe's rows carry
+    its kind in ``note`` (what product ran through which backend).
     """
     rows, samples = [], []
     for m in measurements:
@@ -110,6 +111,9 @@ def measured_rows(
         p90_flag = "" if st.p90_supported else short
         p99_flag = "" if st.p99_supported else short
         noisy = "noisy" if m.noisy else ""
+        # the speed probe's rows say what it ran: compare divides only by probes of one kind
+        kind = spec.extra.get("speed_probe") if spec.part == PROBE_PART else None
+        probe_note = {"note": str(kind)} if kind else {}
         for metric, value, unit, flag in (
             ("latency_median_ms", st.median / NS_PER_MS, "ms", noisy),
             ("latency_median_ci_low_ms", st.median_ci_lo / NS_PER_MS, "ms", noisy),
@@ -146,6 +150,7 @@ def measured_rows(
                     ),
                     "flag": flag,
                     "stop_reason": m.stopped_by,
+                    **probe_note,
                 }
             )
         ms = np.asarray(m.samples_ns, dtype=np.float64) / NS_PER_MS
