@@ -325,3 +325,61 @@ def test_offline_and_single_stream_runs_answer_every_query(setup, tmp_path):
         assert run.served >= 64 and run.result.achieved_qps > 0
         assert check_answers(run.exits, run.predictions, *offline_decisions(policy, rec, th)).equal
         assert Path(tmp_path / scenario / "mlperf_log_summary.txt").exists()
+
+
+def test_offline_test_is_sized_from_the_measured_throughput(setup, tmp_path):
+    """Without a guess, LoadGen is told twice the strategy's throughput measured just before the
+    test (so its one query outlasts the minimum duration); a given guess is used as given. The
+    serving table says which throughput was assumed and where it came from."""
+    pytest.importorskip("mlperf_loadgen")
+    from eebench.serving.offline import EXPECTED_QPS_HEADROOM
+    from eebench.serving.table import serving_row
+
+    model, rec, x, policy, th, cache = setup
+    session = ServingSession(
+        _prepared("torch-cpu", model, cache),
+        StrategyConfig("batch-shrinking", batch_size=4),
+        x,
+        lambda: policy.decider(th, num_exits=rec.num_exits),
+    )
+    want = offline_decisions(policy, rec, th)
+
+    def samples_per_query(folder: Path) -> int:
+        text = (folder / "mlperf_log_summary.txt").read_text()
+        return int(text.split("samples_per_query : ", 1)[1].split()[0])
+
+    measured = ScenarioSettings("Offline", min_duration_s=0.2, max_duration_s=5, min_query_count=1)
+    run = session.run(measured, tmp_path / "measured")
+    cal = run.offline_calibration
+    # the default chunk: four batches of 4, at least 32 samples; whole chunks are answered
+    assert cal is not None and cal.chunk == 32 and cal.samples % 32 == 0 and cal.samples >= 32
+    assert EXPECTED_QPS_HEADROOM == 2.0
+    assert run.settings.offline_expected_qps == pytest.approx(2 * cal.samples / cal.seconds)
+    # LoadGen's Offline query holds 1.1 x expected QPS x minimum duration samples
+    expected_samples = 1.1 * run.settings.offline_expected_qps * 0.2
+    assert abs(samples_per_query(tmp_path / "measured") - expected_samples) <= 1
+    row = serving_row(run, measured, want, rec.labels, mode="per-stage", log_root=tmp_path)
+    assert row["offline_expected_qps"] == run.settings.offline_expected_qps
+    assert row["offline_calibrated_qps"] == pytest.approx(cal.samples / cal.seconds)
+    assert row["offline_expected_source"].startswith("measured: ")
+    assert row["answers_equal_record"]
+
+    given = ScenarioSettings(
+        "Offline", min_duration_s=0.2, max_duration_s=5, min_query_count=1, offline_expected_qps=500
+    )
+    run = session.run(given, tmp_path / "given")
+    assert run.offline_calibration is None and samples_per_query(tmp_path / "given") == 110
+    row = serving_row(run, given, want, rec.labels, mode="per-stage", log_root=tmp_path)
+    assert row["offline_expected_qps"] == 500 and np.isnan(row["offline_calibrated_qps"])
+    assert row["offline_expected_source"] == "given: serving.offline_expected_qps"
+
+    server = ScenarioSettings("Server", target_qps=200, min_duration_s=0.1, min_query_count=16)
+    row = serving_row(
+        session.run(server, tmp_path / "server"),
+        server,
+        want,
+        rec.labels,
+        mode="per-stage",
+        log_root=tmp_path,
+    )
+    assert np.isnan(row["offline_expected_qps"]) and row["offline_expected_source"] == ""

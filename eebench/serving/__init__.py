@@ -20,6 +20,7 @@ from eebench.serving.loadgen import (
     require_loadgen,
     run_test,
 )
+from eebench.serving.offline import OfflineCalibration, calibrate_offline
 from eebench.serving.search import QpsSearch, find_max_qps
 from eebench.serving.session import ServingRun, ServingSession
 from eebench.serving.strategies import STRATEGIES, StrategyConfig, Worker, concat_states
@@ -31,6 +32,7 @@ __all__ = [
     "Inbox",
     "LoadgenResult",
     "LoadgenUnavailable",
+    "OfflineCalibration",
     "QpsSearch",
     "Request",
     "ScenarioSettings",
@@ -38,6 +40,7 @@ __all__ = [
     "ServingSession",
     "StrategyConfig",
     "Worker",
+    "calibrate_offline",
     "check_answers",
     "concat_states",
     "find_max_qps",

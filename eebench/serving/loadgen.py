@@ -45,10 +45,12 @@ class ScenarioSettings:
 
     ``target_qps`` is the Server scenario's Poisson arrival rate; ``latency_bound_ms`` at
     ``percentile`` is its latency constraint. LoadGen sizes the other two scenarios up front
-    from a guess: Offline issues ``offline_expected_qps x min_duration`` samples in one query,
-    SingleStream ``min_duration / single_stream_expected_latency`` queries (both at least
+    from a guess: Offline issues ``1.1 x offline_expected_qps x min_duration`` samples in one
+    query, SingleStream ``min_duration / single_stream_expected_latency`` queries (both at least
     ``min_query_count``); a guess that is too low for Offline or too high for SingleStream
     ends before the minimum duration and LoadGen calls the run INVALID (reported, not hidden).
+    ``offline_expected_qps=None`` leaves the Offline guess to
+    :meth:`eebench.serving.session.ServingSession.run`, which measures the strategy first.
     Seeds are fixed (``seed``), so the arrival schedule and the sample order repeat.
     """
 
@@ -59,7 +61,7 @@ class ScenarioSettings:
     min_duration_s: float = 1.0
     max_duration_s: float = 10.0
     min_query_count: int = 100
-    offline_expected_qps: float = 1000.0
+    offline_expected_qps: float | None = None
     single_stream_expected_latency_ms: float = 0.1
     seed: int = 0
 
@@ -68,6 +70,11 @@ class ScenarioSettings:
             raise ValueError(f"unknown scenario '{self.scenario}'; expected one of {SCENARIOS}")
         if self.target_qps <= 0:
             raise ValueError(f"target_qps must be > 0, got {self.target_qps}")
+        if self.offline_expected_qps is not None and not self.offline_expected_qps > 0:
+            raise ValueError(
+                f"offline_expected_qps must be > 0 (or None: measured), got "
+                f"{self.offline_expected_qps}"
+            )
 
     def test_settings(self, lg: Any) -> Any:
         ts = lg.TestSettings()
@@ -85,6 +92,11 @@ class ScenarioSettings:
             ts.single_stream_expected_latency_ns = int(self.single_stream_expected_latency_ms * 1e6)
             ts.single_stream_target_latency_percentile = float(self.percentile)
         else:
+            if self.offline_expected_qps is None:
+                raise ValueError(
+                    "offline_expected_qps is None: measure it first (ServingSession.run does, "
+                    "with calibrate_offline) or give the throughput to expect"
+                )
             ts.offline_expected_qps = float(self.offline_expected_qps)
         ts.qsl_rng_seed = ts.sample_index_rng_seed = ts.schedule_rng_seed = int(self.seed)
         return ts

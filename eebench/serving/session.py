@@ -9,10 +9,15 @@ record's offline decisions for the same samples (:mod:`eebench.serving.check`).
 
 A worker that fails answers everything still outstanding (LoadGen would otherwise wait for
 ever) and the error is raised after the test.
+
+An Offline test without a given ``offline_expected_qps`` is sized from the strategy's own
+throughput, measured just before it (:mod:`eebench.serving.offline`); the run keeps the
+settings LoadGen ran with and that calibration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +30,7 @@ import numpy as np
 from eebench.backends.base import PreparedModel
 from eebench.serving.inbox import Inbox, Request
 from eebench.serving.loadgen import LoadgenResult, ScenarioSettings, require_loadgen, run_test
+from eebench.serving.offline import OfflineCalibration, calibrate_offline
 from eebench.serving.strategies import DeciderFactory, StrategyConfig, Worker
 
 
@@ -34,7 +40,9 @@ class ServingRun:
 
     ``predictions[i]`` / ``exits[i]`` are the answer and exit of sample ``i`` (-1 where LoadGen
     never asked for it); ``conflicts`` counts answers that differed from an earlier answer for
-    the same sample (a correct server has none).
+    the same sample (a correct server has none). ``settings`` are those LoadGen ran with (the
+    Offline guess filled in); ``offline_calibration`` is where that guess came from (None when
+    it was given).
     """
 
     strategy: StrategyConfig
@@ -44,6 +52,8 @@ class ServingRun:
     served: int
     conflicts: int
     wall_s: float
+    settings: ScenarioSettings | None = None
+    offline_calibration: OfflineCalibration | None = None
 
     def accuracy(self, labels: np.ndarray) -> float:
         """Accuracy of the answers served, over the samples LoadGen asked for."""
@@ -77,6 +87,10 @@ class ServingSession:
     def run(self, settings: ScenarioSettings, log_dir: Path) -> ServingRun:
         """One LoadGen test in ``settings.scenario``; logs are written to ``log_dir``."""
         lg = self._lg = require_loadgen()
+        calibration = None
+        if settings.scenario == "Offline" and settings.offline_expected_qps is None:
+            calibration = self.calibrate_offline()
+            settings = dataclasses.replace(settings, offline_expected_qps=calibration.expected_qps)
         n = int(self.x.shape[0])
         preds = np.full(n, -1, dtype=np.int64)
         exits = np.full(n, -1, dtype=np.int64)
@@ -144,5 +158,26 @@ class ServingSession:
         if failure:
             raise failure[0]
         return ServingRun(
-            self.strategy, result, preds, exits, counts["served"], counts["conflicts"], wall
+            self.strategy,
+            result,
+            preds,
+            exits,
+            counts["served"],
+            counts["conflicts"],
+            wall,
+            settings,
+            calibration,
+        )
+
+    def calibrate_offline(self, min_time_s: float = 0.1) -> OfflineCalibration:
+        """This strategy's throughput on chunks queued all at once (see
+        :func:`eebench.serving.offline.calibrate_offline`), the basis of an Offline test's size."""
+        return calibrate_offline(
+            self.prepared,
+            self.strategy,
+            self.x,
+            self.decider_factory,
+            self.plain_stages,
+            self.engine,
+            min_time_s=min_time_s,
         )

@@ -28,6 +28,10 @@ def serving_row(
     r = run.result
     check = check_answers(run.exits, run.predictions, *expected)
     server = settings.scenario == "Server"
+    ran = run.settings or settings  # what LoadGen ran with (the Offline guess filled in)
+    offline = settings.scenario == "Offline"
+    cal = run.offline_calibration
+    expected_qps = ran.offline_expected_qps if offline else None
     return {
         **identity,
         "scenario": settings.scenario,
@@ -36,6 +40,13 @@ def serving_row(
         "batch_size": run.strategy.max_batch,
         "timeout_ms": run.strategy.timeout_s * 1e3,
         "target_qps": settings.target_qps if server else float("nan"),
+        "offline_expected_qps": float("nan") if expected_qps is None else expected_qps,
+        "offline_calibrated_qps": cal.measured_qps if cal is not None else float("nan"),
+        "offline_expected_source": (
+            (cal.describe() if cal is not None else "given: serving.offline_expected_qps")
+            if offline
+            else ""
+        ),
         "achieved_qps": r.achieved_qps,
         "latency_p50_ms": r.percentile_ms(50.0),
         "latency_p90_ms": r.percentile_ms(90.0),

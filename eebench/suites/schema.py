@@ -333,6 +333,9 @@ class ServingSpec(_Strict):
     (``calibration`` picks one by name). Server runs at each ``target_qps`` and, with
     ``search``, looks for the largest QPS whose ``percentile`` latency stays within
     ``latency_bound_ms``. ``samples`` test samples form the Query Sample Library.
+    LoadGen sizes an Offline test from ``offline_expected_qps``; left out, it is derived from a
+    short run of the strategy itself just before each Offline test, so that the test lasts its
+    minimum duration (a fixed guess below the real throughput makes LoadGen call it INVALID).
     """
 
     enabled: bool = True
@@ -349,7 +352,8 @@ class ServingSpec(_Strict):
     min_duration_s: float = Field(1.0, gt=0)
     max_duration_s: float = Field(10.0, gt=0)
     min_query_count: int = Field(100, ge=1)
-    offline_expected_qps: float = Field(1000.0, gt=0)
+    # None: measured before each Offline test (eebench.serving.offline.calibrate_offline)
+    offline_expected_qps: float | None = Field(None, gt=0)
     single_stream_expected_latency_ms: float = Field(0.1, gt=0)
     samples: int = Field(500, ge=1)
     threads: int = Field(1, ge=1)
