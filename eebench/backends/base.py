@@ -207,7 +207,27 @@ def _load_family_modules() -> None:
 
 
 def get_backend(name: str, **options: Any) -> Backend:
-    """A backend instance by name, e.g. ``torch-cpu`` or ``simulated:jetson-orin-nano``."""
+    """A backend instance by name, e.g. ``torch-cpu``, ``simulated:jetson-orin-nano`` or
+    ``torch-cuda@jetson-orin-nano-8gb`` (a backend on a cluster's device:
+    :mod:`eebench.backends.placement`)."""
+    if "@" in name:
+        from eebench.backends.placement import PlacedBackend, parse_placement
+
+        try:
+            placement = parse_placement(name)
+        except ValueError as err:
+            from eebench.errors import ConfigError
+
+            raise ConfigError(str(err)) from None
+        if placement.backend.startswith("simulated:"):
+            from eebench.errors import ConfigError
+
+            raise ConfigError(
+                f"backend '{name}': a simulated backend is an estimate from a hardware profile "
+                f"and runs nowhere; drop '@{placement.device}'"
+            )
+        if placement.device is not None:
+            return PlacedBackend(get_backend(placement.backend, **options), placement.device)  # type: ignore[return-value]
     if name in BACKENDS:
         return BACKENDS.get(name)(**options)
     family, sep, argument = name.partition(":")

@@ -364,12 +364,28 @@ class RunWriter:
         seconds: float | None = None,
     ) -> None:
         """Record a finished step: its table parts first, then the manifest entry."""
+        self.finish_step_bytes(
+            key,
+            {table: _table_bytes(df) for table, df in (tables or {}).items()},
+            info,
+            seconds,
+        )
+
+    def finish_step_bytes(
+        self,
+        key: str,
+        tables: dict[str, bytes],
+        info: dict[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """:meth:`finish_step` with each table part as the CSV bytes another bundle wrote (a
+        cluster node's): copied verbatim, so the numbers are not parsed and printed again."""
         parts, names = {}, {}
-        for table, df in (tables or {}).items():
+        for table, data in tables.items():
             if table not in TABLES:
                 raise ValueError(f"unknown table '{table}'; known: {sorted(TABLES)}")
             rel = f"parts/{safe_name(key)}.{table}.csv"
-            atomic_write_bytes(self.path / rel, _table_bytes(df))
+            atomic_write_bytes(self.path / rel, data)
             parts[rel] = sha256_file(self.path / rel)
             names[table] = rel
         self.manifest["steps"][key] = {
@@ -380,6 +396,15 @@ class RunWriter:
             "seconds": seconds,
             "finished": now_iso(),
         }
+        self._write_manifest()
+
+    def reorder_steps(self, order: list[str]) -> None:
+        """Put the steps named in ``order`` first, in that order (the others keep theirs after):
+        the tables are assembled in step order, so steps finished out of order (on a cluster)
+        assemble as a run on one machine would."""
+        steps = self.manifest["steps"]
+        keys = [k for k in order if k in steps] + [k for k in steps if k not in set(order)]
+        self.manifest["steps"] = {k: steps[k] for k in keys}
         self._write_manifest()
 
     def note(self, **fields: Any) -> None:

@@ -42,6 +42,15 @@ def add_commands(sub: argparse._SubParsersAction, list_sub: argparse._SubParsers
         default=None,
         help="checkpoint/ONNX cache folder (default: <out>/cache; with --resume: the run's cache)",
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the steps as Ray tasks: 'local' (Ray on this machine), 'auto' (the cluster "
+        "this machine belongs to) or ray://HOST:PORT; device-bound steps of a backend "
+        "'<backend>@<device>' run on the node with the Ray resource 'device:<device>' "
+        "(needs: pip install 'eebench[cluster]')",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
     p.add_argument(
         "--no-progress",
@@ -66,6 +75,7 @@ def show_progress_bars(no_progress: bool) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from eebench.cluster.plan import check_address
     from eebench.errors import ConfigError
     from eebench.suites.runner import RunOptions, run_suite
 
@@ -80,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=show_progress_bars(args.no_progress),
         report=not args.no_report,
         force_resume=args.force_resume,
+        cluster=check_address(args.cluster) if args.cluster else None,
     )
     run_suite(args.suite, options)
     return 0

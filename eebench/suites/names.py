@@ -64,12 +64,29 @@ def check_names(spec: SuiteSpec, source: str) -> None:
     _check_serving(spec, source)
     profiles = list_profiles()
     for i, b in enumerate(spec.backends):
-        if b.startswith("simulated:"):
+        if b.startswith("simulated:") and "@" not in b:
             _check(b.split(":", 1)[1], profiles, "hardware profile", source, f"backends[{i}]")
         else:
-            _check(
-                b, [n for n in list_backends() if ":" not in n], "backend", source, f"backends[{i}]"
-            )
+            _check_backend(b, list_backends(), source, f"backends[{i}]")
+
+
+def _check_backend(name: str, known: list[str], source: str, field: str) -> None:
+    """A plain backend name, or ``<backend>@<device>`` (a cluster device: the backend part is
+    checked as a plain name, the device part for the characters a Ray resource allows)."""
+    from eebench.backends.placement import parse_placement
+
+    try:
+        placement = parse_placement(name)
+    except ValueError as err:
+        raise ConfigError(str(err), source=source, field=field) from None
+    if placement.device is not None and placement.backend.startswith("simulated:"):
+        raise ConfigError(
+            f"backend '{name}': a simulated backend is an estimate from a hardware profile and "
+            f"runs nowhere; drop '@{placement.device}'",
+            source=source,
+            field=field,
+        )
+    _check(placement.backend, [n for n in known if ":" not in n], "backend", source, field)
 
 
 def model_family(name: str) -> str | None:

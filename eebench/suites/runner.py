@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eebench.errors import RunInterrupted
+from eebench.errors import EEBenchError, RunInterrupted
 from eebench.results.bundle import RunWriter, check_run_id, is_incomplete_run, safe_name
 from eebench.results.identity import process_commit, run_identity
 from eebench.suites.locate import resolve_suite
@@ -42,6 +42,13 @@ from eebench.suites.tables import (
 SIMULATED_PREFIX = "simulated:"
 
 
+def base_backend(name: str) -> str:
+    """A suite backend without its cluster device (``onnxruntime@rpi5`` -> ``onnxruntime``)."""
+    from eebench.backends.placement import base_backend as _base
+
+    return _base(name)
+
+
 @dataclass
 class RunOptions:
     """How to run a suite (not what: that is the suite)."""
@@ -56,6 +63,8 @@ class RunOptions:
     report: bool = True
     # resume a run made by another eebench version or commit (recorded in the manifest)
     force_resume: bool = False
+    # run the steps as Ray tasks: "local", "auto" or "ray://HOST:PORT" (eebench.cluster)
+    cluster: str | None = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -96,6 +105,10 @@ class SuiteRunner:
         self._current = "starting"  # what the run is doing, for an interrupted run's message
         self._checkpoints: dict[str, tuple[Any, Any]] = {}  # label -> (model, info), preloaded
         self._work_started: float | None = None  # when a step's work began before _step ran
+        # while True, a step that has not finished is an error instead of work: a cluster unit
+        # rebuilds what its own step needs from finished steps only (see run_unit)
+        self._frozen = False
+        self._cluster: Any = None  # eebench.cluster.driver.ClusterSession with --cluster
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Path:
@@ -140,7 +153,13 @@ class SuiteRunner:
         Path(cache).mkdir(parents=True, exist_ok=True)
         if opts.resume is None:
             Path(opts.out_root).mkdir(parents=True, exist_ok=True)
-        extra = {"run_options": {"cache": str(Path(cache).resolve()), "backends": opts.backends}}
+        extra = {
+            "run_options": {
+                "cache": str(Path(cache).resolve()),
+                "backends": opts.backends,
+                "cluster": opts.cluster,
+            }
+        }
         if opts.resume is not None and adopt is None:
             try:
                 self.writer = RunWriter.resume(
@@ -179,6 +198,8 @@ class SuiteRunner:
             self._work(report_only)
         finally:
             self.writer.release()
+            if self._cluster is not None:
+                self._cluster.close()
         return self.writer.path
 
     def _work(self, report_only: bool) -> None:
@@ -275,6 +296,11 @@ class SuiteRunner:
         self._check_models()
         self._check_backends()
         self._check_energy()
+        if self.options.cluster:
+            from eebench.cluster.driver import open_cluster
+
+            self._current = "connecting to the cluster"
+            self._cluster = open_cluster(self.options.cluster, self.log)
 
     def _load_dataset(self) -> None:
         from eebench.data import get_splits
@@ -329,8 +355,8 @@ class SuiteRunner:
         from eebench.backends import get_backend
 
         for b in self.spec.backends:
-            if b.startswith(SIMULATED_PREFIX):
-                continue
+            if b.startswith(SIMULATED_PREFIX) or (self.options.cluster and "@" in b):
+                continue  # a cluster device is checked by the driver, against the cluster's nodes
             ok, reason = get_backend(b).available()
             if not ok:
                 self.log(f"backend {b} is not available here ({reason}); it will be skipped")
@@ -346,6 +372,12 @@ class SuiteRunner:
             f"test {len(self.splits.test.y)} samples, input {self.splits.input_shape}, "
             f"fingerprint {self.splits.fingerprint[:12]}"
         )
+        if self.options.cluster:
+            from eebench.cluster.driver import run_on_cluster
+
+            assert self._cluster is not None
+            run_on_cluster(self, self._cluster)
+            return
         for mspec in self.spec.models:
             ctx = self._train(mspec)
             self._record(ctx)
@@ -364,6 +396,47 @@ class SuiteRunner:
                 for backend in self.spec.serving.backends or self.spec.backends:
                     if not backend.startswith(SIMULATED_PREFIX):
                         self._serve(ctx, backend)
+
+    # ------------------------------------------------------------------ one cluster unit
+    def run_unit(self, unit: Any) -> None:
+        """The steps of one unit (:mod:`eebench.cluster.plan`), on a bundle that holds every
+        step the unit depends on: those are read back quietly (``_frozen``: never redone), then
+        the unit's own steps run, exactly as the same methods run them on one machine."""
+        from eebench.cluster.plan import SIMULATED
+
+        mspec = next((m for m in self.spec.models if m.label == unit.model), None)
+        if mspec is None:
+            raise EEBenchError(f"cluster unit '{unit.id}': the suite has no model '{unit.model}'")
+        if unit.kind == "host":
+            ctx = self._train(mspec)
+            self._record(ctx)
+            self._costs(ctx)
+            return
+        log, self.log, self._frozen = self.log, (lambda msg: None), True
+        try:
+            ctx = self._train(mspec)
+            self._record(ctx)
+            self._costs(ctx)
+            if unit.kind in ("policies", "validate", "serve"):
+                for backend in self.spec.backends:
+                    if not backend.startswith(SIMULATED):
+                        self._measure(ctx, backend)
+            if unit.kind in ("validate", "serve"):
+                self._policies(ctx)
+        finally:
+            self.log, self._frozen = log, False
+        if unit.kind == "estimate":
+            self._estimate(ctx, unit.backend[len(SIMULATED) :])
+        elif unit.kind == "measure":
+            self._measure(ctx, unit.backend)
+        elif unit.kind == "policies":
+            self._policies(ctx)
+        elif unit.kind == "validate":
+            self._validate(ctx, unit.backend)
+        elif unit.kind == "serve":
+            self._serve(ctx, unit.backend)
+        else:
+            raise EEBenchError(f"unknown cluster unit kind '{unit.kind}'")
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -384,6 +457,11 @@ class SuiteRunner:
         started, self._work_started = self._work_started, None
         if self.writer.has_step(key):
             return self.writer.step_info(key)
+        if self._frozen:
+            raise EEBenchError(
+                f"step '{key}' is needed here but has not finished in the run (a cluster unit "
+                "ran before the steps it depends on)"
+            )
         self._current = key
         t0 = time.perf_counter() if started is None else started
         tables, info = fn()
@@ -418,8 +496,17 @@ class SuiteRunner:
             model, info = load_suite_weights(mspec, index, self.source, self.splits, tconf.seed)
         else:
             cache = CheckpointCache(self.options.cache_root / "checkpoints")
+            name = canonical_model_name(mspec.name, self.source.parent)
+            if (
+                self._frozen
+                and not cache.path_for(name, dict(mspec.config), self.splits, tconf).exists()
+            ):
+                raise EEBenchError(
+                    f"model {label}: its trained checkpoint is not in the cache "
+                    f"{self.options.cache_root}; a cluster unit reads it, it never retrains"
+                )
             model, info = cache.get_or_train(
-                canonical_model_name(mspec.name, self.source.parent),
+                name,
                 dict(mspec.config),
                 self.splits,
                 tconf,
@@ -499,12 +586,29 @@ class SuiteRunner:
         from eebench.measure.timing import TimingConfig
 
         label = ctx.spec.label
+        m = self.spec.measurement
+        keys = [
+            f"measure:{label}:{backend_name}:b{bs}:t{threads}"
+            for threads in m.threads
+            for bs in m.batch_sizes
+        ]
+        if (
+            self._frozen
+            and self.writer is not None
+            and self.writer.has_step(f"skip:{label}:{backend_name}")
+        ):
+            return  # skipped where it was to run (e.g. its device lacked the backend)
+        if self.writer is not None and all(self.writer.has_step(k) for k in keys):
+            # measured earlier (perhaps on another node): read back, the backend is not needed
+            info = self.writer.step_info(f"measure:{label}:{backend_name}:b1:t{m.threads[0]}")
+            if "parts" in info:
+                ctx.parts[backend_name] = PartMeasurements.from_dict(info["parts"])
+            return
         backend = get_backend(backend_name)
         ok, reason = backend.available()
         if not ok:
             self._skip(f"skip:{label}:{backend_name}", label, "measure", backend_name, reason)
             return
-        m = self.spec.measurement
         timing = TimingConfig(
             warmup=m.warmup,
             min_runs=m.min_repeats,
@@ -529,7 +633,7 @@ class SuiteRunner:
                             threads=threads,
                             cache_dir=self.options.cache_root / "onnx",
                         )
-                        if backend_name == "onnxruntime"
+                        if base_backend(backend_name) == "onnxruntime"
                         else backend.prepare(ctx.model, batch_size=bs, threads=threads)
                     )
                     x = self.splits.test.x[:bs]
@@ -638,10 +742,10 @@ class SuiteRunner:
         if not es.enabled:
             return
         for i, name in enumerate(self.spec.backends):
-            if name in BACKEND_DEVICES:
+            if base_backend(name) in BACKEND_DEVICES:
                 check_meter_for_device(
                     es.meter,
-                    BACKEND_DEVICES[name],
+                    BACKEND_DEVICES[base_backend(name)],
                     name,
                     f"measurement.energy.meter (backends[{i}])",
                 )
@@ -875,7 +979,7 @@ class SuiteRunner:
                     threads=threads,
                     **(
                         {"cache_dir": self.options.cache_root / "onnx"}
-                        if backend_name == "onnxruntime"
+                        if base_backend(backend_name) == "onnxruntime"
                         else {}
                     ),
                 )
@@ -1059,7 +1163,7 @@ class SuiteRunner:
         def step() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
             opts = (
                 {"cache_dir": self.options.cache_root / "onnx"}
-                if backend_name == "onnxruntime"
+                if base_backend(backend_name) == "onnxruntime"
                 else {}
             )
             try:
