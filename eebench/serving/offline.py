@@ -6,7 +6,7 @@ LoadGen calls the run INVALID ("increase expected QPS"); a fixed guess in a suit
 most pairs of model, backend, strategy and mode (they span two orders of magnitude). So just
 before an Offline test the same worker loop (strategy, mode, prepared model, thread settings)
 serves a few chunks of samples queued all at once, as Offline queues them, without LoadGen;
-LoadGen is then told ``headroom x`` that throughput. The headroom keeps the run valid when the
+LoadGen is then told ``headroom x`` the fastest chunk's throughput. The headroom keeps the run valid when the
 LoadGen run is faster than the short calibration (warmer caches, a quieter machine); a server
 slower than the guess only makes the run last longer than its minimum duration.
 """
@@ -32,27 +32,32 @@ Offline run stays valid unless it is more than 2.2 x faster than the calibration
 
 @dataclass(frozen=True)
 class OfflineCalibration:
-    """``samples`` answered in ``seconds`` (host clock, after one warm-up chunk) by the worker
-    loop with every sample of a chunk queued at once; ``expected_qps`` is what LoadGen is told."""
+    """Host-clock seconds of each timed chunk of ``chunk`` samples (after one warm-up chunk),
+    served by the worker loop with the whole chunk queued at once.
 
-    samples: int
-    seconds: float
+    The rate is the fastest chunk's: on a shared machine noise only slows a chunk down, and a
+    guess below the rate LoadGen's run reaches is what makes that run INVALID.
+    """
+
     chunk: int
+    chunk_seconds: tuple[float, ...]
     headroom: float = EXPECTED_QPS_HEADROOM
 
     @property
     def measured_qps(self) -> float:
-        return self.samples / self.seconds
+        return self.chunk / min(self.chunk_seconds)
 
     @property
     def expected_qps(self) -> float:
+        """What LoadGen is told to expect."""
         return self.headroom * self.measured_qps
 
     def describe(self) -> str:
         return (
-            f"measured: {self.samples} samples in chunks of {self.chunk} queued at once, served "
-            f"in {self.seconds * 1e3:.1f} ms by the same worker loop without LoadGen "
-            f"({self.measured_qps:.4g} samples/s), x{self.headroom:g} headroom"
+            f"measured: fastest of {len(self.chunk_seconds)} chunks of {self.chunk} samples "
+            f"queued at once, {min(self.chunk_seconds) * 1e3:.2f} ms ({self.measured_qps:.4g} "
+            f"samples/s), served by the same worker loop without LoadGen; x{self.headroom:g} "
+            "headroom"
         )
 
 
@@ -68,8 +73,8 @@ def calibrate_offline(
     chunk: int | None = None,
     headroom: float = EXPECTED_QPS_HEADROOM,
 ) -> OfflineCalibration:
-    """Serve chunks of ``x`` (queued all at once, cycling through the rows) with ``strategy``
-    until ``min_time_s`` has passed after one warm-up chunk; returns the calibration.
+    """Serve chunks of ``x`` (each queued all at once, cycling through the rows) with
+    ``strategy`` until the timed chunks add up to ``min_time_s``, after one warm-up chunk.
 
     ``chunk`` defaults to four full batches (at least 32 samples, at most every row), so that the
     batching strategies run full batches as they do on Offline's one large query.
@@ -90,21 +95,25 @@ def calibrate_offline(
     worker = Worker(prepared, strategy, x, respond, decider_factory, plain_stages, engine)
     start = [0]
 
-    def one_chunk() -> None:
+    def one_chunk() -> float:
         inbox = Inbox()
         now = time.perf_counter_ns()
         inbox.put([Request(k, (start[0] + k) % n, now) for k in range(size)])
         inbox.close()  # the worker runs what is queued and returns
         start[0] += size
-        worker.serve(inbox)
-
-    with prepared.activated():
-        one_chunk()  # warm-up: first calls, allocations, lazy initialisation
         answered[0] = 0
         t0 = time.perf_counter()
-        while True:
-            one_chunk()
-            elapsed = time.perf_counter() - t0
-            if elapsed >= min_time_s:
-                break
-    return OfflineCalibration(answered[0], elapsed, size, headroom)
+        worker.serve(inbox)
+        seconds = time.perf_counter() - t0
+        if answered[0] != size:
+            raise RuntimeError(
+                f"strategy '{strategy.name}' answered {answered[0]} of {size} queued samples"
+            )
+        return seconds
+
+    times: list[float] = []
+    with prepared.activated():
+        one_chunk()  # warm-up: first calls, allocations, lazy initialisation
+        while not times or sum(times) < min_time_s:
+            times.append(one_chunk())
+    return OfflineCalibration(size, tuple(times), headroom)
