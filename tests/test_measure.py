@@ -421,3 +421,99 @@ def test_torch_cpu_speed_probe_is_the_host_matmul_older_runs_timed():
     cfg = TimingConfig(warmup=0, min_runs=2, min_time_s=0.0)
     assert measure_parts(prepared, config=cfg).probe.spec.extra["speed_probe"] == HOST_TORCH_KIND
 
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)"
+)
+def test_torch_cuda_speed_probe_runs_on_the_device_timed_like_the_parts():
+    model = create_model("cascade", input_shape=(1, 8, 8), num_members=2, width=4)
+    prepared = get_backend("torch-cuda").prepare(model, threads=1)
+    probe = prepared.speed_probe()
+    assert probe.kind == f"torch.mm 128x128 float32 on {prepared.device}"
+    assert probe.run().device.type == "cuda"
+    cfg = TimingConfig(warmup=1, min_runs=3, min_time_s=0.0)
+    parts = measure_parts(prepared, config=cfg)
+    assert parts.probe.spec.extra["speed_probe"] == probe.kind
+    assert parts.probe.spec.clock == parts.stages[0].spec.clock == "cuda-events"
+    assert min(parts.probe.samples_ns) > 0
+
+
+class ScriptedPrepared:
+    """One stage and one head whose call durations are scripted on a fake clock: the stage
+    takes 1 us for its first 1500 calls and 3 us after (its median moves in the middle of
+    the measurement), the head cycles through 0.5, 0.501, ..., 1.5 us in a fixed shuffled
+    order (its median is known to 2% from about 2400 samples: 0.98 / sqrt(n) <= 0.02)."""
+
+    backend = "torch-cpu"
+    device = "cpu"
+    threads = 1
+    model_name = "scripted"
+    num_stages = 1
+    input_shape = (1, 2, 2)
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.stage_calls = 0
+        self.exit_calls = 0
+
+    def activated(self):
+        from contextlib import nullcontext
+
+        return nullcontext(self)
+
+    def to_input(self, x):
+        return x
+
+    def stage_inputs(self, x):
+        return [(x,), (x,)]
+
+    def interval_timer(self, clock):
+        return HostTimer(clock)
+
+    def describe(self):
+        return {"backend": self.backend, "device": self.device, "threads": self.threads}
+
+    def run_stage(self, i, state):
+        self.stage_calls += 1
+        self.clock.advance(1000 if self.stage_calls <= 1500 else 3000)
+        return state
+
+    def run_exit(self, i, state):
+        self.exit_calls += 1
+        self.clock.advance(500 + (self.exit_calls * 389) % 1001)  # 389 and 1001 are coprime
+        return state[0]
+
+
+def test_a_part_stopped_by_its_interval_target_is_never_flagged_noisy():
+    # interleaved rounds of 1000 timed calls per part: the stage meets 2% in round 1 (every
+    # sample 1 us), the head only in round 3 (3000 samples), when the stage has 1497 samples
+    # of 1 us and 1503 of 3 us: its median's interval spans 1..3 us. It must not end as
+    # "stopped by ci-target" yet noisy: it is sampled on, and round 4 (2503 of 3 us) meets
+    # the target again
+    clock = FakeClock()
+    prepared = ScriptedPrepared(clock)
+    cfg = TimingConfig(warmup=0, min_runs=20, min_time_s=0.0, max_time_s=60.0, adaptive=True)
+    parts = measure_parts(prepared, config=cfg, clock=clock, probe=False)
+    stage, head = parts.stages[0], parts.exits[0]
+    assert head.stopped_by == "ci-target" and not head.noisy
+    assert stage.stopped_by == "ci-target" and not stage.noisy
+    assert stage.stats.median == 3000 and stage.samples_ns.count(3000) == 2503
+    assert len(stage.samples_ns) == len(head.samples_ns) == 4000
+    for m in parts.all:
+        assert m.stats.median_rel_half_width <= cfg.rel_ci_target
+
+
+@pytest.mark.parametrize("context", ["interleaved", "isolated", "pipeline"])
+def test_stopped_by_the_interval_target_and_noisy_never_go_together(context):
+    clock = FakeClock()
+    cfg = TimingConfig(warmup=0, min_runs=20, min_time_s=0.0, max_time_s=60.0, adaptive=True)
+    parts = measure_parts(
+        ScriptedPrepared(clock), config=cfg, clock=clock, probe=False, context=context
+    )
+    for m in parts.all:
+        assert m.stopped_by in ("ci-target", "pass-ci-target")
+        assert m.noisy == (m.stats.median_rel_half_width > cfg.rel_ci_target)
+        assert (m.stopped_by == "ci-target") == (not m.noisy)
+    if context == "pipeline":
+        # the pass (1.5-2.5 us) is known to 2% long before the head alone (0.5-1.5 us) is
+        assert parts.exits[0].noisy and parts.exits[0].stopped_by == "pass-ci-target"

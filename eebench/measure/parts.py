@@ -21,6 +21,7 @@ import torch
 from eebench.errors import ConfigError
 from eebench.measure.probe import SpeedProbe, torch_matmul_probe
 from eebench.measure.timing import (
+    CI_TARGET,
     DEFAULT_CLOCK,
     PROBE_PART,
     Clock,
@@ -30,6 +31,7 @@ from eebench.measure.timing import (
     StoppingRule,
     TimingConfig,
     clock_name,
+    median_within_target,
     time_callable,
 )
 
@@ -195,6 +197,10 @@ def predict_latency(
 
 CONTEXTS = ("interleaved", "isolated", "pipeline")
 
+PASS_CI_TARGET = "pass-ci-target"
+"""``stopped_by`` of a part measured in the ``pipeline`` context when the whole pass met the
+interval target but the part's own median did not (it is then flagged noisy)."""
+
 BURST_S = 0.005
 """Target length of one burst of consecutive calls of a part in the ``interleaved`` context."""
 
@@ -234,7 +240,10 @@ def measure_parts(
     round gives every part one untimed call (its weights back in cache) and a
     burst of consecutive timed calls of about :data:`BURST_S`; rounds go on
     until every part's stopping rule is met (each part's own count, time and
-    interval). Every part's samples thus span the whole measurement window, so
+    interval; a part that met its interval target early goes on being sampled, and
+    it counts as stopped by ``ci-target`` only while all its samples still meet it,
+    so a measurement stopped by its target is never flagged noisy). Every part's
+    samples thus span the whole measurement window, so
     a burst of load from another process slows all parts a little instead of
     one part entirely: on a shared machine this is what keeps two runs of the
     same code comparable part by part. With ``probe`` the rounds also time the
@@ -243,7 +252,8 @@ def measure_parts(
     ``context="pipeline"`` repeats whole forward passes (stage 0, head 0,
     stage 1, ...) and times each part where it runs, so each sees the cache
     state the parts before it leave, as in a real early-exit run; the stopping
-    rule then counts passes. The context is recorded with every measurement.
+    rule then counts passes (a part whose own median is wider than the target when the
+    pass met it says ``pass-ci-target``). The context is recorded with every measurement.
 
     When the :data:`INJECT_DELAY_ENV` testing hook names this model, that stage
     is slowed down and its measurement's ``extra`` says ``injected_factor``.
@@ -362,7 +372,18 @@ def _interleaved(
             if not stopped[j]:
                 stopped[j] = rules[j](samples[j], spent[j])
         if all(stopped):
-            break
+            # a part that met its interval target in an earlier round kept being sampled
+            # while the others caught up: it stops there only if all its samples still meet
+            # the target (else its stop reason would say ci-target of a median flagged noisy)
+            lapsed = [
+                j
+                for j, why in enumerate(stopped)
+                if why == CI_TARGET and not median_within_target(samples[j], config)
+            ]
+            if not lapsed:
+                break
+            for j in lapsed:
+                stopped[j] = ""
     out = [
         Measurement(spec(part, i), tuple(samples[j]), config, tuple(warm[j]), stopped[j])
         for j, (part, i) in enumerate(names)
@@ -409,15 +430,30 @@ def _pipeline(
         stopped = stop(totals, clock() - start)
         if stopped:
             break
+
+    def why(samples: list[int]) -> str:
+        # the pass met the target; a part says so only when it met it too
+        if stopped == CI_TARGET and not median_within_target(samples, config):
+            return PASS_CI_TARGET
+        return stopped
+
     stages = tuple(
         Measurement(
-            spec("stage", i), tuple(stage_ns[i]), config, tuple(w[0][i] for w in warm), stopped
+            spec("stage", i),
+            tuple(stage_ns[i]),
+            config,
+            tuple(w[0][i] for w in warm),
+            why(stage_ns[i]),
         )
         for i in range(n_parts)
     )
     exits = tuple(
         Measurement(
-            spec("exit", i), tuple(head_ns[i]), config, tuple(w[1][i] for w in warm), stopped
+            spec("exit", i),
+            tuple(head_ns[i]),
+            config,
+            tuple(w[1][i] for w in warm),
+            why(head_ns[i]),
         )
         for i in range(n_parts)
     )

@@ -61,7 +61,20 @@ thread (torch with 1 thread, ONNX Runtime with intra_op_num_threads=1)."""
 
 PROBE_PART = "probe"
 """``part`` of the machine-speed probe's measurement and table rows (index 0): a fixed
-workload timed in the same rounds as a model's parts (eebench.measure.parts.speed_probe)."""
+workload run through the parts' backend and timed in the same rounds as a model's parts
+(eebench.measure.probe)."""
+
+
+CI_TARGET = "ci-target"
+"""``stopped_by`` of a measurement whose median is known to ``rel_ci_target``."""
+
+
+def median_within_target(samples: Sequence[int] | np.ndarray, config: TimingConfig) -> bool:
+    """True when the median's interval of ``samples`` is defined and its half-width is at
+    most ``config.rel_ci_target`` of the median: the test behind both the adaptive stop
+    (:data:`CI_TARGET`) and the ``noisy`` flag, so the two never disagree on one sample."""
+    ci = _stats.median_ci(samples, config.confidence)
+    return bool(ci.defined and ci.rel_half_width <= config.rel_ci_target)
 
 
 def clock_name(clock: Clock) -> str:
@@ -210,9 +223,8 @@ class StoppingRule:
                 return "min-runs-and-time"
             if n >= self.next_check:
                 self.next_check = n + max(10, n // 10)
-                ci = _stats.median_ci(samples, c.confidence)
-                if ci.defined and ci.rel_half_width <= c.rel_ci_target:
-                    return "ci-target"
+                if median_within_target(samples, c):
+                    return CI_TARGET
         if n >= c.max_runs:
             return "max-runs"
         if elapsed_ns >= self.max_ns:

@@ -608,10 +608,10 @@ def format_comparison(
         ]
         for r in probe[probe["verdict"] == DIFFERENT_PROBES].itertuples():
             lines.append(
-                f"Note: {r.model}, {r.item}: A and B timed different speed probes, so its "
-                f"parts' B/A are NOT divided by the machine's change (a run made before the "
-                f"probe followed the backend timed {HOST_TORCH_KIND}); compare two runs of "
-                f"this version to have it."
+                f"Note: {r.model}, {r.item}: A and B timed different speed probes (see "
+                f"'timed'), so this model's B/A above are raw, NOT divided by the machine's "
+                f"change. Runs made before the probe followed the backend timed "
+                f"{HOST_TORCH_KIND} on every backend: re-measure the older run to divide it out."
             )
         lines.append("")
     acc = table[table["kind"] == "accuracy"]
