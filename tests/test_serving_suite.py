@@ -113,6 +113,8 @@ CLI_SUITE = {
         ("confidence", "max_softmx", "serving.confidence", "did you mean 'max_softmax'"),
         ("confidence", "score_margin", "serving.confidence", "add it to policies[0].confidence"),
         ("modes", ["per-stage", "fused"], None, None),  # fused on max softmax: accepted
+        ("backends", ["onnxruntime@rpi5"], None, None),  # a cluster device, as in 'backends'
+        ("backends", ["onnxruntime@"], "serving.backends[0]", "onnxruntime@"),
     ],
 )
 def test_cli_refuses_bad_serving_names_before_running(

@@ -147,7 +147,7 @@ def _check_serving(spec: SuiteSpec, source: str) -> None:
                 source=source,
                 field=f"serving.backends[{i}]",
             )
-        _check(b, plain, "backend", source, f"serving.backends[{i}]")
+        _check_backend(b, list_backends(), source, f"serving.backends[{i}]")  # also <b>@<device>
     _check(sv.policy, list_policies(), "policy", source, "serving.policy")
     _check(
         sv.confidence,
