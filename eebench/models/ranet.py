@@ -40,7 +40,8 @@ block that strides down, since a dense block's per-layer features are channel
 prefixes of its output), and last the features the exit reads.
 
 Differences from the reference code (github yangle15/RANet-pytorch,
-models/RANet.py), none of which changes a count of the CIFAR presets: the input
+models/RANet.py), none of which changes a MAC count of the presets (the ImageNet
+presets have ``n_channels`` fewer parameters, the stem's bias): the input
 channel count follows ``input_shape`` (the reference assumes 3); a bilinear
 resize to the size a map already has (an identity) is skipped; the ImageNet
 stem's 7x7 conv has no bias (it is followed by BatchNorm); classifiers pool
@@ -720,6 +721,29 @@ RANET_CIFAR_LG: dict[str, Any] = {
     "bn_factor": (4, 2, 1),
 }
 
+#: The reference code's ImageNet training script (train_imagenet.sh; nChannels left at its args.py
+#: default 16): 4 sub-networks at 56, 28, 14 and 7 pixels from a 224 input, 8 exits, 8 layers per
+#: block, classifiers as wide as the features they read.
+RANET_IMAGENET: dict[str, Any] = {
+    **RANET_CIFAR,
+    "step": 8,
+    "n_channels": 16,
+    "growth_rate": 16,
+    "scale_list": (1, 2, 3, 4),
+    "gr_factor": (4, 2, 1, 1),
+    "bn_factor": (4, 2, 1, 1),
+    "stem": "imagenet",
+    "head_channels": None,
+}
+#: The reference README's ImageNet example: as train_imagenet.sh with nChannels 32 and the third
+#: sub-network twice as wide (grFactor and bnFactor 4-2-2-1).
+RANET_IMAGENET_C32: dict[str, Any] = {
+    **RANET_IMAGENET,
+    "n_channels": 32,
+    "gr_factor": (4, 2, 2, 1),
+    "bn_factor": (4, 2, 2, 1),
+}
+
 
 @register_model("ranet")
 def ranet(
@@ -779,3 +803,22 @@ def ranet_cifar(num_classes: int, input_shape: Sequence[int], **overrides: Any) 
 def ranet_cifar_lg(num_classes: int, input_shape: Sequence[int], **overrides: Any) -> RANet:
     """The paper code's README CIFAR RANet: levels 1-2-3, 6 exits, block b has 2b layers."""
     return _create_ranet("ranet-cifar-lg", num_classes, input_shape, RANET_CIFAR_LG, overrides)
+
+
+# The ImageNet presets are factories, not registry entries: their classifiers are as wide as the
+# features they read (up to ~1,200 channels, two 3x3 convs each), so the models hold 88M and 131M
+# parameters, and every registry-wide test (ONNX export per part, the executor per policy) would
+# spend minutes on them. Build one by its factory spec, in a suite or with create_model:
+# ``eebench.models.ranet:ranet_imagenet``.
+def ranet_imagenet(num_classes: int, input_shape: Sequence[int], **overrides: Any) -> RANet:
+    """The paper code's ImageNet RANet (train_imagenet.sh): levels 1-2-3-4, 8 exits, step 8;
+    needs inputs of at least 33x33 (224x224 as in the paper)."""
+    return _create_ranet("ranet-imagenet", num_classes, input_shape, RANET_IMAGENET, overrides)
+
+
+def ranet_imagenet_c32(num_classes: int, input_shape: Sequence[int], **overrides: Any) -> RANet:
+    """The paper code's README ImageNet RANet: ``ranet_imagenet`` with 32 base channels and
+    growth factors 4-2-2-1."""
+    return _create_ranet(
+        "ranet-imagenet-c32", num_classes, input_shape, RANET_IMAGENET_C32, overrides
+    )

@@ -1,4 +1,5 @@
-"""RANet: counts against the reference code, sub-networks and their resolutions, state, errors, training."""
+"""RANet: counts against the reference code, sub-networks and their resolutions, state, errors,
+training."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from eebench.costs import analyze_costs
+from eebench.costs import analyze_costs, count_ops
 from eebench.models import (
     InputShapeError,
     ModelConfigError,
@@ -41,6 +42,53 @@ REF_CIFAR_MACS = [15738112, 31173120, 44462208, 50152832, 60314944, 63302208, 89
 REF_CIFAR_PARAMS = [470442, 1073780, 1476756, 1868414, 2165612, 2453494, 2871636, 3261830]
 REF_CIFAR_LG_MACS = [8316160, 21686784, 32695872, 41354048, 52924800, 58607744]
 REF_CIFAR_LG_PARAMS = [347050, 876660, 1270165, 1754271, 2130143, 2547601]
+# ImageNet (1000 classes, 224x224 input), the same code and counting, the same args.py defaults:
+#   ranet_imagenet:     train_imagenet.sh --growthRate 16 --step 8 --stepmode even
+#                       --scale-list 1-2-3-4 --grFactor 4-2-1-1 --bnFactor 4-2-1-1 (nChannels 16);
+#   ranet_imagenet_c32: the README's      --growthRate 16 --step 8 --nChannels 32 --stepmode even
+#                       --scale-list 1-2-3-4 --grFactor 4-2-2-1 --bnFactor 4-2-2-1.
+# Exit 0 is also counted by hand below. The reference's 7x7 stem conv has a bias
+# (nChannels x the finest grFactor parameters, no multiply-add); ours has none.
+REF_IMAGENET_MACS = [
+    167270912,
+    519517184,
+    730608126,
+    902451354,
+    1050394926,
+    1116919182,
+    1585110795,
+    1677046695,
+]
+REF_IMAGENET_PARAMS = [
+    8090920,
+    33314832,
+    42982814,
+    58901892,
+    63997294,
+    70852502,
+    78532931,
+    87972617,
+]
+REF_IMAGENET_C32_MACS = [
+    244966400,
+    629504000,
+    858402856,
+    1039083784,
+    1866360676,
+    2156825764,
+    2728623199,
+    2822624635,
+]
+REF_IMAGENET_C32_PARAMS = [
+    9916712,
+    37916432,
+    48345820,
+    65121348,
+    85601768,
+    113060656,
+    121474513,
+    131123991,
+]
 # the issue's bar for the presets; the counts above are in fact met exactly
 REL_TOL = 0.02
 
@@ -85,6 +133,84 @@ def test_cifar_presets_match_the_reference_params_and_per_exit_macs(name, ref_ma
     # and the decomposition loses nothing: the counts are the reference's to the unit
     assert costs.cumulative_macs.tolist() == ref_macs
     assert cumulative_params(model) == ref_params
+
+
+def exit_0_macs_by_hand(n_channels: int, gr: tuple[int, ...], growth: int, step: int) -> int:
+    """Multiply-adds up to the first exit of an ImageNet RANet at 224x224 (levels 1-2-3-4).
+
+    Stem: a 7x7 stride-2 conv to 112x112, a max-pool to 56x56. The first layer's 3x3 convs then
+    give each lower sub-network its base features, halving the side each time (28, 14, 7).
+    Sub-network 0's first block: ``step`` dense layers at 7x7, each a 1x1 bottleneck to at most
+    ``bn_factor * growth`` channels and a 3x3 conv adding ``growth`` channels. The classifier:
+    two 3x3 stride-2 convs as wide as its input (7 -> 4 -> 2), an average pool, a linear layer.
+    """
+    widths = [n_channels * g for g in gr]  # base channels per sub-network, lowest first
+    g0, bn0 = growth * gr[0], gr[0]  # bn_factor == gr_factor in both presets
+    macs = 3 * 7 * 7 * widths[3] * 112 * 112  # stem at the finest sub-network's width
+    sides = {2: 28, 1: 14, 0: 7}
+    for f in (2, 1, 0):
+        macs += widths[f + 1] * 3 * 3 * widths[f] * sides[f] ** 2
+    for i in range(step):
+        c = widths[0] + i * g0
+        w = min(c, bn0 * g0)
+        macs += (c * w + w * 3 * 3 * g0) * 7 * 7
+    c = widths[0] + step * g0
+    macs += c * 9 * c * 4 * 4 + c * 9 * c * 2 * 2 + c * 1000
+    return macs
+
+
+@pytest.mark.parametrize(
+    ("name", "n_channels", "gr", "ref_macs", "ref_params", "parts_counted"),
+    [
+        ("ranet_imagenet", 16, (4, 2, 1, 1), REF_IMAGENET_MACS, REF_IMAGENET_PARAMS, 8),
+        # the wider preset's first exit only: fvcore traces each part through the whole model, and
+        # its 8 parts would add ~6 s of CPU to the default run (all 8 exits were found equal to the
+        # reference with analyze_costs when the preset was added)
+        ("ranet_imagenet_c32", 32, (4, 2, 2, 1), REF_IMAGENET_C32_MACS, REF_IMAGENET_C32_PARAMS, 1),
+    ],
+)
+def test_imagenet_presets_match_the_reference_shape_and_first_and_last_exit_macs(
+    name, n_channels, gr, ref_macs, ref_params, parts_counted
+):
+    # built by factory spec, as a suite names it (the ImageNet presets are not registry entries)
+    spec = f"eebench.models.ranet:{name}"
+    model = create_model(spec, num_classes=1000, input_shape=(3, 224, 224)).eval()
+    assert model.metadata.name == spec
+    # 4 sub-networks, 2 + 2 + 2 + 2 blocks ending in an exit, every classifier at the lowest side
+    assert model.num_exits == 8
+    assert model.exit_flows == [0, 0, 1, 1, 2, 2, 3, 3]
+    # the first layer's base features (after exit 0, sub-networks 1-3 are still to run):
+    # n_channels x gr_factor channels at 14, 28 and 56 pixels (224 / 4 after the stem, then halved)
+    states = model.example_states(1)
+    assert [tuple(t.shape[1:]) for t in states[1][:3]] == [
+        (n_channels * gr[1], 14, 14),
+        (n_channels * gr[2], 28, 28),
+        (n_channels * gr[3], 56, 56),
+    ]
+    # the first two classifiers read sub-network 0 after 8 and 16 dense layers of growth 16 x 4
+    growth0 = 16 * gr[0]
+    assert [e.feature_shape for e in model.exit_info[:2]] == [
+        (n_channels * gr[0] + 8 * growth0, 7, 7),
+        (n_channels * gr[0] + 16 * growth0, 7, 7),
+    ]
+    assert all(e.feature_shape[1:] == (7, 7) for e in model.exit_info)
+    stem_bias = n_channels * gr[3]  # parameters: the reference's but for its stem conv's bias
+    assert cumulative_params(model) == [p - stem_bias for p in ref_params]
+    # analytic MACs: eebench's count (count_ops, the fvcore trace analyze_costs makes of each
+    # part) over the parts a sample leaving at an exit has run, every earlier head included as in
+    # a true early exit (and in the reference's counter), at batch 1
+    parts = [
+        count_ops(model.stage_module(i), states[i]).macs
+        + count_ops(model.exit_module(i), states[i + 1]).macs
+        for i in range(parts_counted)
+    ]
+    first = parts[0]
+    assert first == pytest.approx(ref_macs[0], rel=REL_TOL)
+    assert first == ref_macs[0] == exit_0_macs_by_hand(n_channels, gr, growth=16, step=8)
+    if parts_counted == model.num_exits:
+        last = sum(parts)
+        assert last == pytest.approx(ref_macs[-1], rel=REL_TOL)
+        assert last == ref_macs[-1]  # in fact to the unit
 
 
 # ----------------------------------------------------------------- structure
