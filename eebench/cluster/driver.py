@@ -45,7 +45,13 @@ MAX_RETRIES = 2
 
 
 class ClusterError(EEBenchError):
-    """A cluster that cannot run the suite (no Ray, mismatched versions, failed units)."""
+    """A cluster that cannot run the suite (it cannot be reached, or runs other eebench code)."""
+
+
+class UnitsFailed(ClusterError):
+    """Units of a cluster run that failed; every other unit finished and is in the bundle."""
+
+    exit_code = 1
 
 
 def require_ray() -> Any:
@@ -418,7 +424,7 @@ class Scheduler:
         self._reorder(units)
         if failed:
             lines = "\n".join(f"  {k}: {v}" for k, v in failed.items())
-            raise ClusterError(
+            raise UnitsFailed(
                 f"{len(failed)} unit(s) of the run did not finish; every finished unit is kept:\n{lines}"
             )
 
