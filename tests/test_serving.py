@@ -351,8 +351,9 @@ def test_offline_test_is_sized_from_the_measured_throughput(setup, tmp_path):
     measured = ScenarioSettings("Offline", min_duration_s=0.2, max_duration_s=5, min_query_count=1)
     run = session.run(measured, tmp_path / "measured")
     cal = run.offline_calibration
-    # the default chunk: four batches of 4, at least 32 samples; timed until 0.1 s in all
-    assert cal is not None and cal.chunk == 32 and sum(cal.chunk_seconds) >= 0.1
+    # the default chunk: four batches of 4, at least 32 samples; at least 5 chunks, 0.1 s in all
+    assert cal is not None and cal.chunk == 32
+    assert len(cal.chunk_seconds) >= 5 and sum(cal.chunk_seconds) >= 0.1
     assert EXPECTED_QPS_HEADROOM == 2.0  # twice the median chunk's rate
     typical = 32 / float(np.median(cal.chunk_seconds))
     assert run.settings.offline_expected_qps == pytest.approx(2 * typical)

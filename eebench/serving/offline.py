@@ -72,11 +72,14 @@ def calibrate_offline(
     engine: Any = None,
     *,
     min_time_s: float = 0.1,
+    min_chunks: int = 5,
     chunk: int | None = None,
     headroom: float = EXPECTED_QPS_HEADROOM,
 ) -> OfflineCalibration:
     """Serve chunks of ``x`` (each queued all at once, cycling through the rows) with
-    ``strategy`` until the timed chunks add up to ``min_time_s``, after one warm-up chunk.
+    ``strategy`` until at least ``min_chunks`` timed chunks add up to ``min_time_s``, after one
+    warm-up chunk (a median of one or two chunks is one chunk's noise: a single slow chunk once
+    put the guess 4x below the real rate).
 
     ``chunk`` defaults to four full batches (at least 32 samples, at most every row), so that the
     batching strategies run full batches as they do on Offline's one large query.
@@ -84,8 +87,11 @@ def calibrate_offline(
     n = int(x.shape[0])
     if n < 1:
         raise ValueError("calibrate_offline needs at least one sample")
-    if min_time_s < 0 or headroom <= 0:
-        raise ValueError(f"need min_time_s >= 0 and headroom > 0, got {min_time_s}, {headroom}")
+    if min_time_s < 0 or min_chunks < 1 or headroom <= 0:
+        raise ValueError(
+            f"need min_time_s >= 0, min_chunks >= 1 and headroom > 0, got {min_time_s}, "
+            f"{min_chunks}, {headroom}"
+        )
     size = int(chunk) if chunk is not None else min(n, max(32, 4 * strategy.max_batch))
     if size < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -116,6 +122,6 @@ def calibrate_offline(
     times: list[float] = []
     with prepared.activated():
         one_chunk()  # warm-up: first calls, allocations, lazy initialisation
-        while not times or sum(times) < min_time_s:
+        while len(times) < min_chunks or sum(times) < min_time_s:
             times.append(one_chunk())
     return OfflineCalibration(size, tuple(times), headroom)
