@@ -194,6 +194,14 @@ def test_a_cluster_run_writes_the_tables_of_a_run_on_one_machine(tmp_path, lab):
     assert len(row) == 1 and "device:absent" in row["reason"].iloc[0]
     local_skip = local.table("skipped")
     assert "--cluster" in local_skip[local_skip["target"] == "torch-cpu@absent"]["reason"].iloc[0]
+    # the report's node table says where the placed backend was measured; none without a cluster
+    from eebench.report.data import load_runs
+    from eebench.report.tables import cluster_nodes_table
+
+    nodes = cluster_nodes_table(load_runs([cluster_path]))
+    assert len(nodes) == 1 and nodes["devices"].iloc[0] == "fake-a, fake-b"
+    assert "measure:bl:torch-cpu@fake-a" in nodes["device-bound units"].iloc[0]
+    assert cluster_nodes_table(load_runs([local.path])).empty
     # the steps are in the order a run on one machine writes them
     local_steps = list(read_manifest(local.path)["steps"])
     shared = [k for k in manifest["steps"] if k in set(local_steps)]

@@ -23,6 +23,7 @@ from eebench.report.latency import latency_table
 from eebench.report.render import RenderedFigure, ReportContent, Section, to_html, to_markdown
 from eebench.report.serving import max_qps_display
 from eebench.report.tables import (
+    cluster_nodes_table,
     environment_table,
     operating_points_table,
     skipped_table,
@@ -157,6 +158,17 @@ def report_content(runs: list[RunData]) -> ReportContent:
             skipped_table(runs),
         ),
     ]
+    nodes = cluster_nodes_table(runs)
+    if not nodes.empty:  # a run made on one machine has no nodes to show
+        sections.append(
+            Section(
+                "Cluster nodes",
+                "Where a cluster run's units ran (eebench run --cluster): each node's devices, "
+                "CPU and eebench code, and its device-bound units (every measured number of a "
+                "placed backend comes from the node holding its device).",
+                nodes,
+            )
+        )
     return ReportContent(
         runs=runs,
         figures=figures,

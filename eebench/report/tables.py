@@ -68,6 +68,38 @@ def environment_table(runs: list[RunData]) -> pd.DataFrame:
     return table
 
 
+def cluster_nodes_table(runs: list[RunData]) -> pd.DataFrame:
+    """One row per node of a cluster run (``manifest.cluster``): where it is, what it holds,
+    its CPU and code, and which units ran there; empty for runs made on one machine."""
+    rows = []
+    for run in runs:
+        cluster = run.manifest.get("cluster") or {}
+        envs = cluster.get("node_environments") or {}
+        units = cluster.get("units") or {}
+        for node_id, node in (cluster.get("nodes") or {}).items():
+            ran = [u for u, st in units.items() if st.get("node") == node_id]
+            env = envs.get(node_id) or {}
+            rows.append(
+                {
+                    "run": run.label,
+                    "node": node.get("hostname", node_id[:12]),
+                    "address": node.get("address", ""),
+                    "driver": "yes" if node_id == cluster.get("driver_node") else "",
+                    "devices": ", ".join(node.get("devices") or []),
+                    "CPUs": f"{node.get('cpus', 0):g}",
+                    "GPUs": f"{node.get('gpus', 0):g}",
+                    "CPU model": env.get("cpu_model", ""),
+                    "eebench": node.get("eebench_version", ""),
+                    "commit": str(node.get("git_commit") or "")[:12],
+                    "units run": len(ran),
+                    "device-bound units": ", ".join(
+                        u for u in ran if u.split(":", 1)[0] in ("measure", "validate", "serve")
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def operating_points_table(runs: list[RunData]) -> pd.DataFrame:
     """Calibrated operating points with val and test side by side, plus test latency/energy per source."""
     ops = calibrated(combined(runs, "operating_points"))
