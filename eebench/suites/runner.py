@@ -1207,6 +1207,11 @@ class SuiteRunner:
                         f"{settings.scenario} exits {row['exit_agreement']:.4f}, "
                         f"classes {row['answer_agreement']:.4f}"
                     )
+                if settings.scenario == "Offline":
+                    self.log(
+                        f"  {run.strategy.name}/{mode} Offline sized for "
+                        f"{row['offline_expected_qps']:.0f} QPS ({row['offline_expected_source']})"
+                    )
                 rows.append(row)
                 return row
 
