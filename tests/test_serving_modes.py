@@ -25,6 +25,7 @@ from eebench.serving import (
 )
 from eebench.serving.graphs import identity_graph, save_graph
 from eebench.serving.modes import MODES, overhead_floor_us, unsupported, whole_graph
+from eebench.serving.strategies import STRATEGIES
 from eebench.suites.schema import SERVING_MODES
 
 N = 40
@@ -216,3 +217,47 @@ def test_identity_graphs_pass_their_input_on(fused, tmp_path):
 def test_overhead_floor_is_a_positive_median(mode, backend, tmp_path):
     floor = overhead_floor_us(mode, backend, (1, 8, 8), 1, tmp_path, calls=50)
     assert 0 < floor < 1e6
+
+
+def test_compiled_mode_refuses_onnxruntime_with_the_reason(tmp_path):
+    # refused before anything is prepared or compiled
+    for backend in ("onnxruntime", "onnxruntime@rpi5"):
+        with pytest.raises(ValueError, match=r"runs on torch-cpu or torch-cuda.*ONNX graphs"):
+            whole_graph("compiled", backend, None, None, 1)
+    with pytest.raises(ValueError, match="no overhead floor for mode 'compiled'"):
+        overhead_floor_us("compiled", "onnxruntime", (1, 8, 8), 1, tmp_path, calls=5)
+    # the control flow stays on the host: every strategy, the plain network too
+    assert all(unsupported("compiled", s) is None for s in STRATEGIES)
+
+
+def test_part_wise_deployment_runs_every_strategy_through_its_parts(splits):
+    """A ``compiled`` deployment's strategies run through its prepared model, not the eager one:
+    here its parts are the eager static paths, counted (no compiler needed)."""
+    from eebench.serving.compiled import CompiledPrepared
+    from eebench.serving.modes import Deployment
+
+    model, rec, policy, th, x = _setup("msdnet", {}, splits)
+    prepared = get_backend("torch-cpu").prepare(model, threads=1)
+    calls = {"stage": 0, "exit": 0}
+
+    def counted(kind, module):
+        def run(*tensors):
+            calls[kind] += 1
+            return module(*tensors)
+
+        return run
+
+    m = prepared.model
+    parts = CompiledPrepared(
+        prepared,
+        [counted("stage", m.stage_module(i)) for i in range(m.num_stages)],
+        [counted("exit", m.exit_module(i)) for i in range(m.num_stages)],
+    )
+    engine = Deployment("compiled", "torch-cpu", None, {}, parts, build_s=0.0)
+    want_exits, want_preds = offline_decisions(policy, rec, th)
+    for strategy in ("per-sample", "batch-shrinking", "wait-for-slowest", "regroup"):
+        before = dict(calls)
+        exits, preds = _serve(prepared, StrategyConfig(strategy, 6), x, policy, th, rec, engine)
+        np.testing.assert_array_equal(exits, want_exits)
+        np.testing.assert_array_equal(preds, want_preds)
+        assert calls["stage"] > before["stage"] and calls["exit"] > before["exit"]

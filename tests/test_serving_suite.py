@@ -63,6 +63,10 @@ def test_schema_strategies_are_the_serving_strategies():
             r"serving\.modes\[1\]: unknown serving deployment mode 'fusd'; did you mean 'fused'",
         ),
         (
+            {"scenarios": ["Offline"], "modes": ["per-stage", "compild"]},
+            r"serving\.modes\[1\]: unknown serving deployment mode 'compild'; did you mean 'compiled'",
+        ),
+        (
             {"scenarios": ["Offlne"]},
             r"serving\.scenarios\[0\]: unknown serving scenario 'Offlne'; did you mean 'Offline'",
         ),
@@ -73,6 +77,14 @@ def test_schema_strategies_are_the_serving_strategies():
 def test_bad_serving_sections_name_the_field(section, pattern):
     with pytest.raises(ConfigError, match=pattern):
         _serving(**section)
+
+
+def test_compiled_mode_is_accepted_and_opt_in():
+    spec = _serving(scenarios=["Offline"], modes=["per-stage", "compiled"])
+    assert spec.serving.modes == ["per-stage", "compiled"]
+    assert _serving(scenarios=["Offline"]).serving.modes == ["per-stage"]
+    builtin = load_suite_file(Path(__file__).resolve().parents[1] / "suites" / "serving.yaml")
+    assert "compiled" not in builtin.serving.modes  # its compile time is not in the 5 minutes
 
 
 # a suite whose serving section is refused before any training: one model, the default policy

@@ -149,7 +149,8 @@ def report_content(runs: list[RunData]) -> ReportContent:
             "MLCommons LoadGen Server search per batching strategy and deployment mode: the "
             "largest probed QPS that LoadGen judged VALID (percentile within the bound, enough "
             "queries for its early-stopping rule), beside the plain network's (no exits, same "
-            "batches). 'upper end': the search's highest rate held, the maximum may be higher.",
+            "batches; in the mode's own deployment where it ran there, else per stage). "
+            "'upper end': the search's highest rate held, the maximum may be higher.",
             max_qps_display(runs),
         ),
         Section(

@@ -42,7 +42,8 @@ class ServingRun:
     never asked for it); ``conflicts`` counts answers that differed from an earlier answer for
     the same sample (a correct server has none). ``settings`` are those LoadGen ran with (the
     Offline guess filled in); ``offline_calibration`` is where that guess came from (None when
-    it was given).
+    it was given). ``mode_build_s`` is what building the deployment mode took (NaN for
+    ``per-stage``, which builds nothing): done once before any test, it is in no latency.
     """
 
     strategy: StrategyConfig
@@ -54,6 +55,7 @@ class ServingRun:
     wall_s: float
     settings: ScenarioSettings | None = None
     offline_calibration: OfflineCalibration | None = None
+    mode_build_s: float = float("nan")
 
     def accuracy(self, labels: np.ndarray) -> float:
         """Accuracy of the answers served, over the samples LoadGen asked for."""
@@ -167,6 +169,7 @@ class ServingSession:
             wall,
             settings,
             calibration,
+            float("nan") if self.engine is None else float(self.engine.build_s),
         )
 
     def calibrate_offline(self, min_time_s: float = 0.1) -> OfflineCalibration:

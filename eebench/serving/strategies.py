@@ -108,8 +108,10 @@ class Worker:
         plain_stages: Sequence[int] | None = None,
         engine: Any = None,
     ) -> None:
-        """``engine`` (a :class:`eebench.serving.modes.WholeGraph`) serves the ``static`` and
-        ``fused`` deployment modes: one call per batch instead of one per stage and head."""
+        """``engine`` (a :class:`eebench.serving.modes.Deployment`) serves a mode other than
+        ``per-stage``: one graph per batch instead of a call per stage and head (``static``,
+        ``fused``), or a prepared model whose parts run compiled, which the strategy then runs
+        stage by stage as it runs the eager one (``compiled``)."""
         if config.name != "plain" and decider_factory is None:
             raise ValueError(f"strategy '{config.name}' needs a decider_factory")
         if config.name == "plain" and not plain_stages:
@@ -128,6 +130,8 @@ class Worker:
             why = unsupported(engine.mode, config.name)
             if why:
                 raise ValueError(f"strategy '{config.name}' in mode '{engine.mode}': {why}")
+            if engine.prepared is not None:
+                self.prepared = engine.prepared
 
     def serve(self, inbox: Inbox) -> None:
         """The worker loop (call it on the worker thread, inside ``prepared.activated()``)."""
@@ -140,7 +144,7 @@ class Worker:
             "wait-for-slowest": self._wait_for_slowest,
             "plain": self._plain,
         }[self.config.name]
-        if self.engine is not None:
+        if self.engine is not None and self.engine.run is not None:
             step = self._fused if self.engine.mode == "fused" else self._static
         while True:
             batch = inbox.batch(self.config.max_batch, self.config.timeout_s)

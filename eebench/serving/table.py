@@ -37,6 +37,7 @@ def serving_row(
         "scenario": settings.scenario,
         "strategy": run.strategy.name,
         "mode": mode,
+        "mode_build_s": run.mode_build_s,
         "batch_size": run.strategy.max_batch,
         "timeout_ms": run.strategy.timeout_s * 1e3,
         "target_qps": settings.target_qps if server else float("nan"),

@@ -287,9 +287,10 @@ SERVING_SCENARIOS = ("SingleStream", "Server", "Offline")
 SERVING_STRATEGIES = ("per-sample", "batch-shrinking", "wait-for-slowest", "regroup", "plain")
 """Kept equal to :data:`eebench.serving.strategies.STRATEGIES` (a test holds them together;
 the schema does not import the serving package, which imports torch)."""
-SERVING_MODES = ("per-stage", "static", "fused")
+SERVING_MODES = ("per-stage", "static", "fused", "compiled")
 """Deployment modes the serving step can run (kept equal to :data:`eebench.serving.modes.MODES`):
-one call per stage and exit head, one static all-exits graph, one graph with the exit inside."""
+one call per stage and exit head, one static all-exits graph, one graph with the exit inside,
+each stage and exit head compiled by ``torch.compile``."""
 
 
 def _serving_name(valid: tuple[str, ...], what: str) -> Any:
