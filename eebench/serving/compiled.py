@@ -196,6 +196,11 @@ def compile_prepared(
     why = inductor_problem(eager.torch_device.type)
     if why is not None:
         raise ValueError(why)
+    if not hasattr(torch.compiler, "set_stance"):
+        raise ValueError(
+            f"torch {torch.__version__} has no torch.compiler.set_stance, which checks that no "
+            "part compiles again while serving; the compiled mode needs torch >= 2.6"
+        )
     model = eager.model
     n = model.num_stages
     stages = [compile_part(model.stage_module(i)) for i in range(n)]
