@@ -1237,6 +1237,11 @@ class SuiteRunner:
                     if why is not None:
                         skip(f"{backend_name}:{mode}", why)
                         continue
+                    build_s = getattr(engine, "build_s", float("nan"))
+                    if build_s == build_s:  # not NaN: the mode built something before serving
+                        self.log(
+                            f"  {backend_name} {mode}: built in {build_s:.1f} s, before serving"
+                        )
                 floor_us = overhead_floor_us(
                     mode,
                     backend_name,
