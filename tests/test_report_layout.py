@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from html import escape as html_escape
 
+import pandas as pd
 import pytest
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -238,3 +239,34 @@ def test_report_opens_with_the_answer_and_keeps_the_environment_for_the_appendix
     ci = r"^[0-9.]+ \[[0-9.]+, [0-9.]+\]$"
     assert measured["latency [ms/sample] (true early exit, 95% CI)"].str.match(ci).all()
     assert measured["speedup over plain network [x] (95% CI)"].str.match(ci).all()
+
+
+@pytest.mark.parametrize("panels", [1, 6])
+def test_serving_curves_stay_readable_with_every_strategy_and_two_modes(monkeypatch, panels):
+    """One panel with five strategies in two modes once hid its curves under the legend and cut
+    the title at both ends; the legend now sits below the panels and the title wraps."""
+    import eebench.report.serving as serving
+
+    rows = []
+    for p in range(panels):
+        for strategy in ("per-sample", "batch-shrinking", "wait-for-slowest", "regroup", "plain"):
+            for mode in ("per-stage", "compiled"):
+                for q in (200.0, 1000.0, 3000.0, 8000.0):
+                    rows.append(
+                        {
+                            "model": f"model-{p // 2}",
+                            "backend": ("torch-cpu", "onnxruntime")[p % 2],
+                            "strategy": strategy,
+                            "mode": mode,
+                            "target_qps": q,
+                            "latency_p99_ms": 2.0 + q / 100,
+                            "latency_bound_ms": 50.0,
+                            "valid": q < 8000,
+                        }
+                    )
+    monkeypatch.setattr(serving, "_server_rows", lambda runs: pd.DataFrame(rows))
+    fig = serving.serving_curves([], None).figure
+    assert layout_problems(fig) == []
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "regroup · compiled" in labels and "latency bound 50 ms" in labels

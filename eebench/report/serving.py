@@ -8,6 +8,9 @@ claimed (too few queries for the early-stopping rule) or broke the bound.
 
 from __future__ import annotations
 
+import textwrap
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -43,10 +46,6 @@ def serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
     colors[PLAIN] = (0.15, 0.15, 0.15)
     modes = sorted(df["mode"].unique())
     styles = dict(zip(modes, ("-", "--", ":", "-.")))
-    widest = max(
-        panels,
-        key=lambda k: df[(df["model"] == k[0]) & (df["backend"] == k[1])]["series"].nunique(),
-    )
     nrows, ncols = _grid(len(panels), 2)
     fig, axes = _new_figure(nrows, ncols, 5.0, 3.4)
     for ax, (model, backend) in zip(axes.flat, panels):
@@ -73,7 +72,9 @@ def serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
             )
         bounds = sub["latency_bound_ms"].dropna().unique()
         for b in bounds:
-            ax.axhline(b, color="red", linewidth=0.8, linestyle=":")
+            ax.axhline(
+                b, color="red", linewidth=0.8, linestyle=":", label=f"latency bound {b:g} ms"
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers, no crowded minor-tick labels
@@ -82,12 +83,27 @@ def serving_curves(runs: list[RunData], pal: Palette) -> ReportFigure:
         ax.set_title(f"{model} on {backend}", fontsize=9)
         ax.set_xlabel("Target QPS (Server scenario, Poisson arrivals)")
         ax.set_ylabel("p99 latency [ms]\n(measured by LoadGen)")
-        if (model, backend) == widest:  # one legend, in the panel with every series
-            ax.legend(fontsize=7, title="strategy · mode", title_fontsize=7)
+    # one legend for every panel, below them (inside a panel it would hide curves)
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    legend_cols = min(3 * ncols, max(1, len(handles) // 4 + 1))
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="outside lower center",
+        ncols=legend_cols,
+        fontsize=7,
+        title="strategy · mode",
+        title_fontsize=7,
+    )
+    legend_rows = -(-len(handles) // legend_cols)
+    fig.set_figheight(fig.get_figheight() + 0.16 * legend_rows + 0.3)  # panels keep their height
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     title = "Early exit under load: p99 latency vs QPS per strategy and mode, vs the plain network"
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=50 * ncols))
     return ReportFigure(
         "serving_p99_vs_qps",
         title,
