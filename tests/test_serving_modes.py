@@ -101,7 +101,8 @@ def test_static_graph_gives_every_exit(name, config, backend, splits, cache):
         np.testing.assert_allclose(static.run(xb), want, atol=1e-4, rtol=0)
 
 
-def _serve(prepared, cfg, x, policy, th, rec, engine):
+def _serve(prepared, cfg, x, policy, th, rec, engine, plain_stages=None):
+    """Serve every row of ``x`` once through a Worker; the (exits, predictions) it answered."""
     preds = np.full(len(x), -1)
     exits = np.full(len(x), -1)
 
@@ -115,6 +116,7 @@ def _serve(prepared, cfg, x, policy, th, rec, engine):
         x,
         respond,
         lambda: policy.decider(th, num_exits=rec.num_exits),
+        plain_stages=plain_stages,
         engine=engine,
     )
     inbox = Inbox()

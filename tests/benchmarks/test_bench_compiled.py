@@ -19,9 +19,10 @@ from eebench.data import get_splits
 from eebench.evaluation import record_exits
 from eebench.models import create_model
 from eebench.policies import create_policy
-from eebench.serving import Inbox, Request, StrategyConfig, Worker, offline_decisions
+from eebench.serving import StrategyConfig, offline_decisions
 from eebench.serving.compiled import inductor_problem
 from eebench.serving.modes import whole_graph
+from tests.test_serving_modes import _serve as serve_rows
 
 N = 40
 BATCH = 4
@@ -50,28 +51,9 @@ def compiled():
 
 
 def _serve(prepared, engine, strategy, x, policy, th, rec):
-    exits = np.full(len(x), -1)
-    preds = np.full(len(x), -1)
-
-    def respond(reqs, p, e):
-        for r, pi, ei in zip(reqs, p, e):
-            preds[r.index], exits[r.index] = pi, ei
-
-    worker = Worker(
-        prepared,
-        StrategyConfig(strategy, BATCH),
-        x,
-        respond,
-        lambda: policy.decider(th, num_exits=rec.num_exits),
-        [0, 1],
-        engine,
-    )
-    inbox = Inbox()
-    inbox.put([Request(i, i, 0) for i in range(len(x))])
-    inbox.close()
-    with prepared.activated():
-        worker.serve(inbox)
-    return exits, preds
+    """Every row served once with ``strategy``; the plain network is the cascade's last member."""
+    cfg = StrategyConfig(strategy, BATCH)
+    return serve_rows(prepared, cfg, x, policy, th, rec, engine, plain_stages=[0, 1])
 
 
 def test_bench_compiled_parts_serve_the_exit_record(compiled, benchmark):
