@@ -37,7 +37,13 @@ from typing import Any
 
 from eebench.backends.placement import device_resource, parse_placement
 from eebench.cluster.plan import DRIVER_DEVICE, Unit, check_address, plan_units, prerequisites
-from eebench.cluster.worker import SNAPSHOT_FOLDERS, Snapshot, UnitResult, execute_unit
+from eebench.cluster.worker import (
+    SNAPSHOT_FOLDERS,
+    Snapshot,
+    UnitResult,
+    execute_unit,
+    list_files,
+)
 from eebench.errors import ConfigError, EEBenchError
 
 MAX_RETRIES = 2
@@ -303,9 +309,8 @@ class Scheduler:
         run = self.writer.path
         run_files = {"manifest.json": (run / "manifest.json").read_bytes()}
         for folder in SNAPSHOT_FOLDERS:
-            for p in sorted((run / folder).rglob("*")) if (run / folder).exists() else []:
-                if p.is_file() and not p.name.startswith("."):
-                    run_files[p.relative_to(run).as_posix()] = p.read_bytes()
+            for rel, p in list_files(run / folder).items():
+                run_files[f"{folder}/{rel}"] = p.read_bytes()
         device = unit.device
         return Snapshot(
             unit=unit.to_dict(),
@@ -364,18 +369,16 @@ class Scheduler:
         missing = self._missing_devices(units)
         for u in units:
             if u.backend in missing and u.device_bound and not self._done(u):
-                step = "measure" if u.kind == "measure" else u.kind
-                key = (
-                    f"skip:{u.model}:{u.backend}"
-                    if u.kind == "measure"
-                    else f"{u.kind}:{u.model}:{u.backend}"
-                )
-                if u.kind == "measure" or u.kind == "serve":
-                    self.runner._skip(key, u.model, step, u.backend, missing[u.backend])
+                # recorded under the keys a run on one machine skips them with (validation
+                # of an unavailable backend leaves no row there either)
+                keys = {"measure": f"skip:{u.model}:{u.backend}", "serve": u.id}
+                key = keys.get(u.kind)
+                if key is not None:
+                    self.runner._skip(key, u.model, u.kind, u.backend, missing[u.backend])
                 self.units_state[u.id] = {
                     "status": "skipped",
                     "reason": missing[u.backend],
-                    "steps": [key] if u.kind in ("measure", "serve") else [],
+                    "steps": [key] if key is not None else [],
                 }
         self._save()
         pending = [u for u in units if not self._done(u)]

@@ -15,6 +15,7 @@ No Ray here: :mod:`eebench.cluster.driver` wraps :func:`execute_unit` in a Ray t
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -58,7 +59,8 @@ class UnitResult:
     seconds: float
 
 
-def _files(root: Path, skip: tuple[str, ...] = ()) -> dict[str, Path]:
+def list_files(root: Path, skip: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Plain files under ``root`` by relative path (hidden files and ``skip`` prefixes left out)."""
     if not root.exists():
         return {}
     out = {}
@@ -136,11 +138,11 @@ def execute_unit(snap: Snapshot) -> UnitResult:
         run = out_root / snap.suite_folder / snap.run_id
         _write(run, snap.run_files)
         _write(cache, snap.cache_files)
-        before_run = {rel: p.read_bytes() for rel, p in _files(run).items()}
-        before_cache = set(_files(cache))
+        before_run = {rel: p.read_bytes() for rel, p in list_files(run).items()}
+        before_cache = set(list_files(cache))
         manifest = json.loads(snap.run_files[MANIFEST])
         steps_before = set(manifest["steps"])
-        top_before = {k: v for k, v in json.loads(snap.run_files[MANIFEST]).items() if k != "steps"}
+        top_before = copy.deepcopy({k: v for k, v in manifest.items() if k != "steps"})
         resolved = {k: v for k, v in snap.suite.items() if k != "source"}
         spec = SuiteSpec.model_validate(resolved)
         runner = SuiteRunner(
@@ -174,11 +176,11 @@ def execute_unit(snap: Snapshot) -> UnitResult:
             )
         run_files = {
             rel: data
-            for rel, p in _files(run, skip=(MANIFEST, "parts/")).items()
+            for rel, p in list_files(run, skip=(MANIFEST, "parts/")).items()
             if before_run.get(rel) != (data := p.read_bytes())
         }
         cache_files = {
-            rel: p.read_bytes() for rel, p in _files(cache).items() if rel not in before_cache
+            rel: p.read_bytes() for rel, p in list_files(cache).items() if rel not in before_cache
         }
         notes = {
             k: v
