@@ -598,17 +598,14 @@ class SuiteRunner:
             and self.writer.has_step(f"skip:{label}:{backend_name}")
         ):
             return  # skipped where it was to run (e.g. its device lacked the backend)
-        if self.writer is not None and all(self.writer.has_step(k) for k in keys):
-            # measured earlier (perhaps on another node): read back, the backend is not needed
-            info = self.writer.step_info(f"measure:{label}:{backend_name}:b1:t{m.threads[0]}")
-            if "parts" in info:
-                ctx.parts[backend_name] = PartMeasurements.from_dict(info["parts"])
-            return
         backend = get_backend(backend_name)
-        ok, reason = backend.available()
-        if not ok:
-            self._skip(f"skip:{label}:{backend_name}", label, "measure", backend_name, reason)
-            return
+        # measured earlier (perhaps on another node) is read back below: only new work asks
+        # whether the backend can run here
+        if self.writer is None or not all(self.writer.has_step(k) for k in keys):
+            ok, reason = backend.available()
+            if not ok:
+                self._skip(f"skip:{label}:{backend_name}", label, "measure", backend_name, reason)
+                return
         timing = TimingConfig(
             warmup=m.warmup,
             min_runs=m.min_repeats,
